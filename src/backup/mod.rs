@@ -1,0 +1,370 @@
+//! `backup`: walk -> read + chunk + hash -> compress -> encrypt -> pack -> upload.
+//!
+//! Threads and the bounded queues between them (memory stays flat whatever the tree):
+//! - the walker (one thread, large stack) lists directories with `*at` calls, decides per
+//!   file whether its content must be read (change detection against the parent snapshot:
+//!   size, mtime, ctime and inode equal, and every chunk still indexed, means the old
+//!   content list is reused without opening the file), and queues [`FileJob`]s;
+//! - readers (`threads`) open, chunk and hash files, claim each new chunk id and pass the
+//!   chunk to the [`BlobSink`], which compresses, encrypts, packs and uploads in parallel;
+//! - the finisher (one thread) receives directories in post-order, waits for their entries,
+//!   encodes each tree blob and stores it if new (unchanged directories deduplicate).
+//!
+//! Each entry's result travels through its own one-slot channel, so directories complete
+//! while readers are still busy elsewhere. The snapshot is written only after the sink
+//! has made every pack and index durable.
+
+mod walk;
+
+use std::collections::HashSet;
+use std::ffi::CString;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use crate::chunker::Chunker;
+use crate::format::snapshot::{Snapshot, Summary};
+use crate::format::tree::{self, Node, NodeKind};
+use crate::format::BlobType;
+use crate::id::{BlobId, SnapshotId};
+use crate::progress::Progress;
+use crate::repo::writer::{claim, BlobSink, RawBlob};
+use crate::repo::{MasterIndex, RepoError, Repository};
+use crate::source::exclude::Patterns;
+use crate::source::{self, Names};
+
+/// What to back up and how.
+#[derive(Clone)]
+pub struct BackupOptions {
+    pub paths: Vec<std::path::PathBuf>,
+    pub tags: Vec<String>,
+    pub host: String,
+    pub excludes: Patterns,
+    pub one_file_system: bool,
+    pub dry_run: bool,
+    /// zstd level for this backup; the repository's default when `None`.
+    pub compression_level: Option<i32>,
+    /// Use this snapshot as the parent instead of finding one.
+    pub parent: Option<SnapshotId>,
+    /// Reader and packer threads each (default: the number of cores).
+    pub threads: usize,
+}
+
+/// Backup failures that stop the backup (unreadable files only warn).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackupError {
+    #[error("{path}: {source}")]
+    Source { path: String, source: std::io::Error },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+}
+
+/// The outcome of a backup.
+pub struct BackupResult {
+    /// `None` for a dry run.
+    pub snapshot_id: Option<SnapshotId>,
+    pub snapshot: Snapshot,
+    pub warnings: Vec<String>,
+}
+
+/// Counters shared by the stages.
+#[derive(Default)]
+struct Counters {
+    files_new: AtomicU64,
+    files_changed: AtomicU64,
+    files_unmodified: AtomicU64,
+    dirs_new: AtomicU64,
+    dirs_changed: AtomicU64,
+    dirs_unmodified: AtomicU64,
+    bytes: AtomicU64,
+    errors: AtomicU64,
+    dry_blobs: AtomicU64,
+    dry_bytes: AtomicU64,
+}
+
+/// A file whose content must be read.
+struct FileJob {
+    dir: Arc<OwnedFd>,
+    name: CString,
+    path: Vec<u8>,
+    node: Node,
+    result: Sender<Option<Node>>,
+}
+
+/// A directory whose entries are all known or pending; finished in post-order.
+struct DirJob {
+    node: Node,
+    entries: Vec<Pending>,
+    parent_subtree: Option<BlobId>,
+    result: Sender<Option<Node>>,
+}
+
+/// An entry of a directory: known now, or to be delivered by a reader or the finisher.
+enum Pending {
+    Ready(Node),
+    Later(Receiver<Option<Node>>),
+}
+
+/// Everything the stages share.
+struct Ctx {
+    repo: Arc<Repository>,
+    index: Arc<MasterIndex>,
+    known: Arc<Mutex<HashSet<BlobId>>>,
+    blobs: Option<Sender<RawBlob>>,
+    counters: Counters,
+    warnings: Mutex<Vec<String>>,
+    progress: Arc<dyn Progress>,
+    names: Names,
+    opts: BackupOptions,
+}
+
+impl Ctx {
+    fn warn(&self, msg: String) {
+        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        self.progress.warn(&msg);
+        self.warnings.lock().expect("poisoned").push(msg);
+    }
+
+    /// Stores a blob unless it is known; returns nothing (the id is the caller's).
+    fn store_blob(&self, blob_type: BlobType, id: BlobId, data: &[u8]) {
+        if !claim(&self.known, id) {
+            return;
+        }
+        match &self.blobs {
+            Some(tx) => {
+                let _ = tx.send(RawBlob { blob_type, id, data: data.to_vec() });
+            }
+            None => {
+                self.counters.dry_blobs.fetch_add(1, Ordering::Relaxed);
+                self.counters.dry_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn hostname() -> String {
+    rustix::system::uname().nodename().to_string_lossy().into_owned()
+}
+
+/// The default `--host`.
+pub fn default_host() -> String {
+    hostname()
+}
+
+/// Runs a backup. Returns after the snapshot (and all it references) is durable.
+pub fn run(repo: Arc<Repository>, opts: BackupOptions, progress: Arc<dyn Progress>) -> Result<BackupResult, BackupError> {
+    let started = crate::clock::now();
+    let watch = crate::clock::stopwatch();
+    let roots = walk::normalize_roots(&opts.paths)?;
+    let index = Arc::new(repo.load_index()?);
+    let parent = find_parent(&repo, &opts, &roots)?;
+    let parent_tree = match &parent {
+        Some((_, s)) => Some(repo.load_tree(&index, &BlobId(s.tree))?),
+        None => None,
+    };
+    let known: HashSet<BlobId> = index.blob_ids().copied().collect();
+    let threads = opts.threads.max(1);
+    let level = opts.compression_level.unwrap_or(repo.config().compression_level);
+    let sink = (!opts.dry_run).then(|| BlobSink::start(repo.clone(), level, threads, 2, known.clone()));
+    let known = sink.as_ref().map(|s| s.known()).unwrap_or_else(|| Arc::new(Mutex::new(known)));
+    let ctx = Arc::new(Ctx {
+        repo: repo.clone(),
+        index: index.clone(),
+        known,
+        blobs: sink.as_ref().map(|s| s.sender()),
+        counters: Counters::default(),
+        warnings: Mutex::new(Vec::new()),
+        progress,
+        names: Names::default(),
+        opts: opts.clone(),
+    });
+
+    let (file_tx, file_rx) = bounded::<FileJob>(threads * 64);
+    let (dir_tx, dir_rx) = bounded::<DirJob>(4096);
+    let readers: Vec<_> = (0..threads)
+        .map(|i| {
+            let (ctx, rx) = (ctx.clone(), file_rx.clone());
+            std::thread::Builder::new().name(format!("coffer-read-{i}")).spawn(move || reader(ctx, rx)).expect("spawn")
+        })
+        .collect();
+    drop(file_rx);
+    let fin_ctx = ctx.clone();
+    let finisher = std::thread::Builder::new().name("coffer-trees".into()).spawn(move || finisher(fin_ctx, dir_rx)).expect("spawn");
+
+    let walk_ctx = ctx.clone();
+    let walk_roots = roots.clone();
+    let parent_tree_id = parent.as_ref().map(|(_, s)| BlobId(s.tree));
+    let walker = std::thread::Builder::new()
+        .name("coffer-walk".into())
+        .stack_size(512 << 20)
+        .spawn(move || walk::walk_roots(&walk_ctx, &walk_roots, parent_tree.as_deref(), parent_tree_id, &file_tx, &dir_tx))
+        .expect("spawn walker");
+    let root_rx = walker.join().map_err(|_| BackupError::Invalid("the walker thread panicked".into()))??;
+    let root = root_rx.recv().ok().flatten();
+    finisher.join().map_err(|_| BackupError::Invalid("the tree thread panicked".into()))?;
+    for r in readers {
+        r.join().map_err(|_| BackupError::Invalid("a reader thread panicked".into()))?;
+    }
+    let ctx = Arc::try_unwrap(ctx).map_err(|_| BackupError::Invalid("backup stages still running".into()))?;
+    drop(ctx.blobs);
+    let root = root.and_then(|n| n.subtree).ok_or_else(|| BackupError::Invalid("no root tree was produced".into()))?;
+
+    let c = &ctx.counters;
+    let mut summary = Summary {
+        files_new: c.files_new.load(Ordering::Relaxed),
+        files_changed: c.files_changed.load(Ordering::Relaxed),
+        files_unmodified: c.files_unmodified.load(Ordering::Relaxed),
+        dirs_new: c.dirs_new.load(Ordering::Relaxed),
+        dirs_changed: c.dirs_changed.load(Ordering::Relaxed),
+        dirs_unmodified: c.dirs_unmodified.load(Ordering::Relaxed),
+        total_bytes_processed: c.bytes.load(Ordering::Relaxed),
+        errors: c.errors.load(Ordering::Relaxed),
+        ..Default::default()
+    };
+    summary.total_files_processed = summary.files_new + summary.files_changed + summary.files_unmodified;
+    summary.partial = summary.errors > 0;
+    if let Some(sink) = sink {
+        let t = sink.finish()?;
+        summary.blobs_added = t.blobs_added;
+        summary.data_added = t.data_added;
+        summary.data_added_raw = t.data_added_raw;
+    } else {
+        summary.blobs_added = c.dry_blobs.load(Ordering::Relaxed);
+        summary.data_added_raw = c.dry_bytes.load(Ordering::Relaxed);
+    }
+    summary.duration_ns = watch.elapsed().as_nanos() as u64;
+    let snapshot = Snapshot {
+        time_ns: crate::clock::to_unix_ns(started),
+        utc_offset_s: jiff::tz::TimeZone::system().to_offset(started).seconds(),
+        host: opts.host.clone(),
+        username: uzers::get_current_username().map(|u| u.to_string_lossy().into_owned()).unwrap_or_default(),
+        uid: rustix::process::getuid().as_raw(),
+        gid: rustix::process::getgid().as_raw(),
+        paths: roots,
+        tags: opts.tags.clone(),
+        excludes: opts.excludes.sources.clone(),
+        parent: parent.as_ref().map(|(id, _)| id.0),
+        tree: root,
+        seq: next_seq(&repo, &opts.host)?,
+        program_version: format!("coffer {}", env!("CARGO_PKG_VERSION")),
+        summary,
+    };
+    let snapshot_id = if opts.dry_run { None } else { Some(repo.save_snapshot(&snapshot)?) };
+    let warnings = ctx.warnings.into_inner().expect("poisoned");
+    Ok(BackupResult { snapshot_id, snapshot, warnings })
+}
+
+/// The parent: the given one, or the newest snapshot of this host with the same paths.
+fn find_parent(
+    repo: &Repository,
+    opts: &BackupOptions,
+    roots: &[Vec<u8>],
+) -> Result<Option<(SnapshotId, Snapshot)>, BackupError> {
+    if let Some(id) = opts.parent {
+        return Ok(Some((id, repo.load_snapshot(&id)?)));
+    }
+    let all = repo.load_snapshots()?;
+    Ok(all.into_iter().rev().find(|(_, s)| s.host == opts.host && s.paths == roots))
+}
+
+fn next_seq(repo: &Repository, host: &str) -> Result<u64, BackupError> {
+    let all = repo.load_snapshots()?;
+    Ok(all.iter().filter(|(_, s)| s.host == host).map(|(_, s)| s.seq).max().map_or(1, |m| m + 1))
+}
+
+/// Reader thread: reads and chunks files.
+fn reader(ctx: Arc<Ctx>, rx: Receiver<FileJob>) {
+    let keys = ctx.repo.keys().clone();
+    let mut chunker = Chunker::new(ctx.repo.config().chunker, keys.gear_table());
+    for job in rx {
+        let out = read_file(&ctx, &mut chunker, job.dir.as_ref(), &job.name, &job.path, job.node);
+        ctx.progress.add_item();
+        let _ = job.result.send(out);
+    }
+}
+
+fn read_file(ctx: &Ctx, chunker: &mut Chunker, dir: &OwnedFd, name: &CString, path: &[u8], mut node: Node) -> Option<Node> {
+    use std::os::fd::AsFd;
+    let shown = String::from_utf8_lossy(path).into_owned();
+    let file = match source::open_file_at(dir.as_fd(), name) {
+        Ok(f) => f,
+        Err(e) => {
+            ctx.warn(format!("{shown}: cannot read: {e}"));
+            return None;
+        }
+    };
+    let before = match source::fstat(&file) {
+        Ok(st) if source::kind_of(&st) == NodeKind::File => st,
+        Ok(_) => {
+            ctx.warn(format!("{shown}: replaced by something else than a file while backing up; skipped"));
+            return None;
+        }
+        Err(e) => {
+            ctx.warn(format!("{shown}: cannot read: {e}"));
+            return None;
+        }
+    };
+    let keys = ctx.repo.keys().clone();
+    let mut content = Vec::new();
+    let read = chunker.chunk_stream::<std::io::Error>(&file, |chunk| {
+        let id = keys.blob_id(chunk);
+        ctx.store_blob(BlobType::Data, id, chunk);
+        content.push(id.0);
+        ctx.progress.add_bytes(chunk.len() as u64);
+        Ok(())
+    });
+    let read = match read {
+        Ok(n) => n,
+        Err(e) => {
+            ctx.warn(format!("{shown}: read failed: {e}"));
+            return None;
+        }
+    };
+    ctx.counters.bytes.fetch_add(read, Ordering::Relaxed);
+    match source::fstat(&file) {
+        Ok(after) if source::same_file_unchanged(&before, &after) && after.st_size as u64 == read => {}
+        _ => ctx.warn(format!("{shown}: changed while being read; the saved copy may be inconsistent")),
+    }
+    let fresh = source::node_from_stat(&node.name, &before, &ctx.names);
+    let xattrs = std::mem::take(&mut node.xattrs);
+    node = fresh;
+    node.xattrs = xattrs;
+    node.size = read;
+    node.content = content;
+    Some(node)
+}
+
+/// Finisher thread: turns completed directories into tree blobs, in post-order.
+fn finisher(ctx: Arc<Ctx>, rx: Receiver<DirJob>) {
+    let keys = ctx.repo.keys().clone();
+    for job in rx {
+        let mut nodes = Vec::with_capacity(job.entries.len());
+        for e in job.entries {
+            match e {
+                Pending::Ready(n) => nodes.push(n),
+                Pending::Later(rx) => {
+                    if let Ok(Some(n)) = rx.recv() {
+                        nodes.push(n)
+                    }
+                }
+            }
+        }
+        let bytes = tree::encode(&nodes);
+        let id = keys.blob_id(&bytes);
+        ctx.store_blob(BlobType::Tree, id, &bytes);
+        let c = &ctx.counters;
+        match job.parent_subtree {
+            None => c.dirs_new.fetch_add(1, Ordering::Relaxed),
+            Some(p) if p == id => c.dirs_unmodified.fetch_add(1, Ordering::Relaxed),
+            Some(_) => c.dirs_changed.fetch_add(1, Ordering::Relaxed),
+        };
+        let mut node = job.node;
+        node.subtree = Some(id.0);
+        let _ = job.result.send(Some(node));
+    }
+}

@@ -1,0 +1,317 @@
+//! The walker: turns the backup roots into file and directory jobs.
+//!
+//! Roots are absolute paths. The snapshot's root tree mirrors them from `/` down: for roots
+//! `/home/a` and `/etc`, the root tree holds `etc` and `home`, `home` holds `a`. The
+//! directories on the way (`/home`) carry their real metadata but only the entries that lead
+//! to a root.
+
+use std::collections::BTreeMap;
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use rustix::fs::Stat;
+
+use super::{BackupError, Ctx, DirJob, FileJob, Pending};
+use crate::format::tree::{Node, NodeKind};
+use crate::id::BlobId;
+use crate::source;
+
+/// Makes the roots absolute and lexically clean, resolves symlinks in their parent
+/// directories (not in the last component), checks they exist, and drops roots nested in
+/// other roots. Sorted.
+pub(super) fn normalize_roots(paths: &[PathBuf]) -> Result<Vec<Vec<u8>>, BackupError> {
+    if paths.is_empty() {
+        return Err(BackupError::Invalid("nothing to back up: give at least one path".into()));
+    }
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    for p in paths {
+        let abs = std::path::absolute(p).map_err(|e| BackupError::Source { path: p.display().to_string(), source: e })?;
+        let mut clean = PathBuf::from("/");
+        for c in abs.components() {
+            match c {
+                Component::Normal(n) => clean.push(n),
+                Component::ParentDir => {
+                    clean.pop();
+                }
+                _ => {}
+            }
+        }
+        let resolved = match (clean.parent(), clean.file_name()) {
+            (Some(parent), Some(name)) => parent
+                .canonicalize()
+                .map_err(|e| BackupError::Source { path: clean.display().to_string(), source: e })?
+                .join(name),
+            _ => clean,
+        };
+        std::fs::symlink_metadata(&resolved)
+            .map_err(|e| BackupError::Source { path: resolved.display().to_string(), source: e })?;
+        out.push(resolved.as_os_str().as_bytes().to_vec());
+    }
+    out.sort();
+    out.dedup();
+    let all = out.clone();
+    out.retain(|p| !all.iter().any(|q| q != p && is_below(p, q)));
+    Ok(out)
+}
+
+/// Whether path `p` is strictly below directory `q`.
+fn is_below(p: &[u8], q: &[u8]) -> bool {
+    if q == b"/" {
+        return p != b"/";
+    }
+    p.len() > q.len() && p.starts_with(q) && p[q.len()] == b'/'
+}
+
+#[derive(Default)]
+struct Trie {
+    children: BTreeMap<Vec<u8>, Trie>,
+    is_root: bool,
+}
+
+fn build_trie(roots: &[Vec<u8>]) -> Trie {
+    let mut t = Trie::default();
+    for r in roots {
+        let mut cur = &mut t;
+        for comp in Path::new(std::ffi::OsStr::from_bytes(r)).components() {
+            if let Component::Normal(n) = comp {
+                cur = cur.children.entry(n.as_bytes().to_vec()).or_default();
+            }
+        }
+        cur.is_root = true;
+    }
+    t
+}
+
+fn join(prefix: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = prefix.to_vec();
+    if !p.ends_with(b"/") {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
+
+fn find<'a>(nodes: Option<&'a [Node]>, name: &[u8]) -> Option<&'a Node> {
+    let nodes = nodes?;
+    nodes.binary_search_by(|n| n.name.as_slice().cmp(name)).ok().map(|i| &nodes[i])
+}
+
+/// Senders the walker feeds.
+pub(super) struct Queues<'a> {
+    files: &'a Sender<FileJob>,
+    dirs: &'a Sender<DirJob>,
+}
+
+/// Walks every root; returns the channel that will deliver the root tree's node.
+pub(super) fn walk_roots(
+    ctx: &Arc<Ctx>,
+    roots: &[Vec<u8>],
+    parent_root: Option<&[Node]>,
+    parent_tree_id: Option<BlobId>,
+    files: &Sender<FileJob>,
+    dirs: &Sender<DirJob>,
+) -> Result<Receiver<Option<Node>>, BackupError> {
+    let q = Queues { files, dirs };
+    let trie = build_trie(roots);
+    if trie.is_root {
+        return Err(BackupError::Invalid("backing up `/` itself: name the directories below it instead".into()));
+    }
+    let fd = source::open_dir_path(b"/").map_err(|e| BackupError::Source { path: "/".into(), source: e })?;
+    let entries = walk_virtual(ctx, &q, Arc::new(fd), b"/", &trie, parent_root)?;
+    let (tx, rx) = bounded(1);
+    let parent_subtree = parent_tree_id;
+    let job = DirJob { node: Node::new(Vec::new(), NodeKind::Dir), entries, parent_subtree, result: tx };
+    q.dirs.send(job).map_err(|_| BackupError::Invalid("tree thread stopped".into()))?;
+    Ok(rx)
+}
+
+/// The directories leading to the roots: real metadata, only the entries on the way.
+fn walk_virtual(
+    ctx: &Arc<Ctx>,
+    q: &Queues<'_>,
+    dir: Arc<OwnedFd>,
+    prefix: &[u8],
+    trie: &Trie,
+    parent: Option<&[Node]>,
+) -> Result<Vec<Pending>, BackupError> {
+    let mut entries = Vec::new();
+    for (name, child) in &trie.children {
+        let path = join(prefix, name);
+        let shown = || String::from_utf8_lossy(&path).into_owned();
+        let cname = CString::new(name.clone()).map_err(|_| BackupError::Invalid(format!("{}: NUL in path", shown())))?;
+        let st = source::stat_at(dir.as_fd(), &cname).map_err(|e| BackupError::Source { path: shown(), source: e })?;
+        let pnode = find(parent, name);
+        if child.is_root {
+            if let Some(p) = walk_entry(ctx, q, &dir, &cname, &path, &st, pnode, st.st_dev as u64) {
+                entries.push(p);
+            }
+            continue;
+        }
+        let node = source::node_from_stat(name, &st, &ctx.names);
+        let fd = source::open_dir_at(dir.as_fd(), &cname).map_err(|e| BackupError::Source { path: shown(), source: e })?;
+        let ptree = parent_tree(ctx, pnode, &path);
+        let sub = walk_virtual(ctx, q, Arc::new(fd), &path, child, ptree.as_deref())?;
+        entries.push(send_dir(q, node, sub, pnode)?);
+    }
+    Ok(entries)
+}
+
+fn send_dir(q: &Queues<'_>, node: Node, entries: Vec<Pending>, pnode: Option<&Node>) -> Result<Pending, BackupError> {
+    let (tx, rx) = bounded(1);
+    let parent_subtree = pnode.and_then(|p| p.subtree).map(BlobId);
+    q.dirs
+        .send(DirJob { node, entries, parent_subtree, result: tx })
+        .map_err(|_| BackupError::Invalid("tree thread stopped".into()))?;
+    Ok(Pending::Later(rx))
+}
+
+/// Loads the parent snapshot's tree for a directory, if it had one.
+fn parent_tree(ctx: &Ctx, pnode: Option<&Node>, path: &[u8]) -> Option<Vec<Node>> {
+    let p = pnode.filter(|p| p.kind == NodeKind::Dir)?;
+    match ctx.repo.load_tree(&ctx.index, &BlobId(p.subtree?)) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            ctx.progress.warn(&format!(
+                "{}: parent snapshot's tree unreadable ({e}); reading everything below",
+                String::from_utf8_lossy(path)
+            ));
+            None
+        }
+    }
+}
+
+/// One entry of a real directory. `None` when it is skipped (a warning was given).
+#[allow(clippy::too_many_arguments)]
+fn walk_entry(
+    ctx: &Arc<Ctx>,
+    q: &Queues<'_>,
+    dir: &Arc<OwnedFd>,
+    name: &CStr,
+    path: &[u8],
+    st: &Stat,
+    pnode: Option<&Node>,
+    root_dev: u64,
+) -> Option<Pending> {
+    let shown = || String::from_utf8_lossy(path).into_owned();
+    let mut node = source::node_from_stat(name.to_bytes(), st, &ctx.names);
+    match source::read_xattrs(dir.as_fd(), name.to_bytes()) {
+        Ok(x) => node.xattrs = x,
+        Err(e) => ctx.warn(format!("{}: cannot read extended attributes: {e}", shown())),
+    }
+    match node.kind {
+        NodeKind::File => Some(file_entry(ctx, q, dir, name, path, node, pnode)),
+        NodeKind::Dir => dir_entry(ctx, q, dir, name, path, node, pnode, root_dev),
+        NodeKind::Symlink => match source::read_link_at(dir.as_fd(), name) {
+            Ok(t) => {
+                node.link_target = t;
+                Some(Pending::Ready(node))
+            }
+            Err(e) => {
+                ctx.warn(format!("{}: cannot read symlink: {e}", shown()));
+                None
+            }
+        },
+        _ => Some(Pending::Ready(node)),
+    }
+}
+
+fn file_entry(
+    ctx: &Arc<Ctx>,
+    q: &Queues<'_>,
+    dir: &Arc<OwnedFd>,
+    name: &CStr,
+    path: &[u8],
+    mut node: Node,
+    pnode: Option<&Node>,
+) -> Pending {
+    let c = &ctx.counters;
+    if let Some(p) = pnode.filter(|p| p.kind == NodeKind::File) {
+        let same = p.size == node.size && p.mtime == node.mtime && p.ctime == node.ctime && p.inode == node.inode;
+        if same && p.content.iter().all(|id| ctx.index.contains(&BlobId(*id))) {
+            node.content = p.content.clone();
+            c.files_unmodified.fetch_add(1, Ordering::Relaxed);
+            c.bytes.fetch_add(node.size, Ordering::Relaxed);
+            ctx.progress.add_bytes(node.size);
+            ctx.progress.add_item();
+            return Pending::Ready(node);
+        }
+        c.files_changed.fetch_add(1, Ordering::Relaxed);
+    } else {
+        c.files_new.fetch_add(1, Ordering::Relaxed);
+    }
+    let (tx, rx) = bounded(1);
+    let job = FileJob { dir: dir.clone(), name: name.to_owned(), path: path.to_vec(), node, result: tx };
+    // A closed queue means the readers are gone; the finisher then sees a dropped sender.
+    let _ = q.files.send(job);
+    Pending::Later(rx)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dir_entry(
+    ctx: &Arc<Ctx>,
+    q: &Queues<'_>,
+    dir: &Arc<OwnedFd>,
+    name: &CStr,
+    path: &[u8],
+    node: Node,
+    pnode: Option<&Node>,
+    root_dev: u64,
+) -> Option<Pending> {
+    let shown = || String::from_utf8_lossy(path).into_owned();
+    if ctx.opts.one_file_system && node.dev != root_dev {
+        return send_dir(q, node, Vec::new(), pnode).ok();
+    }
+    let fd = match source::open_dir_at(dir.as_fd(), name) {
+        Ok(fd) => Arc::new(fd),
+        Err(e) => {
+            ctx.warn(format!("{}: cannot open directory: {e}", shown()));
+            return None;
+        }
+    };
+    let names = source::read_dir_names(fd.as_fd()).unwrap_or_else(|e| {
+        ctx.warn(format!("{}: cannot list directory: {e}", shown()));
+        Vec::new()
+    });
+    let ptree = parent_tree(ctx, pnode, path);
+    let mut entries = Vec::with_capacity(names.len());
+    for child in names {
+        let cpath = join(path, child.to_bytes());
+        if ctx.opts.excludes.matches(&cpath, child.to_bytes()) {
+            continue;
+        }
+        let st = match source::stat_at(fd.as_fd(), &child) {
+            Ok(st) => st,
+            Err(e) => {
+                ctx.warn(format!("{}: vanished or unreadable: {e}", String::from_utf8_lossy(&cpath)));
+                continue;
+            }
+        };
+        let cp = find(ptree.as_deref(), child.to_bytes());
+        if let Some(p) = walk_entry(ctx, q, &fd, &child, &cpath, &st, cp, root_dev) {
+            entries.push(p);
+        }
+    }
+    send_dir(q, node, entries, pnode).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_roots_are_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a");
+        std::fs::create_dir_all(a.join("b")).unwrap();
+        let r = normalize_roots(&[a.join("b"), a.clone(), a.join("./b/../b")]).unwrap();
+        assert_eq!(r.len(), 1);
+        assert!(r[0].ends_with(b"/a"));
+        assert!(is_below(b"/a/b", b"/a"));
+        assert!(!is_below(b"/ab", b"/a"));
+    }
+}

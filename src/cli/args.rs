@@ -1,0 +1,180 @@
+//! Command-line definitions (clap derive). Validated into library options in `commands`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "coffer", version, about = "Encrypted, deduplicated backup and disaster recovery")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Repository location: a local path (or a NAS mount)
+    #[arg(long, short = 'r', env = "COFFER_REPO", global = true)]
+    pub repo: Option<String>,
+    /// Read the password from this file (first line)
+    #[arg(long, env = "COFFER_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+    /// Run this shell command and use its output as the password
+    #[arg(long, env = "COFFER_PASSWORD_COMMAND", global = true)]
+    pub password_command: Option<String>,
+    /// Machine-readable JSON on stdout (NDJSON for long listings)
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// No progress display
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+    /// Worker threads for reading, compressing and restoring (default: number of cores)
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a new repository
+    Init(InitArgs),
+    /// Back up files and directories
+    Backup(BackupArgs),
+    /// List snapshots
+    Snapshots(SnapshotsArgs),
+    /// List the files of a snapshot
+    Ls(LsArgs),
+    /// Restore a snapshot (or part of it)
+    Restore(RestoreArgs),
+    /// Check the repository's integrity
+    Check(CheckArgs),
+    /// Manage passwords (key files)
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Default zstd level for this repository (0 = off, 1-22)
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
+    pub compression: i32,
+    #[command(flatten)]
+    pub kdf: KdfArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct KdfArgs {
+    /// Argon2id memory in MiB for the new key (floor: 19)
+    #[arg(long, default_value_t = 64)]
+    pub kdf_memory: u32,
+    /// Argon2id iterations for the new key (floor: 2)
+    #[arg(long, default_value_t = 3)]
+    pub kdf_iterations: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// Files and directories to back up
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Tag the snapshot (repeatable)
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Host name to record (default: this machine's)
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Exclude paths matching this glob (repeatable)
+    #[arg(long = "exclude", short = 'e')]
+    pub excludes: Vec<String>,
+    /// Read exclude globs from a file, one per line (repeatable)
+    #[arg(long = "exclude-file")]
+    pub exclude_files: Vec<PathBuf>,
+    /// Do not cross into other filesystems
+    #[arg(long, short = 'x')]
+    pub one_file_system: bool,
+    /// Do everything but write to the repository
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// zstd level for this backup (default: the repository's)
+    #[arg(long, allow_negative_numbers = true)]
+    pub compression: Option<i32>,
+    /// Compare against this snapshot instead of the latest one of this host and paths
+    #[arg(long)]
+    pub parent: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotsArgs {
+    #[arg(long = "host")]
+    pub hosts: Vec<String>,
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    #[arg(long = "path")]
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// `latest`, a snapshot id or a unique prefix of at least 8 hex digits
+    pub snapshot: String,
+    /// Only this path (absolute, as backed up) and what is below it
+    pub path: Option<PathBuf>,
+    /// Show mode, owner, size and mtime
+    #[arg(long, short = 'l')]
+    pub long: bool,
+    /// Only entries directly inside PATH
+    #[arg(long)]
+    pub no_recursive: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// SNAPSHOT or SNAPSHOT:SUBPATH
+    pub snapshot: String,
+    /// Directory to restore into (created if missing)
+    #[arg(long, short = 't')]
+    pub target: PathBuf,
+    /// Restore only paths matching this glob, and what is below them (repeatable)
+    #[arg(long = "include", short = 'i')]
+    pub includes: Vec<String>,
+    /// Skip paths matching this glob (repeatable)
+    #[arg(long = "exclude", short = 'e')]
+    pub excludes: Vec<String>,
+    /// Read every restored file back and check it
+    #[arg(long)]
+    pub verify: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Read and verify all pack data
+    #[arg(long, conflicts_with = "read_data_subset")]
+    pub read_data: bool,
+    /// Read and verify a random subset of the packs, e.g. 10%
+    #[arg(long)]
+    pub read_data_subset: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Add a password (new password from COFFER_NEW_PASSWORD, --new-password-file or a prompt)
+    Add(NewPasswordArgs),
+    /// List key files
+    List,
+    /// Remove a key file by id (or unique prefix)
+    Remove { id: String },
+    /// Change the password of the key in use
+    Passwd(NewPasswordArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct NewPasswordArgs {
+    /// Read the new password from this file
+    #[arg(long)]
+    pub new_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub kdf: KdfArgs,
+}

@@ -1,0 +1,438 @@
+//! One function per command: validate arguments, call the library, print the result.
+
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::json;
+
+use super::args::*;
+use super::exit::ExitCode;
+use super::{password, progress};
+use crate::backup::{self, BackupOptions};
+use crate::format::keyfile::KdfParams;
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::{Node, NodeKind};
+use crate::id::{BlobId, SnapshotId};
+use crate::progress::Progress;
+use crate::repo::check::{self, ReadData};
+use crate::repo::snapshots::SnapshotFilter;
+use crate::repo::{InitOptions, Repository};
+use crate::restore::{self, RestoreOptions};
+use crate::source::exclude::Patterns;
+use crate::storage::Store;
+
+pub fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let g = cli.global;
+    match cli.command {
+        Command::Init(a) => init(&g, a),
+        Command::Backup(a) => backup(&g, a),
+        Command::Snapshots(a) => snapshots(&g, a),
+        Command::Ls(a) => ls(&g, a),
+        Command::Restore(a) => restore(&g, a),
+        Command::Check(a) => check(&g, a),
+        Command::Key { command } => key(&g, command),
+    }
+}
+
+fn store(g: &Global, create: bool) -> Result<Store> {
+    let loc = g.repo.as_deref().ok_or_else(|| anyhow!("no repository given: use --repo or set COFFER_REPO"))?;
+    let path = loc.strip_prefix("local:").unwrap_or(loc);
+    if path.contains("://") {
+        bail!("{loc}: only local and NAS paths are supported by this version");
+    }
+    Ok(Store::local(Path::new(path), create)?)
+}
+
+fn password(g: &Global, confirm: bool) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    password::get(
+        "COFFER_PASSWORD",
+        g.password_file.as_deref(),
+        g.password_command.as_deref(),
+        "enter the repository password: ",
+        confirm,
+    )
+}
+
+fn open(g: &Global) -> Result<Repository> {
+    let store = store(g, false).map_err(|e| {
+        // A missing folder is "no repository here" (exit 10), like a missing config.
+        anyhow::Error::new(crate::repo::RepoError::NotFound(format!("{e}")))
+    })?;
+    let pw = password(g, false)?;
+    Ok(Repository::open(store, &pw)?)
+}
+
+fn threads(g: &Global) -> usize {
+    g.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)).max(1)
+}
+
+fn progress(g: &Global, verb: &str) -> Arc<dyn Progress> {
+    if g.quiet || g.json || !super::stderr_is_tty() {
+        Arc::new(progress::Quiet)
+    } else {
+        Arc::new(progress::Bar::new(verb))
+    }
+}
+
+fn kdf(a: &KdfArgs) -> KdfParams {
+    KdfParams { memory_kib: a.kdf_memory.saturating_mul(1024), iterations: a.kdf_iterations, parallelism: 1 }
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn init(g: &Global, a: InitArgs) -> Result<ExitCode> {
+    let store = store(g, true)?;
+    let pw = password(g, true)?;
+    let opts = InitOptions { compression_level: a.compression, kdf: kdf(&a.kdf), ..Default::default() };
+    let repo = Repository::init(store, &pw, &opts)?;
+    if g.json {
+        print_json(&json!({ "repository_id": repo.id().to_hex(), "location": repo.store().location() }))?;
+    } else {
+        eprintln!("created repository {} at {}", repo.id().short(), repo.store().location());
+    }
+    Ok(ExitCode::Ok)
+}
+
+fn backup(g: &Global, a: BackupArgs) -> Result<ExitCode> {
+    let repo = Arc::new(open(g)?);
+    let excludes = Patterns::from_args(&a.excludes, &a.exclude_files).map_err(|e| anyhow!("bad exclude pattern: {e}"))?;
+    let parent = match &a.parent {
+        Some(p) => Some(repo.find_snapshot(p, &SnapshotFilter::default())?.0),
+        None => None,
+    };
+    let opts = BackupOptions {
+        paths: a.paths,
+        tags: a.tags,
+        host: a.host.unwrap_or_else(backup::default_host),
+        excludes,
+        one_file_system: a.one_file_system,
+        dry_run: a.dry_run,
+        compression_level: a.compression,
+        parent,
+        threads: threads(g),
+    };
+    let prog = progress(g, "backup");
+    let res = backup::run(repo, opts, prog.clone())?;
+    prog.finish();
+    let s = &res.snapshot.summary;
+    let id = res.snapshot_id.map(|i| i.to_hex());
+    if g.json {
+        print_json(&json!({
+            "message_type": "summary",
+            "snapshot_id": id,
+            "dry_run": res.snapshot_id.is_none(),
+            "files_new": s.files_new,
+            "files_changed": s.files_changed,
+            "files_unmodified": s.files_unmodified,
+            "dirs_new": s.dirs_new,
+            "dirs_changed": s.dirs_changed,
+            "dirs_unmodified": s.dirs_unmodified,
+            "total_files_processed": s.total_files_processed,
+            "total_bytes_processed": s.total_bytes_processed,
+            "blobs_added": s.blobs_added,
+            "data_added": s.data_added,
+            "data_added_raw": s.data_added_raw,
+            "total_duration": s.duration_ns as f64 / 1e9,
+            "errors": res.warnings,
+            "partial": s.partial,
+        }))?;
+    } else {
+        eprintln!(
+            "files: {} new, {} changed, {} unmodified; dirs: {} new, {} changed, {} unmodified",
+            s.files_new, s.files_changed, s.files_unmodified, s.dirs_new, s.dirs_changed, s.dirs_unmodified
+        );
+        eprintln!(
+            "processed {} files, {}; added {} to the repository ({} before compression) in {:.2}s",
+            s.total_files_processed,
+            indicatif::HumanBytes(s.total_bytes_processed),
+            indicatif::HumanBytes(s.data_added),
+            indicatif::HumanBytes(s.data_added_raw),
+            s.duration_ns as f64 / 1e9
+        );
+        match &id {
+            Some(id) => println!("{id}"),
+            None => eprintln!("dry run: nothing was written"),
+        }
+    }
+    if s.partial {
+        eprintln!("warning: {} files could not be read or changed while reading; the snapshot is marked partial", s.errors);
+        return Ok(ExitCode::Partial);
+    }
+    Ok(ExitCode::Ok)
+}
+
+fn filter(hosts: &[String], tags: &[String], paths: &[std::path::PathBuf]) -> SnapshotFilter {
+    SnapshotFilter {
+        hosts: hosts.to_vec(),
+        tags: tags.to_vec(),
+        paths: paths.iter().map(|p| p.as_os_str().as_bytes().to_vec()).collect(),
+    }
+}
+
+fn time_of(s: &Snapshot) -> jiff::Zoned {
+    let ts = crate::clock::from_unix_ns(s.time_ns);
+    let off = jiff::tz::Offset::from_seconds(s.utc_offset_s).unwrap_or(jiff::tz::Offset::UTC);
+    ts.to_zoned(jiff::tz::TimeZone::fixed(off))
+}
+
+fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> serde_json::Value {
+    json!({
+        "id": id.to_hex(),
+        "short_id": id.short(),
+        "time": time_of(s).timestamp().display_with_offset(time_of(s).offset()).to_string(),
+        "host": s.host,
+        "username": s.username,
+        "uid": s.uid,
+        "gid": s.gid,
+        "paths": s.paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect::<Vec<_>>(),
+        "tags": s.tags,
+        "excludes": s.excludes,
+        "parent": s.parent.map(hex::encode),
+        "tree": hex::encode(s.tree),
+        "seq": s.seq,
+        "program_version": s.program_version,
+        "summary": s.summary,
+    })
+}
+
+fn snapshots(g: &Global, a: SnapshotsArgs) -> Result<ExitCode> {
+    let repo = open(g)?;
+    let f = filter(&a.hosts, &a.tags, &a.paths);
+    let all: Vec<_> = repo.load_snapshots()?.into_iter().filter(|(_, s)| f.matches(s)).collect();
+    if g.json {
+        print_json(&all.iter().map(|(id, s)| snapshot_json(id, s)).collect::<Vec<_>>())?;
+        return Ok(ExitCode::Ok);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{:<8}  {:<25}  {:<16}  {:<16}  paths", "id", "time", "host", "tags")?;
+    for (id, s) in &all {
+        let paths: Vec<_> = s.paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+        let t = time_of(s).strftime("%Y-%m-%d %H:%M:%S %:z").to_string();
+        let partial = if s.summary.partial { " (partial)" } else { "" };
+        writeln!(out, "{:<8}  {:<25}  {:<16}  {:<16}  {}{partial}", id.short(), t, s.host, s.tags.join(","), paths.join(" "))?;
+    }
+    writeln!(out, "{} snapshots", all.len())?;
+    Ok(ExitCode::Ok)
+}
+
+fn node_json(path: &[u8], n: &Node) -> serde_json::Value {
+    let mtime = jiff::Timestamp::new(n.mtime.sec, n.mtime.nsec as i32).map(|t| t.to_string()).unwrap_or_default();
+    json!({
+        "path": String::from_utf8_lossy(path),
+        "name": String::from_utf8_lossy(&n.name),
+        "type": n.kind.as_str(),
+        "size": n.size,
+        "mode": format!("{:o}", n.mode),
+        "uid": n.uid, "gid": n.gid,
+        "user": String::from_utf8_lossy(&n.user), "group": String::from_utf8_lossy(&n.group),
+        "mtime": mtime,
+        "link_target": (n.kind == NodeKind::Symlink).then(|| String::from_utf8_lossy(&n.link_target).into_owned()),
+    })
+}
+
+fn ls(g: &Global, a: LsArgs) -> Result<ExitCode> {
+    let repo = open(g)?;
+    let (id, snap) = repo.find_snapshot(&a.snapshot, &SnapshotFilter::default())?;
+    let index = repo.load_index()?;
+    let start_path = a.path.as_ref().map(|p| p.as_os_str().as_bytes().to_vec()).unwrap_or_else(|| b"/".to_vec());
+    let start = restore::find_node(&repo, &index, &snap, &start_path)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if !g.json {
+        eprintln!("snapshot {} of {} at {}:", id.short(), snap.host, time_of(&snap).strftime("%Y-%m-%d %H:%M:%S"));
+    }
+    let mut emit = |path: &[u8], n: &Node| -> Result<()> {
+        if g.json {
+            serde_json::to_writer(&mut out, &node_json(path, n))?;
+            writeln!(out)?;
+        } else if a.long {
+            let t = jiff::Timestamp::new(n.mtime.sec, n.mtime.nsec as i32).map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default();
+            writeln!(out, "{:<8} {:o} {:>8} {:>8} {:>12} {t} {}", n.kind.as_str(), n.mode, String::from_utf8_lossy(&n.user), String::from_utf8_lossy(&n.group), n.size, String::from_utf8_lossy(path))?;
+        } else {
+            out.write_all(path)?;
+            out.write_all(b"\n")?;
+        }
+        Ok(())
+    };
+    if start_path != b"/" {
+        emit(&start_path, &start)?;
+    }
+    if start.kind == NodeKind::Dir {
+        let mut stack = vec![(start_path.clone(), start.subtree, 0usize)];
+        while let Some((path, tree, depth)) = stack.pop() {
+            let Some(t) = tree else { continue };
+            let nodes = repo.load_tree(&index, &BlobId(t))?;
+            let mut subdirs = Vec::new();
+            for n in &nodes {
+                let mut p = path.clone();
+                if !p.ends_with(b"/") {
+                    p.push(b'/');
+                }
+                p.extend_from_slice(&n.name);
+                emit(&p, n)?;
+                if n.kind == NodeKind::Dir && !a.no_recursive {
+                    subdirs.push((p, n.subtree, depth + 1));
+                }
+            }
+            stack.extend(subdirs.into_iter().rev());
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::Ok)
+}
+
+fn restore(g: &Global, a: RestoreArgs) -> Result<ExitCode> {
+    let repo = Arc::new(open(g)?);
+    let (spec, sub) = match a.snapshot.split_once(':') {
+        Some((s, p)) => (s.to_string(), Some(p.to_string())),
+        None => (a.snapshot.clone(), None),
+    };
+    let (id, snap) = repo.find_snapshot(&spec, &SnapshotFilter::default())?;
+    let index = Arc::new(repo.load_index()?);
+    let sub_bytes = sub.as_deref().unwrap_or("/").as_bytes().to_vec();
+    let start = restore::find_node(&repo, &index, &snap, &sub_bytes)?;
+    let opts = RestoreOptions {
+        target: a.target.clone(),
+        include: Patterns::new(&a.includes).map_err(|e| anyhow!("bad include pattern: {e}"))?,
+        exclude: Patterns::new(&a.excludes).map_err(|e| anyhow!("bad exclude pattern: {e}"))?,
+        verify: a.verify,
+        threads: threads(g),
+    };
+    let prog = progress(g, "restore");
+    let watch = crate::clock::stopwatch();
+    let sum = restore::run(repo, index, start, &sub_bytes, opts, prog.clone())
+        .with_context(|| format!("restoring snapshot {}", id.short()))?;
+    prog.finish();
+    let secs = watch.elapsed().as_secs_f64();
+    if g.json {
+        print_json(&json!({
+            "message_type": "summary",
+            "snapshot_id": id.to_hex(),
+            "target": a.target.display().to_string(),
+            "files_restored": sum.files_restored,
+            "dirs_restored": sum.dirs_restored,
+            "other_restored": sum.other_restored,
+            "bytes_restored": sum.bytes_restored,
+            "files_verified": sum.files_verified,
+            "total_duration": secs,
+            "errors": sum.errors,
+        }))?;
+    } else {
+        eprintln!(
+            "restored {} files, {} dirs, {} other, {} in {secs:.2}s to {}",
+            sum.files_restored,
+            sum.dirs_restored,
+            sum.other_restored,
+            indicatif::HumanBytes(sum.bytes_restored),
+            a.target.display()
+        );
+        if a.verify {
+            eprintln!("verified {} files", sum.files_verified);
+        }
+    }
+    if !sum.errors.is_empty() {
+        eprintln!("coffer: {} errors during restore (listed above)", sum.errors.len());
+        return Ok(ExitCode::Error);
+    }
+    Ok(ExitCode::Ok)
+}
+
+fn parse_subset(s: &str) -> Result<f64> {
+    let n: f64 = s.trim().trim_end_matches('%').parse().with_context(|| format!("{s:?} is not a percentage"))?;
+    if !(n > 0.0 && n <= 100.0) {
+        bail!("--read-data-subset takes a percentage above 0 and at most 100");
+    }
+    Ok(n / 100.0)
+}
+
+fn check(g: &Global, a: CheckArgs) -> Result<ExitCode> {
+    let repo = open(g)?;
+    let read = match (&a.read_data, &a.read_data_subset) {
+        (true, _) => ReadData::All,
+        (false, Some(s)) => ReadData::Subset(parse_subset(s)?),
+        _ => ReadData::None,
+    };
+    let prog = progress(g, "check");
+    let r = check::check(&repo, read, prog.as_ref())?;
+    prog.finish();
+    if g.json {
+        print_json(&r)?;
+    } else {
+        for e in &r.errors {
+            eprintln!("damaged: {e}");
+        }
+        eprintln!(
+            "checked {} snapshots, {} trees, {} index files, {} packs ({} read, {} blobs verified)",
+            r.snapshots, r.trees, r.index_files, r.packs, r.packs_read, r.blobs_read
+        );
+        if r.leftover_packs > 0 {
+            eprintln!(
+                "{} packs ({}) are not referenced by any index: leftovers of interrupted backups, reclaimable by prune",
+                r.leftover_packs,
+                indicatif::HumanBytes(r.leftover_bytes)
+            );
+        }
+        if r.errors.is_empty() {
+            eprintln!("no errors were found");
+        } else {
+            eprintln!("{} errors found", r.errors.len());
+        }
+    }
+    Ok(if r.errors.is_empty() { ExitCode::Ok } else { ExitCode::Error })
+}
+
+fn new_password(a: &NewPasswordArgs) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    password::get("COFFER_NEW_PASSWORD", a.new_password_file.as_deref(), None, "enter the new password: ", true)
+}
+
+fn key(g: &Global, cmd: KeyCommand) -> Result<ExitCode> {
+    let mut repo = open(g)?;
+    match cmd {
+        KeyCommand::List => {
+            let keys = repo.list_keys()?;
+            if g.json {
+                print_json(&keys)?;
+            } else {
+                for k in keys {
+                    let cur = if k.current { "*" } else { " " };
+                    println!("{cur}{}  {}  {}@{}", &k.id[..8], k.created, k.username, k.host);
+                }
+            }
+        }
+        KeyCommand::Add(a) => {
+            let pw = new_password(&a)?;
+            let id = repo.add_key(&pw, kdf(&a.kdf))?;
+            if g.json {
+                print_json(&json!({ "id": id.to_hex() }))?;
+            } else {
+                println!("{id}");
+                eprintln!("added key {}", id.short());
+            }
+        }
+        KeyCommand::Remove { id } => {
+            let removed = repo.remove_key(&id)?;
+            if g.json {
+                print_json(&json!({ "removed": removed.to_hex() }))?;
+            } else {
+                eprintln!("removed key {}", removed.short());
+            }
+        }
+        KeyCommand::Passwd(a) => {
+            let pw = new_password(&a)?;
+            let id = repo.change_password(&pw, kdf(&a.kdf))?;
+            if g.json {
+                print_json(&json!({ "id": id.to_hex() }))?;
+            } else {
+                eprintln!("password changed (new key {})", id.short());
+            }
+        }
+    }
+    Ok(ExitCode::Ok)
+}

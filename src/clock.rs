@@ -1,0 +1,32 @@
+//! The one clock.
+//!
+//! All wall-clock time in Coffer comes from here, so tests of retention and point-in-time
+//! restore can fix it: when `COFFER_FAKE_NOW` holds an RFC 3339 timestamp, `now()` returns it
+//! (documented in docs/cli.md as a testing aid; it never changes what is read from disk).
+
+use jiff::Timestamp;
+
+/// The current time, or the time fixed by `COFFER_FAKE_NOW`.
+pub fn now() -> Timestamp {
+    if let Ok(s) = std::env::var("COFFER_FAKE_NOW") {
+        if let Ok(ts) = s.parse::<Timestamp>() {
+            return ts;
+        }
+    }
+    Timestamp::now()
+}
+
+/// Nanoseconds since the Unix epoch for a timestamp, as stored on disk (i64).
+pub fn to_unix_ns(ts: Timestamp) -> i64 {
+    ts.as_nanosecond() as i64
+}
+
+/// The inverse of [`to_unix_ns`]; out-of-range values clamp to the epoch.
+pub fn from_unix_ns(ns: i64) -> Timestamp {
+    Timestamp::from_nanosecond(ns as i128).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// A monotonic stopwatch for durations in summaries (not wall-clock time).
+pub fn stopwatch() -> std::time::Instant {
+    std::time::Instant::now()
+}

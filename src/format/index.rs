@@ -1,0 +1,125 @@
+//! Index files (`index/<id>`, envelope type Index): where each blob lives.
+//!
+//! Payload layout (docs/format.md, "Index files"): version u8 (= 1); a list (u32 count) of
+//! superseded index ids (32 bytes each; empty until index compaction exists); a list of packs,
+//! each: pack id (32), pack size u64, and a list of blobs: type u8, compression u8, id (32),
+//! offset u32, stored length u32, raw length u32.
+
+use super::codec::{Reader, Writer};
+use super::{BlobType, Compression, FormatError};
+
+pub const VERSION: u8 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexBlob {
+    pub blob_type: BlobType,
+    pub compression: Compression,
+    pub id: [u8; 32],
+    pub offset: u32,
+    pub stored_len: u32,
+    pub raw_len: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexPack {
+    pub pack_id: [u8; 32],
+    pub pack_size: u64,
+    pub blobs: Vec<IndexBlob>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct IndexFile {
+    pub supersedes: Vec<[u8; 32]>,
+    pub packs: Vec<IndexPack>,
+}
+
+impl IndexFile {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u8(VERSION);
+        w.len(self.supersedes.len());
+        for id in &self.supersedes {
+            w.id(id);
+        }
+        w.len(self.packs.len());
+        for p in &self.packs {
+            w.id(&p.pack_id);
+            w.u64(p.pack_size);
+            w.len(p.blobs.len());
+            for b in &p.blobs {
+                w.u8(b.blob_type as u8);
+                w.u8(b.compression as u8);
+                w.id(&b.id);
+                w.u32(b.offset);
+                w.u32(b.stored_len);
+                w.u32(b.raw_len);
+            }
+        }
+        w.into_bytes()
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Self, FormatError> {
+        let mut r = Reader::new(b);
+        let version = r.u8()?;
+        if version != VERSION {
+            return Err(FormatError::UnsupportedVersion { what: "index", version });
+        }
+        let supersedes = r.list(32, |r| r.id())?;
+        let packs = r.list(44, |r| {
+            Ok(IndexPack {
+                pack_id: r.id()?,
+                pack_size: r.u64()?,
+                blobs: r.list(46, |r| {
+                    Ok(IndexBlob {
+                        blob_type: BlobType::from_u8(r.u8()?)?,
+                        compression: Compression::from_u8(r.u8()?)?,
+                        id: r.id()?,
+                        offset: r.u32()?,
+                        stored_len: r.u32()?,
+                        raw_len: r.u32()?,
+                    })
+                })?,
+            })
+        })?;
+        r.finish()?;
+        Ok(IndexFile { supersedes, packs })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::strategies::*;
+    use proptest::prelude::*;
+
+    fn blob() -> impl Strategy<Value = IndexBlob> {
+        (0u8..2, 0u8..2, id(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(t, c, id, o, s, r)| {
+            IndexBlob {
+                blob_type: BlobType::from_u8(t).unwrap(),
+                compression: Compression::from_u8(c).unwrap(),
+                id,
+                offset: o,
+                stored_len: s,
+                raw_len: r,
+            }
+        })
+    }
+
+    fn pack() -> impl Strategy<Value = IndexPack> {
+        (id(), any::<u64>(), proptest::collection::vec(blob(), 0..8))
+            .prop_map(|(pack_id, pack_size, blobs)| IndexPack { pack_id, pack_size, blobs })
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(supersedes in proptest::collection::vec(id(), 0..3), packs in proptest::collection::vec(pack(), 0..5)) {
+            let f = IndexFile { supersedes, packs };
+            prop_assert_eq!(IndexFile::decode(&f.encode()).unwrap(), f);
+        }
+
+        #[test]
+        fn decode_never_panics(b in bytes(300)) {
+            let _ = IndexFile::decode(&b);
+        }
+    }
+}

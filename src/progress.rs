@@ -1,0 +1,24 @@
+//! Progress reporting: the one trait the core reports through.
+//!
+//! The core never draws anything; `cli/` implements this trait with indicatif when stderr is
+//! a terminal, and uses [`NoProgress`] otherwise. Implementations must be cheap: they are
+//! called from worker threads for every file and blob.
+
+/// Receives progress events from long-running operations. All methods default to no-ops.
+pub trait Progress: Send + Sync {
+    /// The total amount of work is known (or grew): bytes and items.
+    fn set_total(&self, _bytes: u64, _items: u64) {}
+    /// `bytes` of input were processed (read from source or restored).
+    fn add_bytes(&self, _bytes: u64) {}
+    /// One item (a file) was finished.
+    fn add_item(&self) {}
+    /// A non-fatal problem worth telling the user about right away.
+    fn warn(&self, _message: &str) {}
+    /// The operation has finished; clear any display.
+    fn finish(&self) {}
+}
+
+/// Reports nothing.
+pub struct NoProgress;
+
+impl Progress for NoProgress {}

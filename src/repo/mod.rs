@@ -1,0 +1,277 @@
+//! Opening, reading and initialising a repository.
+//!
+//! Object names (docs/format.md, "Layout"): `config`, `keys/<id>`, `data/<2 hex>/<id>`,
+//! `index/<id>`, `snapshots/<id>`, `locks/<id>` (reserved). Reading is split from writing:
+//! [`Repository`] reads and manages keys; [`writer::RepoWriter`] is one backup session.
+
+pub mod check;
+pub mod index;
+pub mod keys;
+pub mod snapshots;
+pub mod writer;
+
+use std::sync::Arc;
+
+use crate::compress;
+use crate::crypto::{self, CryptoError, Keys, ObjectCipher};
+use crate::format::config::{ChunkerParams, Config};
+use crate::format::envelope::{self, Header, ObjectType};
+use crate::format::keyfile::KdfParams;
+use crate::format::{tree, BlobType, Compression, FormatError};
+use crate::id::{BlobId, IndexId, KeyId, PackId, RepoId, SnapshotId};
+use crate::storage::{StorageError, Store};
+
+pub use index::{BlobLoc, MasterIndex};
+
+/// Default pack target size: 16 MiB (docs/format.md explains the choice).
+pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
+
+/// Failures of repository operations, each naming the object concerned.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RepoError {
+    #[error("no repository at {0} (it has no config object; run `coffer init` first)")]
+    NotFound(String),
+    #[error("a repository already exists at {0}")]
+    AlreadyExists(String),
+    #[error("wrong password: no key file of the repository matches it")]
+    WrongPassword,
+    #[error("{object}: {reason}")]
+    Damaged { object: String, reason: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Crypto(CryptoError),
+}
+
+impl RepoError {
+    pub(crate) fn damaged(object: impl Into<String>, reason: impl ToString) -> Self {
+        RepoError::Damaged { object: object.into(), reason: reason.to_string() }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, RepoError>;
+
+pub fn pack_path(id: &PackId) -> String {
+    let h = id.to_hex();
+    format!("data/{}/{}", &h[..2], h)
+}
+pub fn index_path(id: &IndexId) -> String {
+    format!("index/{id}")
+}
+pub fn snapshot_path(id: &SnapshotId) -> String {
+    format!("snapshots/{id}")
+}
+pub fn key_path(id: &KeyId) -> String {
+    format!("keys/{id}")
+}
+pub const CONFIG_PATH: &str = "config";
+
+/// Options for `init`.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    pub compression_level: i32,
+    pub kdf: KdfParams,
+    pub chunker: ChunkerParams,
+    pub pack_size: u32,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            compression_level: 3,
+            kdf: crypto::KDF_DEFAULT,
+            chunker: ChunkerParams::DEFAULT,
+            pack_size: DEFAULT_PACK_SIZE,
+        }
+    }
+}
+
+/// An open repository: storage, keys and config.
+pub struct Repository {
+    store: Store,
+    master: crypto::MasterKey,
+    keys: Arc<Keys>,
+    config: Config,
+    key_id: KeyId,
+}
+
+impl Repository {
+    /// Creates a repository: first the key file, then `config` (whose presence is what
+    /// makes a repository, so a crash midway leaves no half-made repository behind).
+    pub fn init(store: Store, password: &[u8], opts: &InitOptions) -> Result<Repository> {
+        opts.chunker.validate().map_err(|e| RepoError::Invalid(e.to_string()))?;
+        if !(1024 * 1024..=512 * 1024 * 1024).contains(&opts.pack_size) {
+            return Err(RepoError::Invalid("pack size must be between 1 MiB and 512 MiB".into()));
+        }
+        if !(-7..=22).contains(&opts.compression_level) {
+            return Err(RepoError::Invalid("compression level must be between -7 and 22 (0 = off)".into()));
+        }
+        match store.get(CONFIG_PATH) {
+            Ok(_) => return Err(RepoError::AlreadyExists(store.location().to_string())),
+            Err(StorageError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let master = crypto::MasterKey::random();
+        let repo_id = RepoId::random();
+        let key_id = keys::write_key_file(&store, &master, repo_id, password, opts.kdf)?;
+        let keys = Arc::new(Keys::derive(&master, repo_id));
+        let config = Config {
+            repo_id: repo_id.0,
+            created_ns: crate::clock::to_unix_ns(crate::clock::now()),
+            chunker: opts.chunker,
+            compression_level: opts.compression_level,
+            pack_target_size: opts.pack_size,
+        };
+        let repo = Repository { store, master, keys, config, key_id };
+        let sealed = repo.seal_object(ObjectType::Config, &[0u8; 32], &repo.config.encode(), 0);
+        repo.store.put_new(CONFIG_PATH, sealed)?;
+        Ok(repo)
+    }
+
+    /// Opens a repository with a password: tries every key file, then reads `config`.
+    pub fn open(store: Store, password: &[u8]) -> Result<Repository> {
+        let config_bytes = match store.get(CONFIG_PATH) {
+            Ok(b) => b,
+            Err(StorageError::NotFound { .. }) => return Err(RepoError::NotFound(store.location().to_string())),
+            Err(e) => return Err(e.into()),
+        };
+        let (master, repo_id, key_id) = keys::unlock(&store, password)?;
+        let keys = Arc::new(Keys::derive(&master, repo_id));
+        let mut repo = Repository {
+            store,
+            master,
+            keys,
+            config: Config {
+                repo_id: repo_id.0,
+                created_ns: 0,
+                chunker: ChunkerParams::DEFAULT,
+                compression_level: 3,
+                pack_target_size: DEFAULT_PACK_SIZE,
+            },
+            key_id,
+        };
+        let plain = repo.open_object(ObjectType::Config, &[0u8; 32], CONFIG_PATH, &config_bytes)?;
+        let config = Config::decode(&plain).map_err(|e| RepoError::damaged(CONFIG_PATH, e))?;
+        if config.repo_id != repo_id.0 {
+            return Err(RepoError::damaged(CONFIG_PATH, "belongs to another repository than the key file"));
+        }
+        config.chunker.validate().map_err(|e| RepoError::damaged(CONFIG_PATH, e))?;
+        repo.config = config;
+        Ok(repo)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+    pub fn keys(&self) -> &Arc<Keys> {
+        &self.keys
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+    pub fn id(&self) -> RepoId {
+        self.keys.repo_id()
+    }
+
+    fn key_type(t: ObjectType) -> u8 {
+        match t {
+            ObjectType::Config => crypto::KEY_TYPE_CONFIG,
+            ObjectType::Index => crypto::KEY_TYPE_INDEX,
+            ObjectType::Snapshot | ObjectType::Lock => crypto::KEY_TYPE_SNAPSHOT,
+        }
+    }
+
+    fn cipher(&self, t: ObjectType, id: &[u8; 32]) -> ObjectCipher {
+        self.keys.object_cipher(Self::key_type(t), id)
+    }
+
+    /// Compresses (when it helps) and encrypts a small object (docs/format.md, "Object envelope").
+    pub fn seal_object(&self, t: ObjectType, id: &[u8; 32], payload: &[u8], level: i32) -> Vec<u8> {
+        let (mut body, compression) = if level == 0 {
+            (payload.to_vec(), Compression::None)
+        } else {
+            let mut raw = (payload.len() as u64).to_le_bytes().to_vec();
+            match zstd::bulk::compress(payload, level) {
+                Ok(c) if c.len() + 8 < payload.len() => {
+                    raw.extend_from_slice(&c);
+                    (raw, Compression::Zstd)
+                }
+                _ => (payload.to_vec(), Compression::None),
+            }
+        };
+        let header = Header { object_type: t, compression }.encode();
+        self.cipher(t, id).seal(0, &header, &mut body);
+        let mut out = header.to_vec();
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Authenticates, decrypts and decompresses a small object.
+    pub fn open_object(&self, t: ObjectType, id: &[u8; 32], name: &str, object: &[u8]) -> Result<Vec<u8>> {
+        let (header, ct) = Header::decode(object).map_err(|e| RepoError::damaged(name, e))?;
+        if header.object_type != t {
+            return Err(RepoError::damaged(name, "object type does not match its name"));
+        }
+        let mut buf = ct.to_vec();
+        self.cipher(t, id)
+            .open(0, &object[..envelope::HEADER_LEN], &mut buf)
+            .map_err(|e| RepoError::damaged(name, e))?;
+        match header.compression {
+            Compression::None => Ok(buf),
+            Compression::Zstd => {
+                if buf.len() < 8 {
+                    return Err(RepoError::damaged(name, FormatError::Truncated));
+                }
+                let raw_len = u64::from_le_bytes(buf[..8].try_into().expect("8 bytes"));
+                if raw_len > 1 << 34 {
+                    return Err(RepoError::damaged(name, "implausible decompressed size"));
+                }
+                compress::decompress(&buf[8..], Compression::Zstd, raw_len as usize)
+                    .map_err(|e| RepoError::damaged(name, e))
+            }
+        }
+    }
+
+    /// Reads, verifies and decodes one blob. The plaintext's keyed hash must equal `id`.
+    pub fn read_blob(&self, index: &MasterIndex, id: &BlobId) -> Result<Vec<u8>> {
+        let loc = index.get(id).ok_or_else(|| RepoError::damaged(format!("blob {id}"), "not in any index"))?;
+        let pack = index.pack_id(loc.pack);
+        let path = pack_path(&pack);
+        let range = u64::from(loc.offset)..u64::from(loc.offset) + u64::from(loc.stored_len);
+        let stored = self.store.get_range(&path, range).map_err(|e| match e {
+            StorageError::NotFound { .. } => RepoError::damaged(path.clone(), "pack missing"),
+            e => e.into(),
+        })?;
+        self.decode_blob(&pack, id, &loc, stored.to_vec())
+            .map_err(|reason| RepoError::damaged(format!("{path} (blob {id})"), reason))
+    }
+
+    /// Decrypts and checks one blob's stored bytes (as found in its pack).
+    pub fn decode_blob(&self, pack: &PackId, id: &BlobId, loc: &BlobLoc, mut buf: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+        let cipher = self.keys.object_cipher(crypto::KEY_TYPE_PACK, pack.as_bytes());
+        let ctx = crypto::blob_context(loc.blob_type as u8, loc.compression as u8, id, loc.raw_len);
+        cipher.open(u64::from(loc.offset), &ctx, &mut buf).map_err(|e| e.to_string())?;
+        let plain = compress::decompress(&buf, loc.compression, loc.raw_len as usize).map_err(|e| e.to_string())?;
+        if self.keys.blob_id(&plain) != *id {
+            return Err("content does not match its id".into());
+        }
+        Ok(plain)
+    }
+
+    /// Loads and decodes a tree blob.
+    pub fn load_tree(&self, index: &MasterIndex, id: &BlobId) -> Result<Vec<tree::Node>> {
+        if let Some(loc) = index.get(id) {
+            if loc.blob_type != BlobType::Tree {
+                return Err(RepoError::damaged(format!("tree {id}"), "indexed as a data blob"));
+            }
+        }
+        let plain = self.read_blob(index, id)?;
+        tree::decode(&plain).map_err(|e| RepoError::damaged(format!("tree {id}"), e))
+    }
+}

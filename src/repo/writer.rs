@@ -1,0 +1,270 @@
+//! Writing blobs: compress -> encrypt -> pack -> upload -> index.
+//!
+//! A [`BlobSink`] runs `threads` packer threads, each filling its own pack (so no lock is
+//! held while compressing or encrypting), and `uploaders` upload threads that write finished
+//! packs to storage. The write ordering that keeps the repository valid at every instant
+//! (docs/format.md, "Write ordering"):
+//! 1. a pack is written, and durable, before any index file lists it;
+//! 2. an index file is written every [`INDEX_FLUSH_PACKS`] packs and at the end, so a crashed
+//!    backup leaves at most that many packs unindexed (reclaimable leftovers), and the next
+//!    backup deduplicates against everything indexed before the crash;
+//! 3. the snapshot is written by the caller only after [`BlobSink::finish`] returned, i.e.
+//!    after every index file it depends on is durable.
+//!
+//! Queues between the stages are bounded, so memory stays flat: at most
+//! `threads` open packs plus a few finished ones waiting for upload.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use super::{pack_path, Repository, Result};
+use crate::compress::Compressor;
+use crate::crypto::{self, ObjectCipher, PACK_HEADER_NONCE};
+use crate::format::index::{IndexBlob, IndexFile, IndexPack};
+use crate::format::pack::{self, PackEntry};
+use crate::format::BlobType;
+use crate::id::{BlobId, PackId};
+
+/// How many packs one index file covers at most.
+pub const INDEX_FLUSH_PACKS: usize = 32;
+
+/// A plaintext blob on its way into the repository.
+pub struct RawBlob {
+    pub blob_type: BlobType,
+    pub id: BlobId,
+    pub data: Vec<u8>,
+}
+
+/// One pack being filled.
+struct PackBuilder {
+    id: PackId,
+    cipher: ObjectCipher,
+    buf: Vec<u8>,
+    entries: Vec<PackEntry>,
+    index: Vec<IndexBlob>,
+}
+
+impl PackBuilder {
+    fn new(repo: &Repository, capacity: usize) -> Self {
+        let id = PackId::random();
+        PackBuilder {
+            id,
+            cipher: repo.keys().object_cipher(crypto::KEY_TYPE_PACK, id.as_bytes()),
+            buf: Vec::with_capacity(capacity),
+            entries: Vec::new(),
+            index: Vec::new(),
+        }
+    }
+
+    /// Seals one compressed blob at the end of the pack; the nonce is its offset.
+    fn add(&mut self, blob_type: BlobType, id: BlobId, raw_len: u32, compressed: (Vec<u8>, crate::format::Compression)) {
+        let (mut body, compression) = compressed;
+        let offset = self.buf.len() as u32;
+        let ctx = crypto::blob_context(blob_type as u8, compression as u8, &id, raw_len);
+        self.cipher.seal(u64::from(offset), &ctx, &mut body);
+        let stored_len = body.len() as u32;
+        self.buf.extend_from_slice(&body);
+        self.entries.push(PackEntry { blob_type, compression, id: id.0, stored_len, raw_len });
+        self.index.push(IndexBlob { blob_type, compression, id: id.0, offset, stored_len, raw_len });
+    }
+
+    /// Appends the encrypted header and the trailer.
+    fn finish(mut self) -> (PackId, Vec<u8>, IndexPack) {
+        let mut header = pack::encode_header(&self.entries);
+        self.cipher.seal(PACK_HEADER_NONCE, b"pack header", &mut header);
+        let header_len = header.len() as u32;
+        self.buf.extend_from_slice(&header);
+        self.buf.extend_from_slice(&pack::encode_trailer(header_len));
+        let ip = IndexPack { pack_id: self.id.0, pack_size: self.buf.len() as u64, blobs: self.index };
+        (self.id, self.buf, ip)
+    }
+}
+
+/// Counters of what a sink stored.
+#[derive(Default)]
+pub struct SinkStats {
+    pub blobs_added: AtomicU64,
+    /// Bytes of packs written.
+    pub data_added: AtomicU64,
+    pub data_added_raw: AtomicU64,
+    pub packs: AtomicU64,
+}
+
+/// What a finished sink stored.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SinkTotals {
+    pub blobs_added: u64,
+    pub data_added: u64,
+    pub data_added_raw: u64,
+    pub packs: u64,
+}
+
+/// Shared state of one writing session.
+struct Shared {
+    repo: Arc<Repository>,
+    pending: Mutex<Vec<IndexPack>>,
+    error: Mutex<Option<super::RepoError>>,
+    stats: SinkStats,
+}
+
+impl Shared {
+    fn fail(&self, e: super::RepoError) {
+        let mut g = self.error.lock().expect("poisoned");
+        if g.is_none() {
+            *g = Some(e);
+        }
+    }
+
+    fn upload(&self, id: PackId, bytes: Vec<u8>, ip: IndexPack) -> Result<()> {
+        let size = bytes.len() as u64;
+        self.repo.store().put_new(&pack_path(&id), bytes)?;
+        self.stats.packs.fetch_add(1, Ordering::Relaxed);
+        self.stats.data_added.fetch_add(size, Ordering::Relaxed);
+        let full = {
+            let mut p = self.pending.lock().expect("poisoned");
+            p.push(ip);
+            if p.len() >= INDEX_FLUSH_PACKS {
+                Some(std::mem::take(&mut *p))
+            } else {
+                None
+            }
+        };
+        if let Some(packs) = full {
+            self.repo.save_index_file(&IndexFile { supersedes: vec![], packs })?;
+        }
+        Ok(())
+    }
+}
+
+/// Accepts blobs and stores them; see the module docs.
+pub struct BlobSink {
+    tx: Option<Sender<RawBlob>>,
+    packers: Vec<JoinHandle<()>>,
+    uploaders: Vec<JoinHandle<()>>,
+    shared: Arc<Shared>,
+    known: Arc<Mutex<HashSet<BlobId>>>,
+}
+
+impl BlobSink {
+    /// Starts the packer and uploader threads. `known` holds every blob already stored.
+    pub fn start(repo: Arc<Repository>, level: i32, threads: usize, uploaders: usize, known: HashSet<BlobId>) -> Self {
+        let shared = Arc::new(Shared {
+            repo,
+            pending: Mutex::new(Vec::new()),
+            error: Mutex::new(None),
+            stats: SinkStats::default(),
+        });
+        let (tx, rx) = bounded::<RawBlob>(threads * 4);
+        let (up_tx, up_rx) = bounded::<(PackId, Vec<u8>, IndexPack)>(uploaders.max(1));
+        let packers = (0..threads.max(1))
+            .map(|i| {
+                let (rx, up_tx, shared) = (rx.clone(), up_tx.clone(), shared.clone());
+                std::thread::Builder::new()
+                    .name(format!("coffer-pack-{i}"))
+                    .spawn(move || packer(shared, level, rx, up_tx))
+                    .expect("spawn packer")
+            })
+            .collect();
+        let uploaders = (0..uploaders.max(1))
+            .map(|i| {
+                let (rx, shared) = (up_rx.clone(), shared.clone());
+                std::thread::Builder::new()
+                    .name(format!("coffer-upload-{i}"))
+                    .spawn(move || {
+                        for (id, bytes, ip) in rx {
+                            if let Err(e) = shared.upload(id, bytes, ip) {
+                                shared.fail(e);
+                            }
+                        }
+                    })
+                    .expect("spawn uploader")
+            })
+            .collect();
+        BlobSink { tx: Some(tx), packers, uploaders, shared, known: Arc::new(Mutex::new(known)) }
+    }
+
+    /// The set of blobs stored or being stored; callers claim a blob with [`Self::claim`].
+    pub fn known(&self) -> Arc<Mutex<HashSet<BlobId>>> {
+        self.known.clone()
+    }
+
+    /// A handle to send blobs with.
+    pub fn sender(&self) -> Sender<RawBlob> {
+        self.tx.clone().expect("sink still open")
+    }
+
+    /// True when some stage failed; the caller should stop feeding blobs.
+    pub fn failed(&self) -> bool {
+        self.shared.error.lock().expect("poisoned").is_some()
+    }
+
+    pub fn stats(&self) -> &SinkStats {
+        &self.shared.stats
+    }
+
+    /// Flushes every open pack, waits for all uploads, writes the last index file.
+    /// Returns only when everything sent is durable, or the first error.
+    pub fn finish(mut self) -> Result<SinkTotals> {
+        drop(self.tx.take());
+        for h in self.packers.drain(..) {
+            if h.join().is_err() {
+                self.shared.fail(super::RepoError::Invalid("a packer thread panicked".into()));
+            }
+        }
+        for h in self.uploaders.drain(..) {
+            if h.join().is_err() {
+                self.shared.fail(super::RepoError::Invalid("an uploader thread panicked".into()));
+            }
+        }
+        if let Some(e) = self.shared.error.lock().expect("poisoned").take() {
+            return Err(e);
+        }
+        let packs = std::mem::take(&mut *self.shared.pending.lock().expect("poisoned"));
+        if !packs.is_empty() {
+            self.shared.repo.save_index_file(&IndexFile { supersedes: vec![], packs })?;
+        }
+        let st = &self.shared.stats;
+        Ok(SinkTotals {
+            blobs_added: st.blobs_added.load(Ordering::Relaxed),
+            data_added: st.data_added.load(Ordering::Relaxed),
+            data_added_raw: st.data_added_raw.load(Ordering::Relaxed),
+            packs: st.packs.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// Claims `id` for storing: true if nobody stored or is storing it yet.
+pub fn claim(known: &Mutex<HashSet<BlobId>>, id: BlobId) -> bool {
+    known.lock().expect("poisoned").insert(id)
+}
+
+fn packer(shared: Arc<Shared>, level: i32, rx: Receiver<RawBlob>, up: Sender<(PackId, Vec<u8>, IndexPack)>) {
+    let target = shared.repo.config().pack_target_size as usize;
+    let mut compressor = match Compressor::new(level) {
+        Ok(c) => c,
+        Err(e) => return shared.fail(super::RepoError::Invalid(format!("zstd: {e}"))),
+    };
+    let mut current: Option<PackBuilder> = None;
+    for blob in rx {
+        let raw_len = blob.data.len() as u32;
+        let compressed = compressor.compress(&blob.data);
+        drop(blob.data);
+        let p = current.get_or_insert_with(|| PackBuilder::new(&shared.repo, target + target / 8));
+        p.add(blob.blob_type, blob.id, raw_len, compressed);
+        let st = &shared.stats;
+        st.blobs_added.fetch_add(1, Ordering::Relaxed);
+        st.data_added_raw.fetch_add(u64::from(raw_len), Ordering::Relaxed);
+        if p.buf.len() >= target {
+            if up.send(current.take().expect("just used").finish()).is_err() {
+                return;
+            }
+        }
+    }
+    if let Some(p) = current.take() {
+        let _ = up.send(p.finish());
+    }
+}

@@ -1,0 +1,145 @@
+//! Creating nodes and applying their metadata, relative to directory descriptors.
+//!
+//! Order matters: owner first (chown clears setuid/setgid), then mode, then extended
+//! attributes, then times (anything else would touch them again).
+
+use std::ffi::{CStr, OsStr};
+use std::fs::File;
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timestamps, XattrFlags};
+use rustix::fs::{Gid, Uid};
+use rustix::io::Errno;
+use rustix::fs::Timespec;
+
+use crate::format::tree::{Node, NodeKind};
+
+/// Runs `create`; if the name is taken by something that is not a directory, removes it
+/// (`unlinkat` never follows symlinks) and tries once more.
+pub(super) fn replace_with(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    create: impl Fn(BorrowedFd<'_>, &CStr) -> rustix::io::Result<()>,
+) -> io::Result<()> {
+    match create(dir, name) {
+        Err(Errno::EXIST) => {
+            rustix::fs::unlinkat(dir, name, AtFlags::empty())?;
+            Ok(create(dir, name)?)
+        }
+        r => Ok(r?),
+    }
+}
+
+/// Creates a fresh regular file (replacing whatever non-directory had that name).
+pub(super) fn create_file(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<File> {
+    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let open = || rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600));
+    let fd = match open() {
+        Err(Errno::EXIST) => {
+            rustix::fs::unlinkat(dir, name, AtFlags::empty())?;
+            open()?
+        }
+        r => r?,
+    };
+    Ok(File::from(fd))
+}
+
+/// Creates a directory, or opens the existing one; a non-directory in the way is removed.
+pub(super) fn make_dir(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<OwnedFd> {
+    let name = OsStr::from_bytes(name);
+    match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700)) {
+        Ok(()) | Err(Errno::EXIST) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let open = || {
+        rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+    };
+    match open() {
+        Ok(fd) => Ok(fd),
+        Err(Errno::NOTDIR) | Err(Errno::LOOP) => {
+            rustix::fs::unlinkat(dir, name, AtFlags::empty())?;
+            rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700))?;
+            Ok(open()?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates a symlink, FIFO or device node.
+pub(super) fn create_special(dir: BorrowedFd<'_>, name: &CStr, node: &Node, is_root: bool) -> io::Result<()> {
+    let mode = Mode::from_raw_mode(node.mode & 0o7777);
+    match node.kind {
+        NodeKind::Symlink => replace_with(dir, name, |d, n| rustix::fs::symlinkat(OsStr::from_bytes(&node.link_target), d, n)),
+        NodeKind::Fifo => replace_with(dir, name, |d, n| rustix::fs::mknodat(d, n, FileType::Fifo, mode, 0)),
+        NodeKind::CharDevice | NodeKind::BlockDevice if is_root => {
+            let ft = if node.kind == NodeKind::CharDevice { FileType::CharacterDevice } else { FileType::BlockDevice };
+            replace_with(dir, name, |d, n| rustix::fs::mknodat(d, n, ft, mode, node.rdev))
+        }
+        NodeKind::CharDevice | NodeKind::BlockDevice => Err(io::Error::other("device nodes can only be restored as root")),
+        _ => Ok(()),
+    }
+}
+
+/// The owner to restore: by name where this system knows the name, else the number.
+fn owner(node: &Node) -> (Uid, Gid) {
+    let uid = (!node.user.is_empty())
+        .then(|| uzers::get_user_by_name(OsStr::from_bytes(&node.user)).map(|u| u.uid()))
+        .flatten()
+        .unwrap_or(node.uid);
+    let gid = (!node.group.is_empty())
+        .then(|| uzers::get_group_by_name(OsStr::from_bytes(&node.group)).map(|g| g.gid()))
+        .flatten()
+        .unwrap_or(node.gid);
+    (Uid::from_raw(uid), Gid::from_raw(gid))
+}
+
+fn times(node: &Node) -> Timestamps {
+    let t = Timespec { tv_sec: node.mtime.sec, tv_nsec: node.mtime.nsec as _ };
+    Timestamps { last_access: t, last_modification: t }
+}
+
+/// Whether a failure to set an xattr is expected for an unprivileged restore.
+fn ignorable_xattr_error(e: Errno, is_root: bool) -> bool {
+    e == Errno::NOTSUP || (!is_root && e == Errno::PERM)
+}
+
+/// Owner, mode, xattrs and times of an open file or directory.
+pub(super) fn apply_fd(f: &File, node: &Node, is_root: bool) -> io::Result<()> {
+    if is_root {
+        let (u, g) = owner(node);
+        rustix::fs::fchown(f, Some(u), Some(g))?;
+    }
+    rustix::fs::fchmod(f, Mode::from_raw_mode(node.mode & 0o7777))?;
+    for (k, v) in &node.xattrs {
+        match rustix::fs::fsetxattr(f, OsStr::from_bytes(k), v, XattrFlags::empty()) {
+            Err(e) if !ignorable_xattr_error(e, is_root) => return Err(e.into()),
+            _ => {}
+        }
+    }
+    rustix::fs::futimens(f, &times(node))?;
+    Ok(())
+}
+
+/// Metadata of a symlink, FIFO or device node, by name (never following a symlink).
+pub(super) fn apply_at(dir: BorrowedFd<'_>, name: &CStr, node: &Node, is_root: bool) -> io::Result<()> {
+    if is_root {
+        let (u, g) = owner(node);
+        rustix::fs::chownat(dir, name, Some(u), Some(g), AtFlags::SYMLINK_NOFOLLOW)?;
+    }
+    if node.kind != NodeKind::Symlink {
+        rustix::fs::chmodat(dir, name, Mode::from_raw_mode(node.mode & 0o7777), AtFlags::empty())?;
+    }
+    if !node.xattrs.is_empty() {
+        let path = crate::source::proc_path(dir, name.to_bytes());
+        for (k, v) in &node.xattrs {
+            match rustix::fs::lsetxattr(OsStr::from_bytes(&path), OsStr::from_bytes(k), v, XattrFlags::empty()) {
+                Err(e) if !ignorable_xattr_error(e, is_root) => return Err(e.into()),
+                _ => {}
+            }
+        }
+    }
+    rustix::fs::utimensat(dir, name, &times(node), AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(())
+}

@@ -1,0 +1,364 @@
+//! `restore`: recreate a snapshot's files exactly, never writing outside the target.
+//!
+//! The walker (calling thread) goes through the trees depth-first, creating directories,
+//! symlinks, FIFOs and device nodes itself and queueing regular files to worker threads,
+//! which fetch, decrypt, verify and write their chunks. Everything is done with `*at` calls
+//! relative to directory descriptors the restore created or opened with `O_NOFOLLOW`, and
+//! node names are validated when trees are decoded, so no name in a snapshot and no symlink
+//! planted in the target can make Coffer write outside the target.
+//!
+//! Directory metadata (mode, owner, times) is applied after the last entry inside it is
+//! finished: each directory counts its unfinished entries, and whoever finishes the last
+//! one (a worker or the walker) applies it, then tells the parent directory.
+//! Runs of zero bytes covering a whole chunk are skipped with a seek, so sparse files are
+//! restored sparse. Hard links within the restore are recreated with `linkat`.
+
+mod dirs;
+mod meta;
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::{bounded, Receiver};
+
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::{Node, NodeKind};
+use crate::id::BlobId;
+use crate::progress::Progress;
+use crate::repo::{MasterIndex, RepoError, Repository};
+use crate::source::exclude::Patterns;
+use dirs::DirState;
+
+/// How to restore.
+#[derive(Clone)]
+pub struct RestoreOptions {
+    pub target: PathBuf,
+    pub include: Patterns,
+    pub exclude: Patterns,
+    /// Read every restored file back and check it against the snapshot.
+    pub verify: bool,
+    pub threads: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RestoreError {
+    #[error("target {path}: {source}")]
+    Target { path: String, source: std::io::Error },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+}
+
+/// What a restore did. `errors` name every file that could not be restored exactly.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct RestoreSummary {
+    pub files_restored: u64,
+    pub dirs_restored: u64,
+    pub other_restored: u64,
+    pub bytes_restored: u64,
+    pub files_verified: u64,
+    pub errors: Vec<String>,
+}
+
+struct FileJob {
+    dir: Arc<DirState>,
+    node: Node,
+    path: Vec<u8>,
+    /// Already created by the walker (first link of a hard-linked file).
+    file: Option<std::fs::File>,
+}
+
+struct Ctx {
+    repo: Arc<Repository>,
+    index: Arc<MasterIndex>,
+    opts: RestoreOptions,
+    progress: Arc<dyn Progress>,
+    errors: Mutex<Vec<String>>,
+    files: AtomicU64,
+    dirs: AtomicU64,
+    other: AtomicU64,
+    bytes: AtomicU64,
+    verified: AtomicU64,
+    is_root: bool,
+}
+
+impl Ctx {
+    fn error(&self, path: &[u8], msg: impl std::fmt::Display) {
+        let m = format!("{}: {msg}", String::from_utf8_lossy(path));
+        self.progress.warn(&m);
+        self.errors.lock().expect("poisoned").push(m);
+    }
+}
+
+/// Finds the node at `subpath` (absolute, as backed up) in a snapshot.
+pub fn find_node(repo: &Repository, index: &MasterIndex, snap: &Snapshot, subpath: &[u8]) -> Result<Node, RestoreError> {
+    let mut node = Node::new(Vec::new(), NodeKind::Dir);
+    node.subtree = Some(snap.tree);
+    for comp in subpath.split(|b| *b == b'/').filter(|c| !c.is_empty() && *c != b".") {
+        let tree = match (node.kind, node.subtree) {
+            (NodeKind::Dir, Some(t)) => repo.load_tree(index, &BlobId(t))?,
+            _ => return Err(RestoreError::Invalid(format!("{} is not in the snapshot", String::from_utf8_lossy(subpath)))),
+        };
+        node = tree.into_iter().find(|n| n.name == comp).ok_or_else(|| {
+            RestoreError::Invalid(format!("{} is not in the snapshot", String::from_utf8_lossy(subpath)))
+        })?;
+    }
+    Ok(node)
+}
+
+/// Restores `start` (found with [`find_node`] at `start_path`) into the target: a
+/// directory's entries go directly into the target, a single file or other node is put
+/// inside it under its own name.
+pub fn run(
+    repo: Arc<Repository>,
+    index: Arc<MasterIndex>,
+    start: Node,
+    start_path: &[u8],
+    opts: RestoreOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<RestoreSummary, RestoreError> {
+    let tpath = opts.target.display().to_string();
+    std::fs::create_dir_all(&opts.target).map_err(|e| RestoreError::Target { path: tpath.clone(), source: e })?;
+    let tfd = crate::source::open_dir_path(opts.target.as_os_str().as_encoded_bytes())
+        .map_err(|e| RestoreError::Target { path: tpath, source: e })?;
+    let ctx = Arc::new(Ctx {
+        repo,
+        index,
+        opts: opts.clone(),
+        progress,
+        errors: Mutex::new(Vec::new()),
+        files: AtomicU64::new(0),
+        dirs: AtomicU64::new(0),
+        other: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+        verified: AtomicU64::new(0),
+        is_root: rustix::process::geteuid().is_root(),
+    });
+    let threads = opts.threads.max(1);
+    let (tx, rx) = bounded::<FileJob>(threads * 16);
+    let workers: Vec<_> = (0..threads)
+        .map(|i| {
+            let (ctx, rx) = (ctx.clone(), rx.clone());
+            std::thread::Builder::new().name(format!("coffer-restore-{i}")).spawn(move || worker(ctx, rx)).expect("spawn")
+        })
+        .collect();
+    drop(rx);
+    let root = DirState::existing(tfd);
+    let walk_ctx = ctx.clone();
+    let sp = start_path.to_vec();
+    let walker = std::thread::Builder::new()
+        .name("coffer-restore-walk".into())
+        .stack_size(512 << 20)
+        .spawn(move || {
+            let mut w = Walker { ctx: &walk_ctx, tx, links: HashMap::new() };
+            if start.kind == NodeKind::Dir {
+                w.dir_entries(&root, &start, &sp, false);
+            } else {
+                let parent = sp.rsplit_once_path();
+                w.entry(&root, start, &parent, false);
+            }
+            root.release(&walk_ctx);
+        })
+        .expect("spawn");
+    walker.join().map_err(|_| RestoreError::Invalid("the restore walker panicked".into()))?;
+    for w in workers {
+        w.join().map_err(|_| RestoreError::Invalid("a restore worker panicked".into()))?;
+    }
+    let ctx = Arc::try_unwrap(ctx).map_err(|_| RestoreError::Invalid("restore still running".into()))?;
+    Ok(RestoreSummary {
+        files_restored: ctx.files.into_inner(),
+        dirs_restored: ctx.dirs.into_inner(),
+        other_restored: ctx.other.into_inner(),
+        bytes_restored: ctx.bytes.into_inner(),
+        files_verified: ctx.verified.into_inner(),
+        errors: ctx.errors.into_inner().expect("poisoned"),
+    })
+}
+
+trait ParentPath {
+    fn rsplit_once_path(&self) -> Vec<u8>;
+}
+
+impl ParentPath for Vec<u8> {
+    /// The parent directory of an absolute path (`/` for top-level names).
+    fn rsplit_once_path(&self) -> Vec<u8> {
+        match self.iter().rposition(|b| *b == b'/') {
+            Some(0) | None => b"/".to_vec(),
+            Some(i) => self[..i].to_vec(),
+        }
+    }
+}
+
+fn join(prefix: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = prefix.to_vec();
+    if !p.ends_with(b"/") {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
+
+struct Walker<'a> {
+    ctx: &'a Arc<Ctx>,
+    tx: crossbeam_channel::Sender<FileJob>,
+    /// (device, inode) of hard-linked files -> where the first link was restored.
+    links: HashMap<(u64, u64), (Arc<DirState>, CString)>,
+}
+
+impl Walker<'_> {
+    /// Restores the entries of directory node `node` (at snapshot path `path`) into `dir`.
+    fn dir_entries(&mut self, dir: &Arc<DirState>, node: &Node, path: &[u8], included: bool) {
+        let Some(t) = node.subtree else { return };
+        let tree = match self.ctx.repo.load_tree(&self.ctx.index, &BlobId(t)) {
+            Ok(t) => t,
+            Err(e) => return self.ctx.error(path, format!("directory contents lost: {e}")),
+        };
+        for child in tree {
+            self.entry(dir, child, path, included);
+        }
+    }
+
+    /// Restores one node into `dir`; `parent_path` is the snapshot path of `dir`.
+    fn entry(&mut self, dir: &Arc<DirState>, node: Node, parent_path: &[u8], included: bool) {
+        let path = join(parent_path, &node.name);
+        let opts = &self.ctx.opts;
+        if opts.exclude.matches(&path, &node.name) {
+            return;
+        }
+        let included = included || opts.include.is_empty() || opts.include.matches(&path, &node.name);
+        if node.kind == NodeKind::Dir {
+            let sub = DirState::child(dir, node.clone(), path.clone());
+            if included {
+                if let Err(e) = sub.ensure(self.ctx) {
+                    return self.ctx.error(&path, e);
+                }
+            }
+            self.dir_entries(&sub, &node, &path, included);
+            sub.release(self.ctx);
+            return;
+        }
+        if !included {
+            return;
+        }
+        let fd = match dir.ensure(self.ctx) {
+            Ok(fd) => fd,
+            Err(e) => return self.ctx.error(&path, e),
+        };
+        if let Err(e) = self.non_dir(dir, fd.as_fd(), node, &path) {
+            self.ctx.error(&path, e);
+        }
+    }
+
+    fn non_dir(&mut self, dir: &Arc<DirState>, fd: std::os::fd::BorrowedFd<'_>, node: Node, path: &[u8]) -> std::io::Result<()> {
+        let name = CString::new(node.name.clone()).map_err(std::io::Error::other)?;
+        match node.kind {
+            NodeKind::File => {
+                let mut file = None;
+                if node.nlink > 1 {
+                    let key = (node.dev, node.inode);
+                    if let Some((first_dir, first_name)) = self.links.get(&key) {
+                        let first_fd = first_dir.ensure(self.ctx)?;
+                        meta::replace_with(fd, &name, |fd, n| {
+                            rustix::fs::linkat(first_fd.as_fd(), first_name, fd, n, rustix::fs::AtFlags::empty())
+                        })?;
+                        self.ctx.other.fetch_add(1, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    file = Some(meta::create_file(fd, &name)?);
+                    self.links.insert(key, (dir.clone(), name.clone()));
+                }
+                dir.acquire();
+                let job = FileJob { dir: dir.clone(), node, path: path.to_vec(), file };
+                if let Err(e) = self.tx.send(job) {
+                    e.0.dir.release(self.ctx);
+                }
+                Ok(())
+            }
+            NodeKind::Socket => Ok(()),
+            _ => {
+                meta::create_special(fd, &name, &node, self.ctx.is_root)?;
+                meta::apply_at(fd, &name, &node, self.ctx.is_root)?;
+                self.ctx.other.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn worker(ctx: Arc<Ctx>, rx: Receiver<FileJob>) {
+    for job in rx {
+        if let Err(e) = restore_file(&ctx, &job) {
+            ctx.error(&job.path, e);
+        }
+        ctx.progress.add_item();
+        job.dir.release(&ctx);
+    }
+}
+
+/// Writes one file's content, then its metadata. A damaged chunk is reported and left as a
+/// hole (the rest of the file is still written), so nothing is silently wrong.
+fn restore_file(ctx: &Ctx, job: &FileJob) -> std::io::Result<()> {
+    let fd = job.dir.fd().ok_or_else(|| std::io::Error::other("directory was not created"))?;
+    let name = CString::new(job.node.name.clone()).map_err(std::io::Error::other)?;
+    let file = match &job.file {
+        Some(f) => f.try_clone()?,
+        None => meta::create_file(fd.as_fd(), &name)?,
+    };
+    let mut offset = 0u64;
+    let mut damaged = Vec::new();
+    for id in &job.node.content {
+        let id = BlobId(*id);
+        let len = ctx.index.get(&id).map(|l| u64::from(l.raw_len));
+        match ctx.repo.read_blob(&ctx.index, &id) {
+            Ok(data) => {
+                if data.iter().any(|b| *b != 0) {
+                    file.write_all_at(&data, offset)?;
+                }
+                offset += data.len() as u64;
+                ctx.progress.add_bytes(data.len() as u64);
+            }
+            Err(e) => {
+                damaged.push(e.to_string());
+                offset += len.unwrap_or(0);
+            }
+        }
+    }
+    file.set_len(offset)?;
+    ctx.bytes.fetch_add(offset, Ordering::Relaxed);
+    if ctx.opts.verify && damaged.is_empty() {
+        verify_file(ctx, &file, &job.node)?;
+        ctx.verified.fetch_add(1, Ordering::Relaxed);
+    }
+    meta::apply_fd(&file, &job.node, ctx.is_root)?;
+    if !damaged.is_empty() {
+        return Err(std::io::Error::other(format!("restored with damaged content: {}", damaged.join("; "))));
+    }
+    if offset != job.node.size {
+        return Err(std::io::Error::other(format!("size {offset} differs from the recorded {}", job.node.size)));
+    }
+    ctx.files.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Reads a restored file back and checks every chunk's keyed hash.
+fn verify_file(ctx: &Ctx, file: &std::fs::File, node: &Node) -> std::io::Result<()> {
+    let mut offset = 0u64;
+    for id in &node.content {
+        let id = BlobId(*id);
+        let len = ctx.index.get(&id).map(|l| l.raw_len as usize).unwrap_or(0);
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, offset)?;
+        if ctx.repo.keys().blob_id(&buf) != id {
+            return Err(std::io::Error::other(format!("verification failed at offset {offset}")));
+        }
+        offset += len as u64;
+    }
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! Where repository objects live: a thin blocking wrapper over `object_store`.
+//!
+//! The contract every store gives Coffer (docs/storage.md):
+//! - `put_new` is atomic and write-once: it either stores the whole object under a name that
+//!   did not exist, or fails (`AlreadyExists` if the name is taken). Objects are never
+//!   rewritten or appended to.
+//! - When `put_new` returns, the object is durable: for local folders and NAS mounts the
+//!   file and its directory are fsynced (`LocalFileSystem::with_fsync(true)`).
+//! - `get` of a missing object is `NotFound`, distinct from every other failure.
+//! - `list` returns the complete listing or fails; a partial listing is never returned.
+//!
+//! The core is synchronous threads (CPU-bound stages); this wrapper runs each request on a
+//! small tokio runtime and blocks the calling thread until it completes, so many worker
+//! threads can have requests in flight at once.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+/// A failed storage operation, naming the operation and the object.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    #[error("{path}: object not found")]
+    NotFound { path: String },
+    #[error("{path}: object already exists")]
+    AlreadyExists { path: String },
+    #[error("repository location {0}: {1}")]
+    Location(String, String),
+    #[error("{op} {path}: {source}")]
+    Backend {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+}
+
+impl StorageError {
+    fn from_os(op: &'static str, path: &str, e: object_store::Error) -> Self {
+        match e {
+            object_store::Error::NotFound { .. } => StorageError::NotFound { path: path.to_string() },
+            object_store::Error::AlreadyExists { .. } => StorageError::AlreadyExists { path: path.to_string() },
+            source => StorageError::Backend { op, path: path.to_string(), source },
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// A repository's storage: a set of named immutable objects.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    rt: Arc<tokio::runtime::Runtime>,
+    location: String,
+}
+
+fn runtime() -> Arc<tokio::runtime::Runtime> {
+    Arc::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(32)
+            .thread_name("coffer-io")
+            .build()
+            .expect("tokio runtime"),
+    )
+}
+
+impl Store {
+    /// A repository in a local folder (or a NAS mount). With `create`, the folder is made.
+    pub fn local(dir: &Path, create: bool) -> Result<Self> {
+        let shown = dir.display().to_string();
+        if create {
+            std::fs::create_dir_all(dir).map_err(|e| StorageError::Location(shown.clone(), e.to_string()))?;
+        } else if !dir.is_dir() {
+            return Err(StorageError::Location(shown, "no such directory".into()));
+        }
+        let fs = LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| StorageError::Location(shown.clone(), e.to_string()))?
+            .with_fsync(true);
+        Ok(Store { inner: Arc::new(fs), rt: runtime(), location: shown })
+    }
+
+    /// An arbitrary object store (tests use `InMemory`).
+    pub fn from_object_store(inner: Arc<dyn ObjectStore>, location: String) -> Self {
+        Store { inner, rt: runtime(), location }
+    }
+
+    /// Where the repository is, as the user named it.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Writes a new object; fails with `AlreadyExists` rather than replace one.
+    pub fn put_new(&self, path: &str, data: Vec<u8>) -> Result<()> {
+        let p = ObjPath::from(path);
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        self.rt
+            .block_on(self.inner.put_opts(&p, PutPayload::from(data), opts))
+            .map(|_| ())
+            .map_err(|e| StorageError::from_os("write", path, e))
+    }
+
+    pub fn get(&self, path: &str) -> Result<Bytes> {
+        let p = ObjPath::from(path);
+        self.rt
+            .block_on(async { self.inner.get(&p).await?.bytes().await })
+            .map_err(|e| StorageError::from_os("read", path, e))
+    }
+
+    pub fn get_range(&self, path: &str, range: Range<u64>) -> Result<Bytes> {
+        let p = ObjPath::from(path);
+        let want = range.end - range.start;
+        let b = self
+            .rt
+            .block_on(self.inner.get_range(&p, range))
+            .map_err(|e| StorageError::from_os("read", path, e))?;
+        if b.len() as u64 != want {
+            return Err(StorageError::Location(path.to_string(), format!("short read: {} of {want} bytes", b.len())));
+        }
+        Ok(b)
+    }
+
+    /// The size of an object.
+    pub fn size(&self, path: &str) -> Result<u64> {
+        let p = ObjPath::from(path);
+        self.rt.block_on(self.inner.head(&p)).map(|m| m.size).map_err(|e| StorageError::from_os("stat", path, e))
+    }
+
+    /// Every object under `prefix` (a folder name without a trailing slash), with sizes,
+    /// as paths relative to the repository root. Fails rather than return a partial list.
+    pub fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let p = ObjPath::from(prefix);
+        self.rt.block_on(async {
+            let mut s = self.inner.list(Some(&p));
+            let mut out = Vec::new();
+            while let Some(m) = s.next().await {
+                let m = m.map_err(|e| StorageError::from_os("list", prefix, e))?;
+                out.push((m.location.to_string(), m.size));
+            }
+            out.sort();
+            Ok(out)
+        })
+    }
+
+    pub fn delete(&self, path: &str) -> Result<()> {
+        let p = ObjPath::from(path);
+        self.rt.block_on(self.inner.delete(&p)).map_err(|e| StorageError::from_os("delete", path, e))
+    }
+
+    /// The local folder of a local repository (for tests and diagnostics).
+    pub fn local_path(dir: &Path) -> PathBuf {
+        dir.to_path_buf()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The storage contract, run against each store kind.
+    fn conformance(s: &Store) {
+        s.put_new("a/x", b"one".to_vec()).unwrap();
+        assert!(matches!(s.put_new("a/x", b"two".to_vec()), Err(StorageError::AlreadyExists { .. })));
+        assert_eq!(&s.get("a/x").unwrap()[..], b"one");
+        assert_eq!(&s.get_range("a/x", 1..3).unwrap()[..], b"ne");
+        assert_eq!(s.size("a/x").unwrap(), 3);
+        assert!(matches!(s.get("a/missing"), Err(StorageError::NotFound { .. })));
+        s.put_new("a/y", vec![]).unwrap();
+        s.put_new("b/z", vec![1]).unwrap();
+        let names: Vec<String> = s.list("a").unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, vec!["a/x".to_string(), "a/y".to_string()]);
+        s.delete("a/x").unwrap();
+        assert!(matches!(s.get("a/x"), Err(StorageError::NotFound { .. })));
+    }
+
+    #[test]
+    fn local_store_meets_the_contract() {
+        let d = tempfile::tempdir().unwrap();
+        conformance(&Store::local(&d.path().join("repo"), true).unwrap());
+    }
+
+    #[test]
+    fn memory_store_meets_the_contract() {
+        conformance(&Store::from_object_store(Arc::new(object_store::memory::InMemory::new()), "mem".into()));
+    }
+}
