@@ -318,9 +318,7 @@ fn restore_file(ctx: &Ctx, job: &FileJob) -> std::io::Result<()> {
         let len = ctx.index.get(&id).map(|l| u64::from(l.raw_len));
         match ctx.repo.read_blob(&ctx.index, &id) {
             Ok(data) => {
-                if data.iter().any(|b| *b != 0) {
-                    file.write_all_at(&data, offset)?;
-                }
+                write_sparse(&file, &data, offset)?;
                 offset += data.len() as u64;
                 ctx.progress.add_bytes(data.len() as u64);
             }
@@ -344,6 +342,28 @@ fn restore_file(ctx: &Ctx, job: &FileJob) -> std::io::Result<()> {
         return Err(std::io::Error::other(format!("size {offset} differs from the recorded {}", job.node.size)));
     }
     ctx.files.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Writes `data` at `offset`, skipping 4 KiB blocks that are all zeros, so they stay holes
+/// (the file is new, and `set_len` gives it its full size at the end).
+fn write_sparse(file: &std::fs::File, data: &[u8], offset: u64) -> std::io::Result<()> {
+    const BLOCK: usize = 4096;
+    let mut start = None;
+    for (i, block) in data.chunks(BLOCK).enumerate() {
+        let zero = block.iter().all(|b| *b == 0);
+        match (zero, start) {
+            (false, None) => start = Some(i * BLOCK),
+            (true, Some(s)) => {
+                file.write_all_at(&data[s..i * BLOCK], offset + s as u64)?;
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        file.write_all_at(&data[s..], offset + s as u64)?;
+    }
     Ok(())
 }
 

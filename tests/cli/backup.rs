@@ -1,0 +1,174 @@
+//! Backup: summaries, change detection, deduplication, filters, unreadable files.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::support::*;
+
+#[test]
+fn backup_json_summary_has_the_contract_fields() {
+    let env = Env::new();
+    let src = env.path("src");
+    let bytes = make_simple_tree(&src);
+    let s = env.backup(&[&src], &["--tag", "nightly", "--host", "web1"]);
+    for k in ["snapshot_id", "files_new", "files_changed", "files_unmodified", "total_files_processed", "total_bytes_processed", "data_added", "total_duration"] {
+        assert!(s.get(k).is_some(), "missing {k} in {s}");
+    }
+    assert_eq!(s["files_new"], 4);
+    assert_eq!(s["total_files_processed"], 4);
+    assert_eq!(s["total_bytes_processed"], bytes);
+    assert!(s["data_added"].as_u64().unwrap() > 3_000_000, "random data is stored: {s}");
+    assert_eq!(s["snapshot_id"].as_str().unwrap().len(), 64);
+    // Human mode prints the id on stdout.
+    let r = env.ok(&["backup", src.to_str().unwrap()]);
+    assert_eq!(r.stdout.trim().len(), 64, "{}", r.stdout);
+}
+
+#[test]
+fn unchanged_backup_reads_nothing_and_adds_nothing() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_simple_tree(&src);
+    env.backup(&[&src], &[]);
+    let before = env.repo_files();
+    let s = env.backup(&[&src], &[]);
+    assert_eq!(s["files_unmodified"], 4, "{s}");
+    assert_eq!(s["files_new"], 0);
+    assert_eq!(s["files_changed"], 0);
+    assert_eq!(s["blobs_added"], 0, "{s}");
+    assert_eq!(s["data_added"], 0, "{s}");
+    let after = env.repo_files();
+    let new: Vec<_> = after.keys().filter(|k| !before.contains_key(*k)).collect();
+    assert_eq!(new.len(), 1, "only the snapshot manifest is new: {new:?}");
+    assert!(new[0].starts_with("snapshots"));
+    // A changed file is read again; the others are not.
+    std::fs::write(src.join("small.bin"), noise(99, 10_000)).unwrap();
+    let s = env.backup(&[&src], &[]);
+    assert_eq!(s["files_changed"], 1, "{s}");
+    assert_eq!(s["files_unmodified"], 3, "{s}");
+}
+
+#[test]
+fn copied_and_renamed_trees_add_almost_nothing() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..20 {
+        std::fs::write(src.join(format!("f{i}")), noise(i, 500_000)).unwrap();
+    }
+    env.backup(&[&src], &[]);
+    let copy = env.path("copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    for i in 0..20 {
+        std::fs::copy(src.join(format!("f{i}")), copy.join(format!("renamed{i}"))).unwrap();
+    }
+    let s = env.backup(&[&copy], &[]);
+    assert_eq!(s["files_new"], 20);
+    let added = s["data_added"].as_u64().unwrap();
+    assert!(added < 100_000, "a copy of 10 MB added {added} bytes");
+}
+
+#[test]
+fn excludes_and_exclude_file() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_simple_tree(&src);
+    std::fs::create_dir_all(src.join("cache/x")).unwrap();
+    std::fs::write(src.join("cache/x/junk"), b"junk").unwrap();
+    std::fs::write(src.join("docs/notes.tmp"), b"tmp").unwrap();
+    let ef = env.path("excludes");
+    std::fs::write(&ef, format!("# comment\n\n{}/cache\n", src.display())).unwrap();
+    env.backup(&[&src], &["--exclude", "*.tmp", "--exclude-file", ef.to_str().unwrap()]);
+    let r = env.ok(&["ls", "latest"]);
+    assert!(!r.stdout.contains("notes.tmp"), "{}", r.stdout);
+    assert!(!r.stdout.contains("/cache"), "{}", r.stdout);
+    assert!(r.stdout.contains("readme.txt"));
+}
+
+#[test]
+fn dry_run_writes_nothing() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_simple_tree(&src);
+    let before = env.repo_files();
+    let s = env.backup(&[&src], &["--dry-run"]);
+    assert_eq!(s["dry_run"], true);
+    assert!(s["snapshot_id"].is_null());
+    assert!(s["data_added_raw"].as_u64().unwrap() > 3_000_000, "{s}");
+    assert_eq!(env.repo_files(), before);
+}
+
+#[test]
+fn snapshots_filters_and_ids() {
+    let env = Env::new();
+    let a = env.path("a");
+    let b = env.path("b");
+    make_simple_tree(&a);
+    make_simple_tree(&b);
+    let s1 = env.backup(&[&a], &["--host", "h1", "--tag", "daily"]);
+    env.backup(&[&b], &["--host", "h2"]);
+    let all = env.ok(&["snapshots", "--json"]).json();
+    assert_eq!(all.as_array().unwrap().len(), 2);
+    let first = &all[0];
+    for k in ["id", "short_id", "time", "host", "username", "paths", "tags", "parent", "summary"] {
+        assert!(first.get(k).is_some(), "missing {k}");
+    }
+    jiff::Timestamp::strptime("%Y-%m-%dT%H:%M:%S%.f%:z", first["time"].as_str().unwrap())
+        .or_else(|_| first["time"].as_str().unwrap().parse::<jiff::Timestamp>())
+        .expect("RFC 3339 time");
+    let h1 = env.ok(&["snapshots", "--json", "--host", "h1"]).json();
+    assert_eq!(h1.as_array().unwrap().len(), 1);
+    assert_eq!(h1[0]["id"], s1["snapshot_id"]);
+    let tagged = env.ok(&["snapshots", "--json", "--tag", "daily"]).json();
+    assert_eq!(tagged.as_array().unwrap().len(), 1);
+    let by_path = env.ok(&["snapshots", "--json", "--path", b.to_str().unwrap()]).json();
+    assert_eq!(by_path.as_array().unwrap().len(), 1);
+    assert_eq!(by_path[0]["host"], "h2");
+    // An 8-digit prefix works as an id.
+    let prefix = &s1["snapshot_id"].as_str().unwrap()[..8];
+    env.ok(&["ls", prefix]);
+    assert_ne!(env.run(&["ls", "abc"]).code, 0);
+}
+
+#[test]
+fn unreadable_files_give_exit_3_and_a_partial_snapshot() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_simple_tree(&src);
+    std::fs::write(src.join("locked"), b"no access").unwrap();
+    std::fs::set_permissions(src.join("locked"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let mut cmd = env.cmd(&["backup", "--json", src.to_str().unwrap()]);
+    if is_root() {
+        // Root reads everything: run coffer as nobody, with the repository writable by it.
+        rustix::fs::chownat(rustix::fs::CWD, env.dir.path(), Some(rustix::fs::Uid::from_raw(65534)), None, rustix::fs::AtFlags::empty()).unwrap();
+        std::process::Command::new("chown").args(["-R", "65534", env.repo.to_str().unwrap()]).status().unwrap();
+        std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN, "backup", "--json", src.to_str().unwrap()])
+            .env("COFFER_REPO", &env.repo)
+            .env("COFFER_PASSWORD", PASSWORD)
+            .env("HOME", "/tmp");
+        cmd = c;
+    }
+    let r = Env::run_cmd(cmd);
+    assert_eq!(r.code, 3, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("locked"), "the unreadable file is named: {}", r.stderr);
+    let s = r.json();
+    assert_eq!(s["partial"], true);
+    assert!(!s["snapshot_id"].is_null());
+    let snaps = env.ok(&["snapshots", "--json"]).json();
+    assert_eq!(snaps[0]["summary"]["partial"], true);
+}
+
+#[test]
+fn fifos_are_not_opened_and_vanished_paths_fail_cleanly() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    rustix::fs::mknodat(rustix::fs::CWD, &src.join("pipe"), rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o644), 0).unwrap();
+    // Would hang forever if the FIFO were opened for reading.
+    let s = env.backup(&[&src], &[]);
+    assert_eq!(s["partial"], false);
+    let r = env.run(&["backup", env.path("missing").to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("missing"));
+}

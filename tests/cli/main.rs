@@ -1,0 +1,13 @@
+//! End-to-end tests: the built `coffer` binary on real temporary directories.
+//!
+//! One integration-test binary (this one) keeps link time down; each module covers one area.
+//! Tests that need root (owners, device nodes, mounting a tiny tmpfs) say so on stderr and
+//! check what they can when not root; CI runs as root, so there they run in full.
+
+mod backup;
+mod check;
+mod corruption;
+mod crash;
+mod keys;
+mod restore;
+mod support;
