@@ -40,8 +40,16 @@ impl Chunker {
         let (mask_s, mask_l) = self.masks;
         let p = &self.params;
         let (_, n) = cut_gear(
-            data, p.min as usize, p.avg as usize, p.max as usize, mask_s, mask_l, mask_s << 1, mask_l << 1,
-            &self.gear, &self.gear_ls,
+            data,
+            p.min as usize,
+            p.avg as usize,
+            p.max as usize,
+            mask_s,
+            mask_l,
+            mask_s << 1,
+            mask_l << 1,
+            &self.gear,
+            &self.gear_ls,
         );
         n
     }

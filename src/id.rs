@@ -37,6 +37,14 @@ macro_rules! id_type {
                 hex::decode_to_slice(s, &mut b).ok()?;
                 Some(Self(b))
             }
+            /// Parses an object name: exactly 64 lowercase hex digits (the only form Coffer
+            /// writes), so two spellings can never name one object.
+            pub fn from_name(s: &str) -> Option<Self> {
+                if s.len() != 2 * ID_LEN || s.bytes().any(|b| b.is_ascii_uppercase()) {
+                    return None;
+                }
+                Self::from_hex(s)
+            }
             /// The raw bytes.
             pub fn as_bytes(&self) -> &[u8; ID_LEN] {
                 &self.0

@@ -106,7 +106,7 @@ struct DirJob {
 
 /// An entry of a directory: known now, or to be delivered by a reader or the finisher.
 enum Pending {
-    Ready(Node),
+    Ready(Box<Node>),
     Later(Receiver<Option<Node>>),
 }
 
@@ -157,7 +157,11 @@ pub fn default_host() -> String {
 }
 
 /// Runs a backup. Returns after the snapshot (and all it references) is durable.
-pub fn run(repo: Arc<Repository>, opts: BackupOptions, progress: Arc<dyn Progress>) -> Result<BackupResult, BackupError> {
+pub fn run(
+    repo: Arc<Repository>,
+    opts: BackupOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<BackupResult, BackupError> {
     let started = crate::clock::now();
     let watch = crate::clock::stopwatch();
     let roots = walk::normalize_roots(&opts.paths)?;
@@ -194,7 +198,10 @@ pub fn run(repo: Arc<Repository>, opts: BackupOptions, progress: Arc<dyn Progres
         .collect();
     drop(file_rx);
     let fin_ctx = ctx.clone();
-    let finisher = std::thread::Builder::new().name("coffer-trees".into()).spawn(move || finisher(fin_ctx, dir_rx)).expect("spawn");
+    let finisher = std::thread::Builder::new()
+        .name("coffer-trees".into())
+        .spawn(move || finisher(fin_ctx, dir_rx))
+        .expect("spawn");
 
     let walk_ctx = ctx.clone();
     let walk_roots = roots.clone();
@@ -202,7 +209,9 @@ pub fn run(repo: Arc<Repository>, opts: BackupOptions, progress: Arc<dyn Progres
     let walker = std::thread::Builder::new()
         .name("coffer-walk".into())
         .stack_size(512 << 20)
-        .spawn(move || walk::walk_roots(&walk_ctx, &walk_roots, parent_tree.as_deref(), parent_tree_id, &file_tx, &dir_tx))
+        .spawn(move || {
+            walk::walk_roots(&walk_ctx, &walk_roots, parent_tree.as_deref(), parent_tree_id, &file_tx, &dir_tx)
+        })
         .expect("spawn walker");
     let root_rx = walker.join().map_err(|_| BackupError::Invalid("the walker thread panicked".into()))??;
     let root = root_rx.recv().ok().flatten();
@@ -288,7 +297,14 @@ fn reader(ctx: Arc<Ctx>, rx: Receiver<FileJob>) {
     }
 }
 
-fn read_file(ctx: &Ctx, chunker: &mut Chunker, dir: &OwnedFd, name: &CString, path: &[u8], mut node: Node) -> Option<Node> {
+fn read_file(
+    ctx: &Ctx,
+    chunker: &mut Chunker,
+    dir: &OwnedFd,
+    name: &CString,
+    path: &[u8],
+    mut node: Node,
+) -> Option<Node> {
     use std::os::fd::AsFd;
     let shown = String::from_utf8_lossy(path).into_owned();
     let file = match source::open_file_at(dir.as_fd(), name) {
@@ -312,7 +328,7 @@ fn read_file(ctx: &Ctx, chunker: &mut Chunker, dir: &OwnedFd, name: &CString, pa
     let keys = ctx.repo.keys().clone();
     let mut content = Vec::new();
     let read = chunker.chunk_stream::<std::io::Error>(&file, |chunk| {
-        let id = keys.blob_id(chunk);
+        let id = keys.blob_id(BlobType::Data, chunk);
         ctx.store_blob(BlobType::Data, id, chunk);
         content.push(id.0);
         ctx.progress.add_bytes(chunk.len() as u64);
@@ -346,7 +362,7 @@ fn finisher(ctx: Arc<Ctx>, rx: Receiver<DirJob>) {
         let mut nodes = Vec::with_capacity(job.entries.len());
         for e in job.entries {
             match e {
-                Pending::Ready(n) => nodes.push(n),
+                Pending::Ready(n) => nodes.push(*n),
                 Pending::Later(rx) => {
                     if let Ok(Some(n)) = rx.recv() {
                         nodes.push(n)
@@ -355,7 +371,7 @@ fn finisher(ctx: Arc<Ctx>, rx: Receiver<DirJob>) {
             }
         }
         let bytes = tree::encode(&nodes);
-        let id = keys.blob_id(&bytes);
+        let id = keys.blob_id(BlobType::Tree, &bytes);
         ctx.store_blob(BlobType::Tree, id, &bytes);
         let c = &ctx.counters;
         match job.parent_subtree {

@@ -30,7 +30,8 @@ pub(super) fn normalize_roots(paths: &[PathBuf]) -> Result<Vec<Vec<u8>>, BackupE
     }
     let mut out: Vec<Vec<u8>> = Vec::new();
     for p in paths {
-        let abs = std::path::absolute(p).map_err(|e| BackupError::Source { path: p.display().to_string(), source: e })?;
+        let abs =
+            std::path::absolute(p).map_err(|e| BackupError::Source { path: p.display().to_string(), source: e })?;
         let mut clean = PathBuf::from("/");
         for c in abs.components() {
             match c {
@@ -143,7 +144,8 @@ fn walk_virtual(
     for (name, child) in &trie.children {
         let path = join(prefix, name);
         let shown = || String::from_utf8_lossy(&path).into_owned();
-        let cname = CString::new(name.clone()).map_err(|_| BackupError::Invalid(format!("{}: NUL in path", shown())))?;
+        let cname =
+            CString::new(name.clone()).map_err(|_| BackupError::Invalid(format!("{}: NUL in path", shown())))?;
         let st = source::stat_at(dir.as_fd(), &cname).map_err(|e| BackupError::Source { path: shown(), source: e })?;
         let pnode = find(parent, name);
         if child.is_root {
@@ -153,7 +155,8 @@ fn walk_virtual(
             continue;
         }
         let node = source::node_from_stat(name, &st, &ctx.names);
-        let fd = source::open_dir_at(dir.as_fd(), &cname).map_err(|e| BackupError::Source { path: shown(), source: e })?;
+        let fd =
+            source::open_dir_at(dir.as_fd(), &cname).map_err(|e| BackupError::Source { path: shown(), source: e })?;
         let ptree = parent_tree(ctx, pnode, &path);
         let sub = walk_virtual(ctx, q, Arc::new(fd), &path, child, ptree.as_deref())?;
         entries.push(send_dir(q, node, sub, pnode)?);
@@ -209,14 +212,14 @@ fn walk_entry(
         NodeKind::Symlink => match source::read_link_at(dir.as_fd(), name) {
             Ok(t) => {
                 node.link_target = t;
-                Some(Pending::Ready(node))
+                Some(Pending::Ready(Box::new(node)))
             }
             Err(e) => {
                 ctx.warn(format!("{}: cannot read symlink: {e}", shown()));
                 None
             }
         },
-        _ => Some(Pending::Ready(node)),
+        _ => Some(Pending::Ready(Box::new(node))),
     }
 }
 
@@ -238,7 +241,7 @@ fn file_entry(
             c.bytes.fetch_add(node.size, Ordering::Relaxed);
             ctx.progress.add_bytes(node.size);
             ctx.progress.add_item();
-            return Pending::Ready(node);
+            return Pending::Ready(Box::new(node));
         }
         c.files_changed.fetch_add(1, Ordering::Relaxed);
     } else {

@@ -18,7 +18,7 @@ pub struct Global {
     /// Repository location: a local path (or a NAS mount)
     #[arg(long, short = 'r', env = "COFFER_REPO", global = true)]
     pub repo: Option<String>,
-    /// Read the password from this file (first line)
+    /// Read the password from this file (its content, less one trailing newline)
     #[arg(long, env = "COFFER_PASSWORD_FILE", global = true)]
     pub password_file: Option<PathBuf>,
     /// Run this shell command and use its output as the password

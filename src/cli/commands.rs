@@ -102,8 +102,12 @@ fn init(g: &Global, a: InitArgs) -> Result<ExitCode> {
 }
 
 fn backup(g: &Global, a: BackupArgs) -> Result<ExitCode> {
+    if let Some(level) = a.compression {
+        crate::repo::check_compression_level(level).map_err(|e| anyhow!(e))?;
+    }
     let repo = Arc::new(open(g)?);
-    let excludes = Patterns::from_args(&a.excludes, &a.exclude_files).map_err(|e| anyhow!("bad exclude pattern: {e}"))?;
+    let excludes =
+        Patterns::from_args(&a.excludes, &a.exclude_files).map_err(|e| anyhow!("bad exclude pattern: {e}"))?;
     let parent = match &a.parent {
         Some(p) => Some(repo.find_snapshot(p, &SnapshotFilter::default())?.0),
         None => None,
@@ -163,7 +167,10 @@ fn backup(g: &Global, a: BackupArgs) -> Result<ExitCode> {
         }
     }
     if s.partial {
-        eprintln!("warning: {} files could not be read or changed while reading; the snapshot is marked partial", s.errors);
+        eprintln!(
+            "warning: {} files could not be read or changed while reading; the snapshot is marked partial",
+            s.errors
+        );
         return Ok(ExitCode::Partial);
     }
     Ok(ExitCode::Ok)
@@ -217,7 +224,15 @@ fn snapshots(g: &Global, a: SnapshotsArgs) -> Result<ExitCode> {
         let paths: Vec<_> = s.paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
         let t = time_of(s).strftime("%Y-%m-%d %H:%M:%S %:z").to_string();
         let partial = if s.summary.partial { " (partial)" } else { "" };
-        writeln!(out, "{:<8}  {:<25}  {:<16}  {:<16}  {}{partial}", id.short(), t, s.host, s.tags.join(","), paths.join(" "))?;
+        writeln!(
+            out,
+            "{:<8}  {:<25}  {:<16}  {:<16}  {}{partial}",
+            id.short(),
+            t,
+            s.host,
+            s.tags.join(","),
+            paths.join(" ")
+        )?;
     }
     writeln!(out, "{} snapshots", all.len())?;
     Ok(ExitCode::Ok)
@@ -253,8 +268,19 @@ fn ls(g: &Global, a: LsArgs) -> Result<ExitCode> {
             serde_json::to_writer(&mut out, &node_json(path, n))?;
             writeln!(out)?;
         } else if a.long {
-            let t = jiff::Timestamp::new(n.mtime.sec, n.mtime.nsec as i32).map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default();
-            writeln!(out, "{:<8} {:o} {:>8} {:>8} {:>12} {t} {}", n.kind.as_str(), n.mode, String::from_utf8_lossy(&n.user), String::from_utf8_lossy(&n.group), n.size, String::from_utf8_lossy(path))?;
+            let t = jiff::Timestamp::new(n.mtime.sec, n.mtime.nsec as i32)
+                .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "{:<8} {:o} {:>8} {:>8} {:>12} {t} {}",
+                n.kind.as_str(),
+                n.mode,
+                String::from_utf8_lossy(&n.user),
+                String::from_utf8_lossy(&n.group),
+                n.size,
+                String::from_utf8_lossy(path)
+            )?;
         } else {
             out.write_all(path)?;
             out.write_all(b"\n")?;

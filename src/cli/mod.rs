@@ -21,6 +21,9 @@ pub use exit::{exit_code_for, ExitCode};
 /// Runs the command line and returns the process exit code.
 pub fn main() -> i32 {
     install_signal_handler();
+    // Repository objects (key files above all) and restored files start private; restore
+    // then sets each file's recorded mode explicitly.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
     let json = cli.global.json;
     match commands::dispatch(cli) {

@@ -1,5 +1,7 @@
-//! Where passwords come from: `COFFER_PASSWORD`, `--password-file`, `--password-command`,
-//! else a prompt on the terminal. Never from a command-line argument (it would show in `ps`).
+//! Where passwords come from, first match wins: `--password-file` (or
+//! `COFFER_PASSWORD_FILE`), `--password-command` (or `COFFER_PASSWORD_COMMAND`), the
+//! `COFFER_PASSWORD` variable, else a prompt on the terminal. Never from a command-line
+//! argument (it would show in `ps`). New passwords must not be empty.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -33,11 +35,28 @@ fn from_command(cmd: &str) -> Result<Vec<u8>> {
 }
 
 /// Reads a password from the sources in order; `env` names the environment variable.
-pub fn get(env: &str, file: Option<&Path>, command: Option<&str>, prompt: &str, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
-    if let Some(v) = std::env::var_os(env) {
-        use std::os::unix::ffi::OsStringExt;
-        return Ok(Zeroizing::new(v.into_vec()));
+/// With `confirm` (a new password), an empty password is refused.
+pub fn get(
+    env: &str,
+    file: Option<&Path>,
+    command: Option<&str>,
+    prompt: &str,
+    confirm: bool,
+) -> Result<Zeroizing<Vec<u8>>> {
+    let pw = read(env, file, command, prompt, confirm)?;
+    if confirm && pw.is_empty() {
+        bail!("an empty password is not allowed");
     }
+    Ok(pw)
+}
+
+fn read(
+    env: &str,
+    file: Option<&Path>,
+    command: Option<&str>,
+    prompt: &str,
+    confirm: bool,
+) -> Result<Zeroizing<Vec<u8>>> {
     if let Some(f) = file {
         let b = std::fs::read(f).with_context(|| format!("reading password file {}", f.display()))?;
         return Ok(Zeroizing::new(strip_newline(b)));
@@ -45,18 +64,19 @@ pub fn get(env: &str, file: Option<&Path>, command: Option<&str>, prompt: &str, 
     if let Some(c) = command {
         return Ok(Zeroizing::new(from_command(c)?));
     }
+    if let Some(v) = std::env::var_os(env) {
+        use std::os::unix::ffi::OsStringExt;
+        return Ok(Zeroizing::new(v.into_vec()));
+    }
     if !std::io::stdin().is_terminal() && !std::io::stderr().is_terminal() {
         bail!("no password given: set {env}, or use --password-file or --password-command");
     }
-    let p = rpassword::prompt_password(prompt).context("reading the password from the terminal")?;
+    let p = Zeroizing::new(rpassword::prompt_password(prompt).context("reading the password from the terminal")?);
     if confirm {
-        let again = rpassword::prompt_password("enter the password again: ")?;
-        if again != p {
+        let again = Zeroizing::new(rpassword::prompt_password("enter the password again: ")?);
+        if *again != *p {
             bail!("the passwords do not match");
         }
     }
-    if p.is_empty() {
-        bail!("an empty password is not allowed");
-    }
-    Ok(Zeroizing::new(p.into_bytes()))
+    Ok(Zeroizing::new(p.as_bytes().to_vec()))
 }

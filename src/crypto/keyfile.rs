@@ -58,6 +58,13 @@ fn aad(kf: &KeyFile, key_id: &KeyId) -> Vec<u8> {
     a
 }
 
+/// The public labels of a key file (shown by `key list`, authenticated, not secret).
+pub struct KeyLabel {
+    pub created_unix: i64,
+    pub host: String,
+    pub user: String,
+}
+
 /// Wraps `master` (and the repo id) under `password`, returning the encoded key file.
 pub fn create_key_file(
     master: &MasterKey,
@@ -65,10 +72,9 @@ pub fn create_key_file(
     password: &[u8],
     params: KdfParams,
     key_id: &KeyId,
-    created_unix: i64,
-    host: String,
-    user: String,
+    label: KeyLabel,
 ) -> Result<Vec<u8>, CryptoError> {
+    let KeyLabel { created_unix, host, user } = label;
     params.check()?;
     let mut salt = [0u8; 32];
     getrandom::fill(&mut salt).expect("the operating system's random source failed");
@@ -116,7 +122,15 @@ mod tests {
         let mk = MasterKey::random();
         let rid = RepoId::random();
         let kid = KeyId::random();
-        let enc = create_key_file(&mk, rid, b"pw", KDF_FLOOR, &kid, 0, "h".into(), "u".into()).unwrap();
+        let enc = create_key_file(
+            &mk,
+            rid,
+            b"pw",
+            KDF_FLOOR,
+            &kid,
+            KeyLabel { created_unix: 0, host: "h".into(), user: "u".into() },
+        )
+        .unwrap();
         let kf = KeyFile::decode(&enc).unwrap();
         let (m2, r2) = open_key_file(&kf, &kid, b"pw").unwrap();
         assert_eq!(m2.0, mk.0);

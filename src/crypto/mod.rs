@@ -4,29 +4,31 @@
 //! - A random 256-bit master key is wrapped in key files by a key-encryption key (KEK) from
 //!   Argon2id(password, salt). A commitment `BLAKE3-derive_key(CTX_COMMIT, KEK)` stored in the
 //!   key file tells a wrong password apart from a damaged key file.
-//! - Purpose keys come from `BLAKE3-derive_key(context, master)`: blob ids, the chunker's gear
-//!   table, and object encryption each use their own context string.
+//! - Purpose keys come from `BLAKE3-derive_key(context, master)`: data chunk ids, tree ids,
+//!   the chunker's gear table, and object encryption each use their own context string.
 //! - Every object (pack, index, snapshot, config) is encrypted under its own AES-256-GCM key,
 //!   `BLAKE3-keyed(data key, "coffer object key v1" || type || object id)`. Object ids of
 //!   packs, indexes and snapshots are 256 random bits, so no two objects share a key, however
 //!   many clients write, and even after a repository is rolled back. Within one object the
 //!   96-bit nonce is a counter (the blob's byte offset in its pack; `u64::MAX` for a pack
 //!   header; 0 for a single-payload object), so nonces never repeat under one key.
-//! - Associated data binds repo id, object type, object id and (for blobs) blob type, blob id,
-//!   compression and length, so a swapped, renamed, re-typed or foreign object fails to open.
+//! - Associated data binds repo id, object type, object id and (for blobs) blob type,
+//!   compression, blob id and raw length, so a swapped, renamed, re-typed or foreign object fails to open.
 
 mod keyfile;
 
-pub use keyfile::{create_key_file, open_key_file, KdfParamsExt, KDF_DEFAULT, KDF_FLOOR};
+pub use keyfile::{create_key_file, open_key_file, KdfParamsExt, KeyLabel, KDF_DEFAULT, KDF_FLOOR};
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
+use crate::format::BlobType;
 use crate::id::{BlobId, RepoId};
 
 /// Context strings for BLAKE3 `derive_key` (never change them: they define the format).
 const CTX_BLOB_ID: &str = "coffer 2026-11-27 blob id key v1";
+const CTX_TREE_ID: &str = "coffer 2026-11-27 tree id key v1";
 const CTX_CHUNKER: &str = "coffer 2026-11-27 chunker gear table v1";
 const CTX_DATA: &str = "coffer 2026-11-27 object encryption key v1";
 pub(crate) const CTX_COMMIT: &str = "coffer 2026-11-27 key file commitment v1";
@@ -40,6 +42,7 @@ pub const PACK_HEADER_NONCE: u64 = u64::MAX;
 pub const KEY_TYPE_CONFIG: u8 = 1;
 pub const KEY_TYPE_INDEX: u8 = 2;
 pub const KEY_TYPE_SNAPSHOT: u8 = 3;
+pub const KEY_TYPE_LOCK: u8 = 4;
 pub const KEY_TYPE_PACK: u8 = 16;
 
 /// Cryptographic failures. Messages never include key material.
@@ -72,6 +75,7 @@ impl MasterKey {
 #[derive(Zeroize, ZeroizeOnDrop)]
 pub struct Keys {
     id_key: [u8; 32],
+    tree_id_key: [u8; 32],
     chunker_key: [u8; 32],
     data_key: [u8; 32],
     #[zeroize(skip)]
@@ -82,6 +86,7 @@ impl Keys {
     pub fn derive(master: &MasterKey, repo_id: RepoId) -> Self {
         Keys {
             id_key: blake3::derive_key(CTX_BLOB_ID, &master.0),
+            tree_id_key: blake3::derive_key(CTX_TREE_ID, &master.0),
             chunker_key: blake3::derive_key(CTX_CHUNKER, &master.0),
             data_key: blake3::derive_key(CTX_DATA, &master.0),
             repo_id,
@@ -92,9 +97,14 @@ impl Keys {
         self.repo_id
     }
 
-    /// The id of a blob: BLAKE3 keyed with the id key over the plaintext.
-    pub fn blob_id(&self, plaintext: &[u8]) -> BlobId {
-        BlobId(*blake3::keyed_hash(&self.id_key, plaintext).as_bytes())
+    /// The id of a blob: BLAKE3 keyed over the plaintext, with one key for data chunks and
+    /// another for trees, so a file whose bytes equal an encoded tree never shares its id.
+    pub fn blob_id(&self, blob_type: BlobType, plaintext: &[u8]) -> BlobId {
+        let key = match blob_type {
+            BlobType::Data => &self.id_key,
+            BlobType::Tree => &self.tree_id_key,
+        };
+        BlobId(*blake3::keyed_hash(key, plaintext).as_bytes())
     }
 
     /// The chunker's secret gear table: 256 u64 read little-endian from BLAKE3's XOF.
@@ -206,7 +216,8 @@ mod tests {
         let k = keys();
         assert_ne!(k.id_key, k.chunker_key);
         assert_ne!(k.id_key, k.data_key);
-        assert_ne!(k.blob_id(b"a"), keys().blob_id(b"a"), "blob ids are keyed per repository");
+        assert_ne!(k.blob_id(BlobType::Data, b"a"), keys().blob_id(BlobType::Data, b"a"), "keyed per repository");
+        assert_ne!(k.blob_id(BlobType::Data, b"a"), k.blob_id(BlobType::Tree, b"a"), "keyed per blob type");
         assert_ne!(k.gear_table(), keys().gear_table());
     }
 }

@@ -64,10 +64,7 @@ impl Header {
         if object[7] != 0 {
             return Err(FormatError::Invalid("reserved header byte is not zero"));
         }
-        let h = Header {
-            object_type: ObjectType::from_u8(object[5])?,
-            compression: Compression::from_u8(object[6])?,
-        };
+        let h = Header { object_type: ObjectType::from_u8(object[5])?, compression: Compression::from_u8(object[6])? };
         Ok((h, &object[HEADER_LEN..]))
     }
 }

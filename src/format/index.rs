@@ -93,15 +93,13 @@ mod tests {
     use proptest::prelude::*;
 
     fn blob() -> impl Strategy<Value = IndexBlob> {
-        (0u8..2, 0u8..2, id(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(t, c, id, o, s, r)| {
-            IndexBlob {
-                blob_type: BlobType::from_u8(t).unwrap(),
-                compression: Compression::from_u8(c).unwrap(),
-                id,
-                offset: o,
-                stored_len: s,
-                raw_len: r,
-            }
+        (0u8..2, 0u8..2, id(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(t, c, id, o, s, r)| IndexBlob {
+            blob_type: BlobType::from_u8(t).unwrap(),
+            compression: Compression::from_u8(c).unwrap(),
+            id,
+            offset: o,
+            stored_len: s,
+            raw_len: r,
         })
     }
 

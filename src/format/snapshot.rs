@@ -76,9 +76,19 @@ impl Snapshot {
         w.str(&self.program_version);
         let s = &self.summary;
         for v in [
-            s.files_new, s.files_changed, s.files_unmodified, s.dirs_new, s.dirs_changed, s.dirs_unmodified,
-            s.total_files_processed, s.total_bytes_processed, s.blobs_added, s.data_added, s.data_added_raw,
-            s.duration_ns, s.errors,
+            s.files_new,
+            s.files_changed,
+            s.files_unmodified,
+            s.dirs_new,
+            s.dirs_changed,
+            s.dirs_unmodified,
+            s.total_files_processed,
+            s.total_bytes_processed,
+            s.blobs_added,
+            s.data_added,
+            s.data_added_raw,
+            s.duration_ns,
+            s.errors,
         ] {
             w.u64(v);
         }
@@ -115,13 +125,36 @@ impl Snapshot {
         };
         r.finish()?;
         let summary = Summary {
-            files_new: v[0], files_changed: v[1], files_unmodified: v[2], dirs_new: v[3], dirs_changed: v[4],
-            dirs_unmodified: v[5], total_files_processed: v[6], total_bytes_processed: v[7], blobs_added: v[8],
-            data_added: v[9], data_added_raw: v[10], duration_ns: v[11], errors: v[12], partial,
+            files_new: v[0],
+            files_changed: v[1],
+            files_unmodified: v[2],
+            dirs_new: v[3],
+            dirs_changed: v[4],
+            dirs_unmodified: v[5],
+            total_files_processed: v[6],
+            total_bytes_processed: v[7],
+            blobs_added: v[8],
+            data_added: v[9],
+            data_added_raw: v[10],
+            duration_ns: v[11],
+            errors: v[12],
+            partial,
         };
         Ok(Snapshot {
-            time_ns, utc_offset_s, host, username, uid, gid, paths, tags, excludes, parent, tree, seq,
-            program_version, summary,
+            time_ns,
+            utc_offset_s,
+            host,
+            username,
+            uid,
+            gid,
+            paths,
+            tags,
+            excludes,
+            parent,
+            tree,
+            seq,
+            program_version,
+            summary,
         })
     }
 }

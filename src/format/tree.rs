@@ -172,8 +172,24 @@ fn decode_node(r: &mut Reader<'_>) -> Result<Node, FormatError> {
     let content = r.list(32, |r| r.id())?;
     let subtree = r.opt_id()?;
     Ok(Node {
-        name, kind, mode, uid, gid, user, group, mtime, ctime, dev, inode, nlink, size, rdev,
-        link_target, xattrs, content, subtree,
+        name,
+        kind,
+        mode,
+        uid,
+        gid,
+        user,
+        group,
+        mtime,
+        ctime,
+        dev,
+        inode,
+        nlink,
+        size,
+        rdev,
+        link_target,
+        xattrs,
+        content,
+        subtree,
     })
 }
 
@@ -207,14 +223,39 @@ mod tests {
             (name(), 1u8..=7, any::<u32>(), any::<u32>(), any::<u32>(), bytes(10), bytes(10)),
             (any::<i64>(), 0u32..1_000_000_000, any::<i64>(), 0u32..1_000_000_000),
             (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>(), bytes(20)),
-            (proptest::collection::vec((bytes(10), bytes(10)), 0..3), proptest::collection::vec(id(), 0..4),
-             proptest::option::of(id())),
+            (
+                proptest::collection::vec((bytes(10), bytes(10)), 0..3),
+                proptest::collection::vec(id(), 0..4),
+                proptest::option::of(id()),
+            ),
         )
-            .prop_map(|((name, k, mode, uid, gid, user, group), (ms, mn, cs, cn), (dev, inode, nlink, size, rdev, lt), (xattrs, content, subtree))| Node {
-                name, kind: NodeKind::from_u8(k).unwrap(), mode, uid, gid, user, group,
-                mtime: Time { sec: ms, nsec: mn }, ctime: Time { sec: cs, nsec: cn },
-                dev, inode, nlink, size, rdev, link_target: lt, xattrs, content, subtree,
-            })
+            .prop_map(
+                |(
+                    (name, k, mode, uid, gid, user, group),
+                    (ms, mn, cs, cn),
+                    (dev, inode, nlink, size, rdev, lt),
+                    (xattrs, content, subtree),
+                )| Node {
+                    name,
+                    kind: NodeKind::from_u8(k).unwrap(),
+                    mode,
+                    uid,
+                    gid,
+                    user,
+                    group,
+                    mtime: Time { sec: ms, nsec: mn },
+                    ctime: Time { sec: cs, nsec: cn },
+                    dev,
+                    inode,
+                    nlink,
+                    size,
+                    rdev,
+                    link_target: lt,
+                    xattrs,
+                    content,
+                    subtree,
+                },
+            )
     }
 
     proptest! {

@@ -52,7 +52,10 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
         .store()
         .list("data")?
         .into_iter()
-        .filter_map(|(n, size)| n.rsplit('/').next().and_then(PackId::from_hex).map(|id| (id, size)))
+        .filter_map(|(n, size)| {
+            let id = n.rsplit('/').next().and_then(PackId::from_name)?;
+            (pack_path(&id) == n).then_some((id, size))
+        })
         .collect();
     let index = load_index(repo, &mut r)?;
     for p in index.packs() {
@@ -139,7 +142,11 @@ fn check_snapshots(repo: &Repository, index: &MasterIndex, r: &mut CheckReport) 
                 p.extend_from_slice(&n.name);
                 match (n.kind, n.subtree) {
                     (NodeKind::Dir, Some(t)) => stack.push((BlobId(t), p.clone())),
-                    (NodeKind::Dir, None) => r.errors.push(format!("snapshot {}: {}: directory without tree", sid.short(), String::from_utf8_lossy(&p))),
+                    (NodeKind::Dir, None) => r.errors.push(format!(
+                        "snapshot {}: {}: directory without tree",
+                        sid.short(),
+                        String::from_utf8_lossy(&p)
+                    )),
                     _ => {}
                 }
                 for c in &n.content {
@@ -227,8 +234,8 @@ fn verify_pack(repo: &Repository, pid: &PackId, expect: &[(BlobId, super::BlobLo
         Err(reason) => return (vec![format!("{name}: {reason}")], 0),
     };
     let mut errors = Vec::new();
-    let mut offset = 0u32;
-    let mut at: HashMap<(BlobId, u32), &pack::PackEntry> = HashMap::new();
+    let mut offset = 0u64;
+    let mut at: HashMap<(BlobId, u64), &pack::PackEntry> = HashMap::new();
     let mut blobs = 0;
     for e in &entries {
         let id = BlobId(e.id);
@@ -237,7 +244,7 @@ fn verify_pack(repo: &Repository, pid: &PackId, expect: &[(BlobId, super::BlobLo
             pack: 0,
             blob_type: e.blob_type,
             compression: e.compression,
-            offset,
+            offset: offset as u32,
             stored_len: e.stored_len,
             raw_len: e.raw_len,
         };
@@ -246,11 +253,15 @@ fn verify_pack(repo: &Repository, pid: &PackId, expect: &[(BlobId, super::BlobLo
             errors.push(format!("{name}: blob {id}: {reason}"));
         }
         blobs += 1;
-        offset += e.stored_len;
+        offset += u64::from(e.stored_len);
     }
     for (id, loc) in expect {
-        match at.get(&(*id, loc.offset)) {
-            Some(e) if e.stored_len == loc.stored_len && e.raw_len == loc.raw_len && e.blob_type == loc.blob_type => {}
+        match at.get(&(*id, u64::from(loc.offset))) {
+            Some(e)
+                if e.stored_len == loc.stored_len
+                    && e.raw_len == loc.raw_len
+                    && e.blob_type == loc.blob_type
+                    && e.compression == loc.compression => {}
             _ => errors.push(format!("{name}: blob {id}: the index disagrees with the pack header")),
         }
     }

@@ -93,7 +93,7 @@ pub fn list_index_ids(repo: &Repository) -> Result<Vec<IndexId>> {
         .store()
         .list("index")?
         .into_iter()
-        .filter_map(|(n, _)| n.strip_prefix("index/").and_then(IndexId::from_hex))
+        .filter_map(|(n, _)| n.strip_prefix("index/").and_then(IndexId::from_name))
         .collect())
 }
 

@@ -35,8 +35,15 @@ pub(crate) fn write_key_file(
     let id = KeyId::random();
     let (host, user) = whoami();
     let created = crate::clock::now().as_second();
-    let bytes = crypto::create_key_file(master, repo_id, password, kdf, &id, created, host, user)
-        .map_err(RepoError::Crypto)?;
+    let bytes = crypto::create_key_file(
+        master,
+        repo_id,
+        password,
+        kdf,
+        &id,
+        crypto::KeyLabel { created_unix: created, host, user },
+    )
+    .map_err(RepoError::Crypto)?;
     store.put_new(&key_path(&id), bytes)?;
     Ok(id)
 }
@@ -44,19 +51,24 @@ pub(crate) fn write_key_file(
 fn key_files(store: &Store) -> Result<Vec<(KeyId, String)>> {
     let mut out = Vec::new();
     for (name, _) in store.list("keys")? {
-        if let Some(id) = name.strip_prefix("keys/").and_then(KeyId::from_hex) {
+        if let Some(id) = name.strip_prefix("keys/").and_then(KeyId::from_name) {
             out.push((id, name));
         }
     }
     Ok(out)
 }
 
-/// Tries the password against every key file. A wrong password on all of them is
-/// `WrongPassword`; a key file whose commitment matches but whose payload fails is damage.
-pub(crate) fn unlock(store: &Store, password: &[u8]) -> Result<(MasterKey, RepoId, KeyId)> {
-    let files = key_files(store)?;
+/// Tries the password against every key file. For each whose commitment matches, `accept`
+/// is called with the unwrapped master key; the first it accepts wins. A wrong password on
+/// all of them is `WrongPassword`; a key file that matches but is damaged, or that `accept`
+/// rejects, is reported if nothing else works.
+pub(crate) fn unlock<T>(
+    store: &Store,
+    password: &[u8],
+    mut accept: impl FnMut(MasterKey, RepoId, KeyId) -> Result<T>,
+) -> Result<T> {
     let mut damaged: Option<RepoError> = None;
-    for (id, name) in files {
+    for (id, name) in key_files(store)? {
         let bytes = store.get(&name)?;
         let kf = match KeyFile::decode(&bytes) {
             Ok(kf) => kf,
@@ -66,7 +78,10 @@ pub(crate) fn unlock(store: &Store, password: &[u8]) -> Result<(MasterKey, RepoI
             }
         };
         match crypto::open_key_file(&kf, &id, password) {
-            Ok((master, repo_id)) => return Ok((master, repo_id, id)),
+            Ok((master, repo_id)) => match accept(master, repo_id, id) {
+                Ok(t) => return Ok(t),
+                Err(e) => damaged = Some(e),
+            },
             Err(CryptoError::WrongPassword) => continue,
             Err(e) => damaged = Some(RepoError::damaged(name, e)),
         }

@@ -102,13 +102,7 @@ impl Repository {
     /// Creates a repository: first the key file, then `config` (whose presence is what
     /// makes a repository, so a crash midway leaves no half-made repository behind).
     pub fn init(store: Store, password: &[u8], opts: &InitOptions) -> Result<Repository> {
-        opts.chunker.validate().map_err(|e| RepoError::Invalid(e.to_string()))?;
-        if !(1024 * 1024..=512 * 1024 * 1024).contains(&opts.pack_size) {
-            return Err(RepoError::Invalid("pack size must be between 1 MiB and 512 MiB".into()));
-        }
-        if !(-7..=22).contains(&opts.compression_level) {
-            return Err(RepoError::Invalid("compression level must be between -7 and 22 (0 = off)".into()));
-        }
+        validate_settings(&opts.chunker, opts.pack_size, opts.compression_level).map_err(RepoError::Invalid)?;
         match store.get(CONFIG_PATH) {
             Ok(_) => return Err(RepoError::AlreadyExists(store.location().to_string())),
             Err(StorageError::NotFound { .. }) => {}
@@ -131,36 +125,26 @@ impl Repository {
         Ok(repo)
     }
 
-    /// Opens a repository with a password: tries every key file, then reads `config`.
+    /// Opens a repository with a password: tries every key file the password opens until
+    /// one also opens `config` (a key file left by an interrupted `init` wraps another
+    /// master key, and must not stop the real one from being found).
     pub fn open(store: Store, password: &[u8]) -> Result<Repository> {
         let config_bytes = match store.get(CONFIG_PATH) {
             Ok(b) => b,
             Err(StorageError::NotFound { .. }) => return Err(RepoError::NotFound(store.location().to_string())),
             Err(e) => return Err(e.into()),
         };
-        let (master, repo_id, key_id) = keys::unlock(&store, password)?;
-        let keys = Arc::new(Keys::derive(&master, repo_id));
-        let mut repo = Repository {
-            store,
-            master,
-            keys,
-            config: Config {
-                repo_id: repo_id.0,
-                created_ns: 0,
-                chunker: ChunkerParams::DEFAULT,
-                compression_level: 3,
-                pack_target_size: DEFAULT_PACK_SIZE,
-            },
-            key_id,
-        };
-        let plain = repo.open_object(ObjectType::Config, &[0u8; 32], CONFIG_PATH, &config_bytes)?;
-        let config = Config::decode(&plain).map_err(|e| RepoError::damaged(CONFIG_PATH, e))?;
-        if config.repo_id != repo_id.0 {
-            return Err(RepoError::damaged(CONFIG_PATH, "belongs to another repository than the key file"));
-        }
-        config.chunker.validate().map_err(|e| RepoError::damaged(CONFIG_PATH, e))?;
-        repo.config = config;
-        Ok(repo)
+        keys::unlock(&store, password, |master, repo_id, key_id| {
+            let keys = Keys::derive(&master, repo_id);
+            let plain = open_envelope(&keys, ObjectType::Config, &[0u8; 32], CONFIG_PATH, &config_bytes)?;
+            let config = Config::decode(&plain).map_err(|e| RepoError::damaged(CONFIG_PATH, e))?;
+            if config.repo_id != repo_id.0 {
+                return Err(RepoError::damaged(CONFIG_PATH, "belongs to another repository than the key file"));
+            }
+            validate_settings(&config.chunker, config.pack_target_size, config.compression_level)
+                .map_err(|e| RepoError::damaged(CONFIG_PATH, e))?;
+            Ok(Repository { store: store.clone(), master, keys: Arc::new(keys), config, key_id })
+        })
     }
 
     pub fn store(&self) -> &Store {
@@ -179,11 +163,12 @@ impl Repository {
         self.keys.repo_id()
     }
 
-    fn key_type(t: ObjectType) -> u8 {
+    pub(crate) fn key_type(t: ObjectType) -> u8 {
         match t {
             ObjectType::Config => crypto::KEY_TYPE_CONFIG,
             ObjectType::Index => crypto::KEY_TYPE_INDEX,
-            ObjectType::Snapshot | ObjectType::Lock => crypto::KEY_TYPE_SNAPSHOT,
+            ObjectType::Snapshot => crypto::KEY_TYPE_SNAPSHOT,
+            ObjectType::Lock => crypto::KEY_TYPE_LOCK,
         }
     }
 
@@ -214,28 +199,7 @@ impl Repository {
 
     /// Authenticates, decrypts and decompresses a small object.
     pub fn open_object(&self, t: ObjectType, id: &[u8; 32], name: &str, object: &[u8]) -> Result<Vec<u8>> {
-        let (header, ct) = Header::decode(object).map_err(|e| RepoError::damaged(name, e))?;
-        if header.object_type != t {
-            return Err(RepoError::damaged(name, "object type does not match its name"));
-        }
-        let mut buf = ct.to_vec();
-        self.cipher(t, id)
-            .open(0, &object[..envelope::HEADER_LEN], &mut buf)
-            .map_err(|e| RepoError::damaged(name, e))?;
-        match header.compression {
-            Compression::None => Ok(buf),
-            Compression::Zstd => {
-                if buf.len() < 8 {
-                    return Err(RepoError::damaged(name, FormatError::Truncated));
-                }
-                let raw_len = u64::from_le_bytes(buf[..8].try_into().expect("8 bytes"));
-                if raw_len > 1 << 34 {
-                    return Err(RepoError::damaged(name, "implausible decompressed size"));
-                }
-                compress::decompress(&buf[8..], Compression::Zstd, raw_len as usize)
-                    .map_err(|e| RepoError::damaged(name, e))
-            }
-        }
+        open_envelope(&self.keys, t, id, name, object)
     }
 
     /// Reads, verifies and decodes one blob. The plaintext's keyed hash must equal `id`.
@@ -253,12 +217,18 @@ impl Repository {
     }
 
     /// Decrypts and checks one blob's stored bytes (as found in its pack).
-    pub fn decode_blob(&self, pack: &PackId, id: &BlobId, loc: &BlobLoc, mut buf: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+    pub fn decode_blob(
+        &self,
+        pack: &PackId,
+        id: &BlobId,
+        loc: &BlobLoc,
+        mut buf: Vec<u8>,
+    ) -> std::result::Result<Vec<u8>, String> {
         let cipher = self.keys.object_cipher(crypto::KEY_TYPE_PACK, pack.as_bytes());
         let ctx = crypto::blob_context(loc.blob_type as u8, loc.compression as u8, id, loc.raw_len);
         cipher.open(u64::from(loc.offset), &ctx, &mut buf).map_err(|e| e.to_string())?;
         let plain = compress::decompress(&buf, loc.compression, loc.raw_len as usize).map_err(|e| e.to_string())?;
-        if self.keys.blob_id(&plain) != *id {
+        if self.keys.blob_id(loc.blob_type, &plain) != *id {
             return Err("content does not match its id".into());
         }
         Ok(plain)
@@ -273,5 +243,49 @@ impl Repository {
         }
         let plain = self.read_blob(index, id)?;
         tree::decode(&plain).map_err(|e| RepoError::damaged(format!("tree {id}"), e))
+    }
+}
+
+/// Checks the settings a repository is created with, and found with on open.
+fn validate_settings(chunker: &ChunkerParams, pack_size: u32, level: i32) -> std::result::Result<(), String> {
+    chunker.validate().map_err(|e| e.to_string())?;
+    if !(1024 * 1024..=512 * 1024 * 1024).contains(&pack_size) {
+        return Err("pack size must be between 1 MiB and 512 MiB".into());
+    }
+    check_compression_level(level)
+}
+
+/// zstd levels Coffer accepts: -7..=22, 0 meaning "store raw".
+pub fn check_compression_level(level: i32) -> std::result::Result<(), String> {
+    if (-7..=22).contains(&level) {
+        Ok(())
+    } else {
+        Err(format!("compression level {level} is out of range (-7 to 22, 0 = off)"))
+    }
+}
+
+/// Authenticates, decrypts and decompresses a small object (docs/format.md, "Object envelope").
+fn open_envelope(keys: &Keys, t: ObjectType, id: &[u8; 32], name: &str, object: &[u8]) -> Result<Vec<u8>> {
+    let (header, ct) = Header::decode(object).map_err(|e| RepoError::damaged(name, e))?;
+    if header.object_type != t {
+        return Err(RepoError::damaged(name, "object type does not match its name"));
+    }
+    let mut buf = ct.to_vec();
+    keys.object_cipher(Repository::key_type(t), id)
+        .open(0, &object[..envelope::HEADER_LEN], &mut buf)
+        .map_err(|e| RepoError::damaged(name, e))?;
+    match header.compression {
+        Compression::None => Ok(buf),
+        Compression::Zstd => {
+            if buf.len() < 8 {
+                return Err(RepoError::damaged(name, FormatError::Truncated));
+            }
+            let raw_len = u64::from_le_bytes(buf[..8].try_into().expect("8 bytes"));
+            if raw_len > 1 << 34 {
+                return Err(RepoError::damaged(name, "implausible decompressed size"));
+            }
+            compress::decompress(&buf[8..], Compression::Zstd, raw_len as usize)
+                .map_err(|e| RepoError::damaged(name, e))
+        }
     }
 }

@@ -28,7 +28,7 @@ impl Repository {
             .store()
             .list("snapshots")?
             .into_iter()
-            .filter_map(|(n, _)| n.strip_prefix("snapshots/").and_then(SnapshotId::from_hex))
+            .filter_map(|(n, _)| n.strip_prefix("snapshots/").and_then(SnapshotId::from_name))
             .collect())
     }
 
@@ -45,7 +45,7 @@ impl Repository {
         for id in self.list_snapshot_ids()? {
             v.push((id, self.load_snapshot(&id)?));
         }
-        v.sort_by(|a, b| (a.1.time_ns, a.0).cmp(&(b.1.time_ns, b.0)));
+        v.sort_by_key(|a| (a.1.time_ns, a.0));
         Ok(v)
     }
 
@@ -63,8 +63,7 @@ impl Repository {
             let all = self.load_snapshots()?;
             return all
                 .into_iter()
-                .filter(|(_, s)| filter.matches(s))
-                .next_back()
+                .rfind(|(_, s)| filter.matches(s))
                 .ok_or_else(|| RepoError::Invalid("no snapshot matches (the repository has none that fit)".into()));
         }
         let spec_l = spec.to_ascii_lowercase();

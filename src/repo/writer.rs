@@ -61,7 +61,13 @@ impl PackBuilder {
     }
 
     /// Seals one compressed blob at the end of the pack; the nonce is its offset.
-    fn add(&mut self, blob_type: BlobType, id: BlobId, raw_len: u32, compressed: (Vec<u8>, crate::format::Compression)) {
+    fn add(
+        &mut self,
+        blob_type: BlobType,
+        id: BlobId,
+        raw_len: u32,
+        compressed: (Vec<u8>, crate::format::Compression),
+    ) {
         let (mut body, compression) = compressed;
         let offset = self.buf.len() as u32;
         let ctx = crypto::blob_context(blob_type as u8, compression as u8, &id, raw_len);
@@ -250,18 +256,30 @@ fn packer(shared: Arc<Shared>, level: i32, rx: Receiver<RawBlob>, up: Sender<(Pa
     };
     let mut current: Option<PackBuilder> = None;
     for blob in rx {
-        let raw_len = blob.data.len() as u32;
+        let raw_len = u32::try_from(blob.data.len()).unwrap_or(u32::MAX);
         let compressed = compressor.compress(&blob.data);
-        drop(blob.data);
+        // Offsets and lengths are u32 on disk (docs/format.md): a pack that could pass 4 GiB
+        // is finished first, and a blob that alone would is refused.
+        let stored_len = compressed.0.len() as u64 + crypto::TAG_LEN as u64;
+        if stored_len > u64::from(u32::MAX) / 2 || u64::from(raw_len) != blob.data.len() as u64 {
+            return shared.fail(super::RepoError::Invalid(format!(
+                "blob {} is too large to store ({stored_len} bytes)",
+                blob.id
+            )));
+        }
+        if current.as_ref().is_some_and(|p| p.buf.len() as u64 + stored_len > u64::from(u32::MAX) / 2)
+            && up.send(current.take().expect("checked").finish()).is_err()
+        {
+            return;
+        }
         let p = current.get_or_insert_with(|| PackBuilder::new(&shared.repo, target + target / 8));
+        drop(blob.data);
         p.add(blob.blob_type, blob.id, raw_len, compressed);
         let st = &shared.stats;
         st.blobs_added.fetch_add(1, Ordering::Relaxed);
         st.data_added_raw.fetch_add(u64::from(raw_len), Ordering::Relaxed);
-        if p.buf.len() >= target {
-            if up.send(current.take().expect("just used").finish()).is_err() {
-                return;
-            }
+        if p.buf.len() >= target && up.send(current.take().expect("just used").finish()).is_err() {
+            return;
         }
     }
     if let Some(p) = current.take() {

@@ -9,10 +9,10 @@ use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
+use rustix::fs::Timespec;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timestamps, XattrFlags};
 use rustix::fs::{Gid, Uid};
 use rustix::io::Errno;
-use rustix::fs::Timespec;
 
 use crate::format::tree::{Node, NodeKind};
 
@@ -54,7 +54,12 @@ pub(super) fn make_dir(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<OwnedFd> 
         Err(e) => return Err(e.into()),
     }
     let open = || {
-        rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+        rustix::fs::openat(
+            dir,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
     };
     match open() {
         Ok(fd) => Ok(fd),
@@ -71,13 +76,17 @@ pub(super) fn make_dir(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<OwnedFd> 
 pub(super) fn create_special(dir: BorrowedFd<'_>, name: &CStr, node: &Node, is_root: bool) -> io::Result<()> {
     let mode = Mode::from_raw_mode(node.mode & 0o7777);
     match node.kind {
-        NodeKind::Symlink => replace_with(dir, name, |d, n| rustix::fs::symlinkat(OsStr::from_bytes(&node.link_target), d, n)),
+        NodeKind::Symlink => {
+            replace_with(dir, name, |d, n| rustix::fs::symlinkat(OsStr::from_bytes(&node.link_target), d, n))
+        }
         NodeKind::Fifo => replace_with(dir, name, |d, n| rustix::fs::mknodat(d, n, FileType::Fifo, mode, 0)),
         NodeKind::CharDevice | NodeKind::BlockDevice if is_root => {
             let ft = if node.kind == NodeKind::CharDevice { FileType::CharacterDevice } else { FileType::BlockDevice };
             replace_with(dir, name, |d, n| rustix::fs::mknodat(d, n, ft, mode, node.rdev))
         }
-        NodeKind::CharDevice | NodeKind::BlockDevice => Err(io::Error::other("device nodes can only be restored as root")),
+        NodeKind::CharDevice | NodeKind::BlockDevice => {
+            Err(io::Error::other("device nodes can only be restored as root"))
+        }
         _ => Ok(()),
     }
 }
@@ -122,6 +131,22 @@ pub(super) fn apply_fd(f: &File, node: &Node, is_root: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// `chmod` of a FIFO or device node that can never be redirected through a symlink: the
+/// node is opened with `O_PATH | O_NOFOLLOW` (which opens neither a FIFO nor a device), its
+/// type checked on the descriptor, and the mode set through `/proc/self/fd/N`, which names
+/// exactly that inode. (Linux's `fchmodat` has no working `AT_SYMLINK_NOFOLLOW`.)
+fn chmod_nofollow(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = rustix::fs::openat(dir, name, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+    let st = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode as _) == FileType::Symlink {
+        return Err(io::Error::other("replaced by a symlink during restore"));
+    }
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    rustix::fs::chmod(path.as_str(), Mode::from_raw_mode(mode & 0o7777))?;
+    Ok(())
+}
+
 /// Metadata of a symlink, FIFO or device node, by name (never following a symlink).
 pub(super) fn apply_at(dir: BorrowedFd<'_>, name: &CStr, node: &Node, is_root: bool) -> io::Result<()> {
     if is_root {
@@ -129,7 +154,7 @@ pub(super) fn apply_at(dir: BorrowedFd<'_>, name: &CStr, node: &Node, is_root: b
         rustix::fs::chownat(dir, name, Some(u), Some(g), AtFlags::SYMLINK_NOFOLLOW)?;
     }
     if node.kind != NodeKind::Symlink {
-        rustix::fs::chmodat(dir, name, Mode::from_raw_mode(node.mode & 0o7777), AtFlags::empty())?;
+        chmod_nofollow(dir, name, node.mode)?;
     }
     if !node.xattrs.is_empty() {
         let path = crate::source::proc_path(dir, name.to_bytes());

@@ -98,13 +98,23 @@ impl Ctx {
 }
 
 /// Finds the node at `subpath` (absolute, as backed up) in a snapshot.
-pub fn find_node(repo: &Repository, index: &MasterIndex, snap: &Snapshot, subpath: &[u8]) -> Result<Node, RestoreError> {
+pub fn find_node(
+    repo: &Repository,
+    index: &MasterIndex,
+    snap: &Snapshot,
+    subpath: &[u8],
+) -> Result<Node, RestoreError> {
     let mut node = Node::new(Vec::new(), NodeKind::Dir);
     node.subtree = Some(snap.tree);
     for comp in subpath.split(|b| *b == b'/').filter(|c| !c.is_empty() && *c != b".") {
         let tree = match (node.kind, node.subtree) {
             (NodeKind::Dir, Some(t)) => repo.load_tree(index, &BlobId(t))?,
-            _ => return Err(RestoreError::Invalid(format!("{} is not in the snapshot", String::from_utf8_lossy(subpath)))),
+            _ => {
+                return Err(RestoreError::Invalid(format!(
+                    "{} is not in the snapshot",
+                    String::from_utf8_lossy(subpath)
+                )))
+            }
         };
         node = tree.into_iter().find(|n| n.name == comp).ok_or_else(|| {
             RestoreError::Invalid(format!("{} is not in the snapshot", String::from_utf8_lossy(subpath)))
@@ -146,7 +156,10 @@ pub fn run(
     let workers: Vec<_> = (0..threads)
         .map(|i| {
             let (ctx, rx) = (ctx.clone(), rx.clone());
-            std::thread::Builder::new().name(format!("coffer-restore-{i}")).spawn(move || worker(ctx, rx)).expect("spawn")
+            std::thread::Builder::new()
+                .name(format!("coffer-restore-{i}"))
+                .spawn(move || worker(ctx, rx))
+                .expect("spawn")
         })
         .collect();
     drop(rx);
@@ -256,7 +269,13 @@ impl Walker<'_> {
         }
     }
 
-    fn non_dir(&mut self, dir: &Arc<DirState>, fd: std::os::fd::BorrowedFd<'_>, node: Node, path: &[u8]) -> std::io::Result<()> {
+    fn non_dir(
+        &mut self,
+        dir: &Arc<DirState>,
+        fd: std::os::fd::BorrowedFd<'_>,
+        node: Node,
+        path: &[u8],
+    ) -> std::io::Result<()> {
         let name = CString::new(node.name.clone()).map_err(std::io::Error::other)?;
         match node.kind {
             NodeKind::File => {
@@ -375,7 +394,7 @@ fn verify_file(ctx: &Ctx, file: &std::fs::File, node: &Node) -> std::io::Result<
         let len = ctx.index.get(&id).map(|l| l.raw_len as usize).unwrap_or(0);
         let mut buf = vec![0u8; len];
         file.read_exact_at(&mut buf, offset)?;
-        if ctx.repo.keys().blob_id(&buf) != id {
+        if ctx.repo.keys().blob_id(crate::format::BlobType::Data, &buf) != id {
             return Err(std::io::Error::other(format!("verification failed at offset {offset}")));
         }
         offset += len as u64;

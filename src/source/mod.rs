@@ -33,11 +33,7 @@ pub fn open_dir_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
 
 /// Opens a directory by absolute path (the starting points of a walk).
 pub fn open_dir_path(path: &[u8]) -> io::Result<OwnedFd> {
-    Ok(rustix::fs::open(
-        OsStr::from_bytes(path),
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?)
+    Ok(rustix::fs::open(OsStr::from_bytes(path), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?)
 }
 
 /// `lstat` of an entry of `dir`.
@@ -108,18 +104,18 @@ impl Names {
 /// Fills a node's metadata from a stat. Content and subtree are left to the caller.
 pub fn node_from_stat(name: &[u8], st: &Stat, names: &Names) -> Node {
     let mut n = Node::new(name.to_vec(), kind_of(st));
-    n.mode = st.st_mode as u32 & 0o7777;
+    n.mode = st.st_mode & 0o7777;
     n.uid = st.st_uid;
     n.gid = st.st_gid;
     n.user = names.user(st.st_uid);
     n.group = names.group(st.st_gid);
-    n.mtime = Time { sec: st.st_mtime as i64, nsec: st.st_mtime_nsec as u32 };
-    n.ctime = Time { sec: st.st_ctime as i64, nsec: st.st_ctime_nsec as u32 };
-    n.dev = st.st_dev as u64;
-    n.inode = st.st_ino as u64;
-    n.nlink = st.st_nlink as u64;
+    n.mtime = Time { sec: st.st_mtime, nsec: st.st_mtime_nsec as u32 };
+    n.ctime = Time { sec: st.st_ctime, nsec: st.st_ctime_nsec as u32 };
+    n.dev = st.st_dev;
+    n.inode = st.st_ino;
+    n.nlink = st.st_nlink;
     n.size = if n.kind == NodeKind::File { st.st_size as u64 } else { 0 };
-    n.rdev = if matches!(n.kind, NodeKind::CharDevice | NodeKind::BlockDevice) { st.st_rdev as u64 } else { 0 };
+    n.rdev = if matches!(n.kind, NodeKind::CharDevice | NodeKind::BlockDevice) { st.st_rdev } else { 0 };
     n
 }
 

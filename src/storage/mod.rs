@@ -118,10 +118,8 @@ impl Store {
     pub fn get_range(&self, path: &str, range: Range<u64>) -> Result<Bytes> {
         let p = ObjPath::from(path);
         let want = range.end - range.start;
-        let b = self
-            .rt
-            .block_on(self.inner.get_range(&p, range))
-            .map_err(|e| StorageError::from_os("read", path, e))?;
+        let b =
+            self.rt.block_on(self.inner.get_range(&p, range)).map_err(|e| StorageError::from_os("read", path, e))?;
         if b.len() as u64 != want {
             return Err(StorageError::Location(path.to_string(), format!("short read: {} of {want} bytes", b.len())));
         }

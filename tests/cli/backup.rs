@@ -10,7 +10,16 @@ fn backup_json_summary_has_the_contract_fields() {
     let src = env.path("src");
     let bytes = make_simple_tree(&src);
     let s = env.backup(&[&src], &["--tag", "nightly", "--host", "web1"]);
-    for k in ["snapshot_id", "files_new", "files_changed", "files_unmodified", "total_files_processed", "total_bytes_processed", "data_added", "total_duration"] {
+    for k in [
+        "snapshot_id",
+        "files_new",
+        "files_changed",
+        "files_unmodified",
+        "total_files_processed",
+        "total_bytes_processed",
+        "data_added",
+        "total_duration",
+    ] {
         assert!(s.get(k).is_some(), "missing {k} in {s}");
     }
     assert_eq!(s["files_new"], 4);
@@ -139,7 +148,14 @@ fn unreadable_files_give_exit_3_and_a_partial_snapshot() {
     let mut cmd = env.cmd(&["backup", "--json", src.to_str().unwrap()]);
     if is_root() {
         // Root reads everything: run coffer as nobody, with the repository writable by it.
-        rustix::fs::chownat(rustix::fs::CWD, env.dir.path(), Some(rustix::fs::Uid::from_raw(65534)), None, rustix::fs::AtFlags::empty()).unwrap();
+        rustix::fs::chownat(
+            rustix::fs::CWD,
+            env.dir.path(),
+            Some(rustix::fs::Uid::from_raw(65534)),
+            None,
+            rustix::fs::AtFlags::empty(),
+        )
+        .unwrap();
         std::process::Command::new("chown").args(["-R", "65534", env.repo.to_str().unwrap()]).status().unwrap();
         std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut c = std::process::Command::new("setpriv");
@@ -164,7 +180,14 @@ fn fifos_are_not_opened_and_vanished_paths_fail_cleanly() {
     let env = Env::new();
     let src = env.path("src");
     std::fs::create_dir_all(&src).unwrap();
-    rustix::fs::mknodat(rustix::fs::CWD, &src.join("pipe"), rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o644), 0).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        src.join("pipe"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
     // Would hang forever if the FIFO were opened for reading.
     let s = env.backup(&[&src], &[]);
     assert_eq!(s["partial"], false);

@@ -80,7 +80,8 @@ fn swapped_snapshot_objects_are_rejected() {
     let (env, src) = setup();
     std::fs::write(src.join("extra"), b"x").unwrap();
     env.backup(&[&src], &[]);
-    let snaps: Vec<PathBuf> = env.repo_files().keys().filter(|k| k.starts_with("snapshots")).map(|k| env.repo.join(k)).collect();
+    let snaps: Vec<PathBuf> =
+        env.repo_files().keys().filter(|k| k.starts_with("snapshots")).map(|k| env.repo.join(k)).collect();
     assert_eq!(snaps.len(), 2);
     let a = std::fs::read(&snaps[0]).unwrap();
     std::fs::remove_file(&snaps[1]).unwrap();

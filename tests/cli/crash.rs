@@ -22,7 +22,12 @@ fn kill_9_during_backup_leaves_a_valid_repository() {
     big_tree(&src, 40, 1_500_000);
     // Kill at a spread of moments; after each, the repository must check clean.
     for delay_ms in [30u64, 120, 300, 600, 900] {
-        let mut child = env.cmd(&["backup", "--quiet", src.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = env
+            .cmd(&["backup", "--quiet", src.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(delay_ms));
         let _ = child.kill();
         child.wait().unwrap();
@@ -53,8 +58,9 @@ fn leftovers_are_reported_as_reclaimable_not_damage() {
     env.backup(&[&src], &[]);
     // Simulate a crash after a pack was written but before any index listed it.
     let pack = env.packs()[0].clone();
-    let stray = pack.parent().unwrap().join("ab".repeat(32));
-    std::fs::copy(&pack, &stray).unwrap();
+    let stray_dir = env.repo.join("data/ab");
+    std::fs::create_dir_all(&stray_dir).unwrap();
+    std::fs::copy(&pack, stray_dir.join("ab".repeat(32))).unwrap();
     let r = env.ok(&["check", "--json"]).json();
     assert_eq!(r["leftover_packs"], 1, "{r}");
     assert!(r["errors"].as_array().unwrap().is_empty());
@@ -69,7 +75,10 @@ fn full_disk_fails_cleanly_and_the_next_backup_completes() {
     let env = Env::uninit();
     let mnt = env.path("small");
     std::fs::create_dir_all(&mnt).unwrap();
-    let st = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=6m", "tmpfs", mnt.to_str().unwrap()]).status().unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs", mnt.to_str().unwrap()])
+        .status()
+        .unwrap();
     assert!(st.success(), "mounting a tmpfs failed");
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
@@ -93,7 +102,8 @@ fn full_disk_fails_cleanly_and_the_next_backup_completes() {
     let c = repo_env.ok(&["check", "--json"]).json();
     assert!(c["errors"].as_array().unwrap().is_empty(), "{c}");
     // Make room (a bigger filesystem) and the backup completes.
-    let st = std::process::Command::new("mount").args(["-o", "remount,size=64m", mnt.to_str().unwrap()]).status().unwrap();
+    let st =
+        std::process::Command::new("mount").args(["-o", "remount,size=64m", mnt.to_str().unwrap()]).status().unwrap();
     assert!(st.success());
     let s = repo_env.backup(&[&src], &[]);
     assert_eq!(s["partial"], false);

@@ -97,3 +97,22 @@ fn key_add_list_remove_passwd() {
     assert_eq!(with("third", &["snapshots"]).code, 0);
     assert_eq!(with("third", &["key", "list", "--json"]).json().as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn key_file_left_by_an_interrupted_init_does_not_block_open() {
+    let env = Env::new();
+    let own = env.repo_files().keys().find(|k| k.starts_with("keys")).unwrap().clone();
+    // An interrupted `init` with the same password leaves a key file wrapping another master
+    // key. Make one that lists before the real key, so it is tried first.
+    for _ in 0..40 {
+        let other = Env::new();
+        let stray = other.repo_files().keys().find(|k| k.starts_with("keys")).unwrap().clone();
+        if stray < own {
+            std::fs::copy(other.repo.join(&stray), env.repo.join(&stray)).unwrap();
+            let r = env.run(&["snapshots", "--json"]);
+            assert_eq!(r.code, 0, "{}", r.stderr);
+            return;
+        }
+    }
+    panic!("could not make a key file id that sorts first in 40 tries");
+}

@@ -5,13 +5,19 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 
-use rustix::fs::{Mode, Timespec, Timestamps, AtFlags};
+use rustix::fs::{AtFlags, Mode, Timespec, Timestamps};
 
 use crate::support::*;
 
 fn set_mtime(p: &Path, sec: i64, nsec: i64) {
     let t = Timespec { tv_sec: sec, tv_nsec: nsec as _ };
-    rustix::fs::utimensat(rustix::fs::CWD, p, &Timestamps { last_access: t, last_modification: t }, AtFlags::SYMLINK_NOFOLLOW).unwrap();
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        p,
+        &Timestamps { last_access: t, last_modification: t },
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
 }
 
 /// Builds a tree with every kind of entry and metadata the issue names.
@@ -36,7 +42,8 @@ fn make_hard_tree(src: &Path) {
     std::fs::write(src.join("hl-a"), b"hard linked content").unwrap();
     std::fs::hard_link(src.join("hl-a"), src.join("dir/hl-b")).unwrap();
     // FIFO.
-    rustix::fs::mknodat(rustix::fs::CWD, &src.join("fifo"), rustix::fs::FileType::Fifo, Mode::from_raw_mode(0o640), 0).unwrap();
+    rustix::fs::mknodat(rustix::fs::CWD, src.join("fifo"), rustix::fs::FileType::Fifo, Mode::from_raw_mode(0o640), 0)
+        .unwrap();
     // Modes, setuid, sticky, read-only directory.
     std::fs::write(src.join("setuid-bin"), b"#!/bin/sh\n").unwrap();
     std::fs::set_permissions(src.join("setuid-bin"), std::fs::Permissions::from_mode(0o4755)).unwrap();
@@ -54,20 +61,61 @@ fn make_hard_tree(src: &Path) {
     f.write_all_at(b"data in the middle", 32 << 20).unwrap();
     drop(f);
     // Extended attributes (user namespace works unprivileged on ext4, xfs, tmpfs >= 6.6).
-    rustix::fs::setxattr(&src.join("dir/plain.txt"), "user.coffer.test", b"value\0with nul", rustix::fs::XattrFlags::empty()).unwrap();
-    rustix::fs::setxattr(&src.join("dir"), "user.on.dir", b"d", rustix::fs::XattrFlags::empty()).unwrap();
+    rustix::fs::setxattr(
+        src.join("dir/plain.txt"),
+        "user.coffer.test",
+        b"value\0with nul",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    rustix::fs::setxattr(src.join("dir"), "user.on.dir", b"d", rustix::fs::XattrFlags::empty()).unwrap();
     // Very deep path, longer than PATH_MAX in total.
     make_deep(&src.join("dir"), 25);
     // Owners and device nodes need root.
     if is_root() {
         std::fs::write(src.join("owned-numeric"), b"n").unwrap();
-        rustix::fs::chownat(rustix::fs::CWD, &src.join("owned-numeric"), Some(rustix::fs::Uid::from_raw(4321)), Some(rustix::fs::Gid::from_raw(8765)), AtFlags::empty()).unwrap();
+        rustix::fs::chownat(
+            rustix::fs::CWD,
+            src.join("owned-numeric"),
+            Some(rustix::fs::Uid::from_raw(4321)),
+            Some(rustix::fs::Gid::from_raw(8765)),
+            AtFlags::empty(),
+        )
+        .unwrap();
         std::fs::write(src.join("owned-nobody"), b"n").unwrap();
-        rustix::fs::chownat(rustix::fs::CWD, &src.join("owned-nobody"), Some(rustix::fs::Uid::from_raw(65534)), Some(rustix::fs::Gid::from_raw(65534)), AtFlags::empty()).unwrap();
-        rustix::fs::chownat(rustix::fs::CWD, &src.join("dir/rel-link"), Some(rustix::fs::Uid::from_raw(1111)), Some(rustix::fs::Gid::from_raw(2222)), AtFlags::SYMLINK_NOFOLLOW).unwrap();
-        rustix::fs::mknodat(rustix::fs::CWD, &src.join("null-dev"), rustix::fs::FileType::CharacterDevice, Mode::from_raw_mode(0o666), rustix::fs::makedev(1, 3)).unwrap();
+        rustix::fs::chownat(
+            rustix::fs::CWD,
+            src.join("owned-nobody"),
+            Some(rustix::fs::Uid::from_raw(65534)),
+            Some(rustix::fs::Gid::from_raw(65534)),
+            AtFlags::empty(),
+        )
+        .unwrap();
+        rustix::fs::chownat(
+            rustix::fs::CWD,
+            src.join("dir/rel-link"),
+            Some(rustix::fs::Uid::from_raw(1111)),
+            Some(rustix::fs::Gid::from_raw(2222)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            src.join("null-dev"),
+            rustix::fs::FileType::CharacterDevice,
+            Mode::from_raw_mode(0o666),
+            rustix::fs::makedev(1, 3),
+        )
+        .unwrap();
         std::fs::write(src.join("setgid-owned"), b"g").unwrap();
-        rustix::fs::chownat(rustix::fs::CWD, &src.join("setgid-owned"), Some(rustix::fs::Uid::from_raw(4321)), Some(rustix::fs::Gid::from_raw(8765)), AtFlags::empty()).unwrap();
+        rustix::fs::chownat(
+            rustix::fs::CWD,
+            src.join("setgid-owned"),
+            Some(rustix::fs::Uid::from_raw(4321)),
+            Some(rustix::fs::Gid::from_raw(8765)),
+            AtFlags::empty(),
+        )
+        .unwrap();
         std::fs::set_permissions(src.join("setgid-owned"), std::fs::Permissions::from_mode(0o2755)).unwrap();
     } else {
         eprintln!("restore_is_exact: not root, so owners and device nodes are not covered in this run");

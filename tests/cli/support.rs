@@ -27,7 +27,8 @@ pub struct Run {
 
 impl Run {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
     }
 }
 
@@ -181,7 +182,12 @@ pub fn tree_meta(root: &Path) -> BTreeMap<Vec<u8>, Meta> {
     out
 }
 
-fn walk_meta(dir: &OwnedFd, prefix: &[u8], out: &mut BTreeMap<Vec<u8>, Meta>, inodes: &mut BTreeMap<(u64, u64), Vec<u8>>) {
+fn walk_meta(
+    dir: &OwnedFd,
+    prefix: &[u8],
+    out: &mut BTreeMap<Vec<u8>, Meta>,
+    inodes: &mut BTreeMap<(u64, u64), Vec<u8>>,
+) {
     let mut names: Vec<CString> = Dir::read_from(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_owned())
@@ -223,7 +229,13 @@ fn walk_meta(dir: &OwnedFd, prefix: &[u8], out: &mut BTreeMap<Vec<u8>, Meta>, in
             }
             "symlink" => m.link = Some(rustix::fs::readlinkat(dir, &name, Vec::new()).unwrap().into_bytes()),
             "dir" => {
-                let sub = rustix::fs::openat(dir, &name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW, Mode::empty()).unwrap();
+                let sub = rustix::fs::openat(
+                    dir,
+                    &name,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
+                    Mode::empty(),
+                )
+                .unwrap();
                 walk_meta(&sub, &path, out, inodes);
             }
             _ => {}
