@@ -8,16 +8,34 @@ use std::cell::RefCell;
 
 use crate::format::Compression;
 
-/// A reusable compression context at a fixed level.
+/// A reusable compression context at a fixed level, with a reusable output buffer.
 pub struct Compressor {
     ctx: Option<zstd::bulk::Compressor<'static>>,
+    scratch: Vec<u8>,
 }
 
 impl Compressor {
     /// `level` 0 means "store raw"; otherwise a zstd level (1..=22, negative for fast modes).
     pub fn new(level: i32) -> std::io::Result<Self> {
         let ctx = if level == 0 { None } else { Some(zstd::bulk::Compressor::new(level)?) };
-        Ok(Compressor { ctx })
+        Ok(Compressor { ctx, scratch: Vec::new() })
+    }
+
+    /// Appends the bytes to store to `out` and says how they were encoded. Allocates nothing
+    /// once the scratch buffer has grown to the largest blob.
+    pub fn compress_into(&mut self, data: &[u8], out: &mut Vec<u8>) -> Compression {
+        if let Some(ctx) = self.ctx.as_mut() {
+            self.scratch.clear();
+            self.scratch.reserve(zstd::zstd_safe::compress_bound(data.len()));
+            if let Ok(n) = ctx.compress_to_buffer(data, &mut self.scratch) {
+                if n < data.len() {
+                    out.extend_from_slice(&self.scratch[..n]);
+                    return Compression::Zstd;
+                }
+            }
+        }
+        out.extend_from_slice(data);
+        Compression::None
     }
 
     /// Returns the bytes to store and how they were encoded.
@@ -71,7 +89,11 @@ mod tests {
             let mut c = Compressor::new(level).unwrap();
             let (stored, how) = c.compress(&data);
             prop_assert!(stored.len() <= data.len());
-            prop_assert_eq!(decompress(&stored, how, data.len()).unwrap(), data);
+            prop_assert_eq!(&decompress(&stored, how, data.len()).unwrap(), &data);
+            let mut appended = b"prefix".to_vec();
+            let how2 = c.compress_into(&data, &mut appended);
+            prop_assert_eq!(how2, how);
+            prop_assert_eq!(&appended[6..], &stored[..]);
         }
     }
 

@@ -346,10 +346,11 @@ fn read_file(
         Ok(after) if source::same_file_unchanged(&before, &after) && after.st_size as u64 == read => {}
         _ => ctx.warn(format!("{shown}: changed while being read; the saved copy may be inconsistent")),
     }
-    let fresh = source::node_from_stat(&node.name, &before, &ctx.names);
-    let xattrs = std::mem::take(&mut node.xattrs);
-    node = fresh;
-    node.xattrs = xattrs;
+    node = source::node_from_stat(&node.name, &before, &ctx.names);
+    match source::read_xattrs_fd(file.as_fd()) {
+        Ok(x) => node.xattrs = x,
+        Err(e) => ctx.warn(format!("{shown}: cannot read extended attributes: {e}")),
+    }
     node.size = read;
     node.content = content;
     Some(node)

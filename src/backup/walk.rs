@@ -202,9 +202,13 @@ fn walk_entry(
 ) -> Option<Pending> {
     let shown = || String::from_utf8_lossy(path).into_owned();
     let mut node = source::node_from_stat(name.to_bytes(), st, &ctx.names);
-    match source::read_xattrs(dir.as_fd(), name.to_bytes()) {
-        Ok(x) => node.xattrs = x,
-        Err(e) => ctx.warn(format!("{}: cannot read extended attributes: {e}", shown())),
+    // Files' and directories' xattrs are read through the descriptor once they are open
+    // (cheaper than a path lookup); everything else by path, without following symlinks.
+    if !matches!(node.kind, NodeKind::File | NodeKind::Dir) {
+        match source::read_xattrs(dir.as_fd(), name.to_bytes()) {
+            Ok(x) => node.xattrs = x,
+            Err(e) => ctx.warn(format!("{}: cannot read extended attributes: {e}", shown())),
+        }
     }
     match node.kind {
         NodeKind::File => Some(file_entry(ctx, q, dir, name, path, node, pnode)),
@@ -236,7 +240,9 @@ fn file_entry(
     if let Some(p) = pnode.filter(|p| p.kind == NodeKind::File) {
         let same = p.size == node.size && p.mtime == node.mtime && p.ctime == node.ctime && p.inode == node.inode;
         if same && p.content.iter().all(|id| ctx.index.contains(&BlobId(*id))) {
+            // Changing an xattr changes the ctime, so an unchanged file has the same ones.
             node.content = p.content.clone();
+            node.xattrs = p.xattrs.clone();
             c.files_unmodified.fetch_add(1, Ordering::Relaxed);
             c.bytes.fetch_add(node.size, Ordering::Relaxed);
             ctx.progress.add_bytes(node.size);
@@ -261,7 +267,7 @@ fn dir_entry(
     dir: &Arc<OwnedFd>,
     name: &CStr,
     path: &[u8],
-    node: Node,
+    mut node: Node,
     pnode: Option<&Node>,
     root_dev: u64,
 ) -> Option<Pending> {
@@ -276,6 +282,10 @@ fn dir_entry(
             return None;
         }
     };
+    match source::read_xattrs_fd(fd.as_fd()) {
+        Ok(x) => node.xattrs = x,
+        Err(e) => ctx.warn(format!("{}: cannot read extended attributes: {e}", shown())),
+    }
     let names = source::read_dir_names(fd.as_fd()).unwrap_or_else(|e| {
         ctx.warn(format!("{}: cannot list directory: {e}", shown()));
         Vec::new()

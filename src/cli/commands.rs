@@ -329,7 +329,8 @@ fn restore(g: &Global, a: RestoreArgs) -> Result<ExitCode> {
         include: Patterns::new(&a.includes).map_err(|e| anyhow!("bad include pattern: {e}"))?,
         exclude: Patterns::new(&a.excludes).map_err(|e| anyhow!("bad exclude pattern: {e}"))?,
         verify: a.verify,
-        threads: threads(g),
+        // Restoring waits on file creation and writes as much as on the CPU: twice the cores.
+        threads: g.threads.unwrap_or_else(|| 2 * threads(g)).max(1),
     };
     let prog = progress(g, "restore");
     let watch = crate::clock::stopwatch();

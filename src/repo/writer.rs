@@ -60,22 +60,19 @@ impl PackBuilder {
         }
     }
 
-    /// Seals one compressed blob at the end of the pack; the nonce is its offset.
-    fn add(
-        &mut self,
-        blob_type: BlobType,
-        id: BlobId,
-        raw_len: u32,
-        compressed: (Vec<u8>, crate::format::Compression),
-    ) {
-        let (mut body, compression) = compressed;
-        let offset = self.buf.len() as u32;
+    /// Compresses one blob onto the end of the pack and seals it in place; the nonce is its
+    /// offset. Returns the stored length.
+    fn add(&mut self, blob_type: BlobType, id: BlobId, data: &[u8], compressor: &mut Compressor) -> u32 {
+        let raw_len = data.len() as u32;
+        let start = self.buf.len();
+        let offset = start as u32;
+        let compression = compressor.compress_into(data, &mut self.buf);
         let ctx = crypto::blob_context(blob_type as u8, compression as u8, &id, raw_len);
-        self.cipher.seal(u64::from(offset), &ctx, &mut body);
-        let stored_len = body.len() as u32;
-        self.buf.extend_from_slice(&body);
+        self.cipher.seal_tail(u64::from(offset), &ctx, &mut self.buf, start);
+        let stored_len = (self.buf.len() - start) as u32;
         self.entries.push(PackEntry { blob_type, compression, id: id.0, stored_len, raw_len });
         self.index.push(IndexBlob { blob_type, compression, id: id.0, offset, stored_len, raw_len });
+        stored_len
     }
 
     /// Appends the encrypted header and the trailer.
@@ -164,8 +161,8 @@ impl BlobSink {
             error: Mutex::new(None),
             stats: SinkStats::default(),
         });
-        let (tx, rx) = bounded::<RawBlob>(threads * 4);
-        let (up_tx, up_rx) = bounded::<(PackId, Vec<u8>, IndexPack)>(uploaders.max(1));
+        let (tx, rx) = bounded::<RawBlob>(threads * 2);
+        let (up_tx, up_rx) = bounded::<(PackId, Vec<u8>, IndexPack)>(1);
         let packers = (0..threads.max(1))
             .map(|i| {
                 let (rx, up_tx, shared) = (rx.clone(), up_tx.clone(), shared.clone());
@@ -255,29 +252,25 @@ fn packer(shared: Arc<Shared>, level: i32, rx: Receiver<RawBlob>, up: Sender<(Pa
         Err(e) => return shared.fail(super::RepoError::Invalid(format!("zstd: {e}"))),
     };
     let mut current: Option<PackBuilder> = None;
+    // Offsets and lengths are u32 on disk (docs/format.md). A pack is finished before it
+    // could pass 2 GiB; a blob that alone could is refused (chunks are at most 8 MiB, so only
+    // an absurd tree blob could be).
+    const LIMIT: u64 = (u32::MAX / 2) as u64;
     for blob in rx {
-        let raw_len = u32::try_from(blob.data.len()).unwrap_or(u32::MAX);
-        let compressed = compressor.compress(&blob.data);
-        // Offsets and lengths are u32 on disk (docs/format.md): a pack that could pass 4 GiB
-        // is finished first, and a blob that alone would is refused.
-        let stored_len = compressed.0.len() as u64 + crypto::TAG_LEN as u64;
-        if stored_len > u64::from(u32::MAX) / 2 || u64::from(raw_len) != blob.data.len() as u64 {
-            return shared.fail(super::RepoError::Invalid(format!(
-                "blob {} is too large to store ({stored_len} bytes)",
-                blob.id
-            )));
+        let worst = zstd::zstd_safe::compress_bound(blob.data.len()) as u64 + crypto::TAG_LEN as u64;
+        if worst > LIMIT {
+            return shared.fail(super::RepoError::Invalid(format!("blob {} is too large to store", blob.id)));
         }
-        if current.as_ref().is_some_and(|p| p.buf.len() as u64 + stored_len > u64::from(u32::MAX) / 2)
+        if current.as_ref().is_some_and(|p| p.buf.len() as u64 + worst > LIMIT)
             && up.send(current.take().expect("checked").finish()).is_err()
         {
             return;
         }
         let p = current.get_or_insert_with(|| PackBuilder::new(&shared.repo, target + target / 8));
-        drop(blob.data);
-        p.add(blob.blob_type, blob.id, raw_len, compressed);
+        p.add(blob.blob_type, blob.id, &blob.data, &mut compressor);
         let st = &shared.stats;
         st.blobs_added.fetch_add(1, Ordering::Relaxed);
-        st.data_added_raw.fetch_add(u64::from(raw_len), Ordering::Relaxed);
+        st.data_added_raw.fetch_add(blob.data.len() as u64, Ordering::Relaxed);
         if p.buf.len() >= target && up.send(current.take().expect("just used").finish()).is_err() {
             return;
         }

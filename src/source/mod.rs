@@ -126,34 +126,54 @@ pub fn proc_path(dir: BorrowedFd<'_>, name: &[u8]) -> Vec<u8> {
     p
 }
 
-/// Reads an entry's extended attributes, sorted by name. Filesystems or kernels without
-/// xattr support give an empty list.
+/// Reads an entry's extended attributes by path (for symlinks and special files), sorted by
+/// name. Filesystems or kernels without xattr support give an empty list.
 pub fn read_xattrs(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let path = proc_path(dir, name);
     let path = OsStr::from_bytes(&path);
-    let mut list = vec![0u8; 4096];
+    xattrs_with(
+        |buf| rustix::fs::llistxattr(path, buf),
+        |key, buf| rustix::fs::lgetxattr(path, OsStr::from_bytes(key), buf),
+    )
+}
+
+/// Reads the extended attributes of an open file or directory, sorted by name.
+pub fn read_xattrs_fd(fd: BorrowedFd<'_>) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    xattrs_with(
+        |buf| rustix::fs::flistxattr(fd, buf),
+        |key, buf| rustix::fs::fgetxattr(fd, OsStr::from_bytes(key), buf),
+    )
+}
+
+/// The listing loop shared by both: list names, then fetch each value, growing buffers on
+/// `ERANGE`; an attribute removed in between is skipped.
+fn xattrs_with(
+    list: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
+    get: impl Fn(&[u8], &mut [u8]) -> rustix::io::Result<usize>,
+) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut names = vec![0u8; 1024];
     let n = loop {
-        match rustix::fs::llistxattr(path, &mut list[..]) {
+        match list(&mut names[..]) {
             Ok(n) => break n,
-            Err(rustix::io::Errno::RANGE) => list.resize(list.len() * 4, 0),
+            Err(rustix::io::Errno::RANGE) => names.resize(names.len() * 8, 0),
             Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
             Err(e) => return Err(e.into()),
         }
     };
     let mut out = Vec::new();
-    for key in list[..n].split(|b| *b == 0).filter(|k| !k.is_empty()) {
+    for key in names[..n].split(|b| *b == 0).filter(|k| !k.is_empty()) {
         let mut val = vec![0u8; 256];
-        let len = loop {
-            match rustix::fs::lgetxattr(path, OsStr::from_bytes(key), &mut val[..]) {
-                Ok(l) => break l,
+        loop {
+            match get(key, &mut val[..]) {
+                Ok(l) => {
+                    val.truncate(l);
+                    out.push((key.to_vec(), val));
+                    break;
+                }
                 Err(rustix::io::Errno::RANGE) => val.resize(val.len() * 8, 0),
-                Err(rustix::io::Errno::NODATA) => break usize::MAX,
+                Err(rustix::io::Errno::NODATA) => break,
                 Err(e) => return Err(e.into()),
             }
-        };
-        if len != usize::MAX {
-            val.truncate(len);
-            out.push((key.to_vec(), val));
         }
     }
     out.sort();

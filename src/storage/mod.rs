@@ -60,6 +60,45 @@ pub struct Store {
     inner: Arc<dyn ObjectStore>,
     rt: Arc<tokio::runtime::Runtime>,
     location: String,
+    /// For local folders: the root, and open files for ranged reads (see [`LocalReads`]).
+    local: Option<Arc<LocalReads>>,
+}
+
+/// Ranged reads of a local repository with `pread` on cached descriptors.
+///
+/// `object_store`'s `LocalFileSystem` runs every read on tokio's blocking pool, which costs a
+/// thread hop, two futex wake-ups and an open/close per read; restoring many small files
+/// makes hundreds of thousands of such reads, and that overhead measured larger than the
+/// decryption itself. Objects are immutable, so a cached descriptor can never see stale data.
+/// Writes, listings and deletes still go through `object_store`.
+struct LocalReads {
+    root: std::path::PathBuf,
+    open: std::sync::Mutex<std::collections::HashMap<String, Arc<std::fs::File>>>,
+}
+
+impl LocalReads {
+    const MAX_OPEN: usize = 64;
+
+    fn file(&self, path: &str) -> std::io::Result<Arc<std::fs::File>> {
+        if let Some(f) = self.open.lock().expect("poisoned").get(path) {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(std::fs::File::open(self.root.join(path))?);
+        let mut open = self.open.lock().expect("poisoned");
+        if open.len() >= Self::MAX_OPEN {
+            open.clear();
+        }
+        open.insert(path.to_string(), f.clone());
+        Ok(f)
+    }
+
+    fn read(&self, path: &str, range: &Range<u64>) -> std::io::Result<Bytes> {
+        use std::os::unix::fs::FileExt;
+        let f = self.file(path)?;
+        let mut buf = vec![0u8; (range.end - range.start) as usize];
+        f.read_exact_at(&mut buf, range.start)?;
+        Ok(Bytes::from(buf))
+    }
 }
 
 fn runtime() -> Arc<tokio::runtime::Runtime> {
@@ -85,12 +124,14 @@ impl Store {
         let fs = LocalFileSystem::new_with_prefix(dir)
             .map_err(|e| StorageError::Location(shown.clone(), e.to_string()))?
             .with_fsync(true);
-        Ok(Store { inner: Arc::new(fs), rt: runtime(), location: shown })
+        let root = dir.canonicalize().map_err(|e| StorageError::Location(shown.clone(), e.to_string()))?;
+        let local = Some(Arc::new(LocalReads { root, open: Default::default() }));
+        Ok(Store { inner: Arc::new(fs), rt: runtime(), location: shown, local })
     }
 
     /// An arbitrary object store (tests use `InMemory`).
     pub fn from_object_store(inner: Arc<dyn ObjectStore>, location: String) -> Self {
-        Store { inner, rt: runtime(), location }
+        Store { inner, rt: runtime(), location, local: None }
     }
 
     /// Where the repository is, as the user named it.
@@ -116,8 +157,18 @@ impl Store {
     }
 
     pub fn get_range(&self, path: &str, range: Range<u64>) -> Result<Bytes> {
-        let p = ObjPath::from(path);
         let want = range.end - range.start;
+        if let Some(local) = &self.local {
+            return local.read(path, &range).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => StorageError::NotFound { path: path.to_string() },
+                std::io::ErrorKind::UnexpectedEof => StorageError::Location(
+                    path.to_string(),
+                    format!("short read: object ends before byte {}", range.end),
+                ),
+                _ => StorageError::Location(path.to_string(), e.to_string()),
+            });
+        }
+        let p = ObjPath::from(path);
         let b =
             self.rt.block_on(self.inner.get_range(&p, range)).map_err(|e| StorageError::from_os("read", path, e))?;
         if b.len() as u64 != want {
