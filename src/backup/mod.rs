@@ -165,7 +165,11 @@ pub fn run(
     let started = crate::clock::now();
     let watch = crate::clock::stopwatch();
     let roots = walk::normalize_roots(&opts.paths)?;
-    let index = Arc::new(repo.load_index()?);
+    let mut index = repo.load_index()?;
+    if !opts.dry_run {
+        crate::repo::packs::adopt_orphans(&repo, &mut index)?;
+    }
+    let index = Arc::new(index);
     let parent = find_parent(&repo, &opts, &roots)?;
     let parent_tree = match &parent {
         Some((_, s)) => Some(repo.load_tree(&index, &BlobId(s.tree))?),

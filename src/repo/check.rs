@@ -12,9 +12,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use super::{pack_path, MasterIndex, Repository, Result};
-use crate::crypto::{self, PACK_HEADER_NONCE};
 use crate::format::keyfile::KeyFile;
-use crate::format::pack::{self, TRAILER_LEN};
+use crate::format::pack;
 use crate::format::tree::NodeKind;
 use crate::format::BlobType;
 use crate::id::{BlobId, PackId};
@@ -268,25 +267,8 @@ fn verify_pack(repo: &Repository, pid: &PackId, expect: &[(BlobId, super::BlobLo
     (errors, blobs)
 }
 
-/// Reads a pack's trailer and header; checks the blobs exactly fill the space before it.
+/// Reads a whole pack's trailer and header; checks the blobs exactly fill the space before it.
 pub fn parse_pack(repo: &Repository, pid: &PackId, bytes: &[u8]) -> std::result::Result<Vec<pack::PackEntry>, String> {
-    if bytes.len() < TRAILER_LEN {
-        return Err("truncated (shorter than a trailer)".into());
-    }
-    let header_len = pack::decode_trailer(&bytes[bytes.len() - TRAILER_LEN..]).map_err(|e| e.to_string())? as usize;
-    let hstart = bytes
-        .len()
-        .checked_sub(TRAILER_LEN + header_len)
-        .ok_or_else(|| "header length exceeds the pack (truncated)".to_string())?;
-    let mut header = bytes[hstart..bytes.len() - TRAILER_LEN].to_vec();
-    repo.keys()
-        .object_cipher(crypto::KEY_TYPE_PACK, pid.as_bytes())
-        .open(PACK_HEADER_NONCE, b"pack header", &mut header)
-        .map_err(|e| format!("header: {e}"))?;
-    let entries = pack::decode_header(&header).map_err(|e| format!("header: {e}"))?;
-    let total: u64 = entries.iter().map(|e| u64::from(e.stored_len)).sum();
-    if total != hstart as u64 {
-        return Err(format!("blobs take {total} bytes but the header starts at {hstart}"));
-    }
-    Ok(entries)
+    let size = bytes.len() as u64;
+    super::packs::read_header(repo, pid, size, |r| Ok(bytes[r.start as usize..r.end as usize].to_vec()))
 }

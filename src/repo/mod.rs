@@ -7,6 +7,7 @@
 pub mod check;
 pub mod index;
 pub mod keys;
+pub mod packs;
 pub mod snapshots;
 pub mod writer;
 

@@ -109,3 +109,56 @@ fn full_disk_fails_cleanly_and_the_next_backup_completes() {
     assert_eq!(s["partial"], false);
     repo_env.ok(&["check", "--read-data"]);
 }
+
+/// Starts a backup and waits until its first pack is durable in the repository.
+fn start_backup_until_first_pack(env: &Env, src: &std::path::Path) -> std::process::Child {
+    let before = env.packs().len();
+    let mut child = env
+        .cmd(&["backup", "--quiet", src.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while env.packs().len() == before {
+        assert!(start.elapsed() < Duration::from_secs(60), "no pack was written within a minute");
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("backup ended ({st}) before a pack was seen; make the test data larger");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child
+}
+
+#[test]
+fn the_backup_after_a_crash_reuses_packs_that_reached_storage() {
+    let env = Env::new();
+    let src = env.path("src");
+    big_tree(&src, 40, 2_000_000);
+    let mut child = start_backup_until_first_pack(&env, &src);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let r = env.ok(&["check", "--json"]).json();
+    assert!(r["leftover_packs"].as_u64().unwrap() >= 1, "{r}");
+    let s = env.backup(&[&src], &[]);
+    let added = s["data_added"].as_u64().unwrap();
+    assert!(added < 80_000_000 - 10_000_000, "the orphan pack's data was stored again: {s}");
+    let r = env.ok(&["check", "--read-data", "--json"]).json();
+    assert_eq!(r["leftover_packs"], 0, "orphans were adopted: {r}");
+    assert!(r["errors"].as_array().unwrap().is_empty(), "{r}");
+    let out = env.path("out");
+    env.ok(&["restore", &format!("latest:{}", src.display()), "--target", out.to_str().unwrap()]);
+    assert_same_tree(&src, &out);
+}
+
+#[test]
+fn sigint_exits_130_and_leaves_a_valid_repository() {
+    let env = Env::new();
+    let src = env.path("src");
+    big_tree(&src, 40, 2_000_000);
+    let child = start_backup_until_first_pack(&env, &src);
+    rustix::process::kill_process(rustix::process::Pid::from_child(&child), rustix::process::Signal::INT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    env.ok(&["check"]);
+}

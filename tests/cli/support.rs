@@ -111,7 +111,12 @@ impl Env {
 
     /// Paths of all pack files.
     pub fn packs(&self) -> Vec<PathBuf> {
-        self.repo_files().keys().filter(|p| p.starts_with("data")).map(|p| self.repo.join(p)).collect()
+        // `name#N` files are object_store's staging files, not (yet) packs.
+        self.repo_files()
+            .keys()
+            .filter(|p| p.starts_with("data") && !p.to_string_lossy().contains('#'))
+            .map(|p| self.repo.join(p))
+            .collect()
     }
 }
 

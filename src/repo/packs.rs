@@ -1,0 +1,86 @@
+//! Reading pack headers, and re-indexing packs that no index lists.
+//!
+//! A backup killed after a pack became durable but before an index file listed it leaves an
+//! "orphan" pack: complete, authenticated, but invisible to deduplication. The next backup
+//! adopts such packs ([`adopt_orphans`]): it reads each one's trailer and encrypted header
+//! (two ranged reads), and writes one index file listing them, so everything that reached
+//! storage is reused. A pack whose header does not open is left alone (`check` reports it).
+
+use std::collections::HashSet;
+use std::ops::Range;
+
+use super::{pack_path, MasterIndex, Repository, Result};
+use crate::crypto::{self, PACK_HEADER_NONCE};
+use crate::format::index::{IndexBlob, IndexFile, IndexPack};
+use crate::format::pack::{self, PackEntry, TRAILER_LEN};
+use crate::id::PackId;
+
+/// Reads and authenticates a pack's header through `read` (a ranged reader of the pack,
+/// whose total size is `size`), checking that the blobs exactly fill the space before it.
+pub fn read_header(
+    repo: &Repository,
+    pid: &PackId,
+    size: u64,
+    mut read: impl FnMut(Range<u64>) -> std::result::Result<Vec<u8>, String>,
+) -> std::result::Result<Vec<PackEntry>, String> {
+    let trailer_at = size.checked_sub(TRAILER_LEN as u64).ok_or("truncated (shorter than a trailer)")?;
+    let header_len = u64::from(pack::decode_trailer(&read(trailer_at..size)?).map_err(|e| e.to_string())?);
+    let hstart = trailer_at.checked_sub(header_len).ok_or("header length exceeds the pack (truncated)")?;
+    let mut header = read(hstart..trailer_at)?;
+    repo.keys()
+        .object_cipher(crypto::KEY_TYPE_PACK, pid.as_bytes())
+        .open(PACK_HEADER_NONCE, b"pack header", &mut header)
+        .map_err(|e| format!("header: {e}"))?;
+    let entries = pack::decode_header(&header).map_err(|e| format!("header: {e}"))?;
+    let total: u64 = entries.iter().map(|e| u64::from(e.stored_len)).sum();
+    if total != hstart {
+        return Err(format!("blobs take {total} bytes but the header starts at {hstart}"));
+    }
+    Ok(entries)
+}
+
+/// Index entries for a pack's header entries (offsets follow from the lengths).
+fn index_pack(pid: &PackId, size: u64, entries: &[PackEntry]) -> IndexPack {
+    let mut offset = 0u32;
+    let blobs = entries
+        .iter()
+        .map(|e| {
+            let b = IndexBlob {
+                blob_type: e.blob_type,
+                compression: e.compression,
+                id: e.id,
+                offset,
+                stored_len: e.stored_len,
+                raw_len: e.raw_len,
+            };
+            offset = offset.wrapping_add(e.stored_len);
+            b
+        })
+        .collect();
+    IndexPack { pack_id: pid.0, pack_size: size, blobs }
+}
+
+/// Re-indexes every complete pack no index lists; returns how many were adopted.
+pub fn adopt_orphans(repo: &Repository, index: &mut MasterIndex) -> Result<usize> {
+    let known: HashSet<PackId> = index.packs().iter().map(|p| p.id).collect();
+    let mut packs = Vec::new();
+    for (name, size) in repo.store().list("data")? {
+        let Some(pid) = name.rsplit('/').next().and_then(PackId::from_name) else { continue };
+        if pack_path(&pid) != name || known.contains(&pid) {
+            continue;
+        }
+        let header = read_header(repo, &pid, size, |r| {
+            repo.store().get_range(&name, r).map(|b| b.to_vec()).map_err(|e| e.to_string())
+        });
+        if let Ok(entries) = header {
+            packs.push(index_pack(&pid, size, &entries));
+        }
+    }
+    let n = packs.len();
+    if n > 0 {
+        let f = IndexFile { supersedes: Vec::new(), packs };
+        repo.save_index_file(&f)?;
+        index.add_file(&f);
+    }
+    Ok(n)
+}
