@@ -18,3 +18,31 @@ fi
 
 cargo build --locked --all-targets
 cargo test --locked -- --test-threads="${COFFER_TEST_THREADS:-2}"
+
+# Fuzz smoke run: every decoder of repository bytes gets a short cargo-fuzz run (libFuzzer with
+# AddressSanitizer). cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP=1 enables them on the
+# stable toolchain. COFFER_FUZZ_SECONDS=0 leaves this out (it says so), longer runs find more.
+fuzz_seconds=${COFFER_FUZZ_SECONDS:-10}
+if [ "$fuzz_seconds" = 0 ]; then
+  echo "scripts/test.sh: fuzz smoke run left out (COFFER_FUZZ_SECONDS=0)"
+else
+  command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --version 0.13.2
+  cd fuzz
+  export RUSTC_BOOTSTRAP=1
+  cargo fuzz build -O
+  passed=0 failed=0
+  for target in $(cargo fuzz list); do
+    log=$(mktemp)
+    if cargo fuzz run -O "$target" -- -max_total_time="$fuzz_seconds" >"$log" 2>&1; then
+      passed=$((passed + 1))
+      echo "fuzz $target: $(grep -E '^Done' "$log" | tail -n 1)"
+    else
+      failed=$((failed + 1))
+      echo "fuzz $target FAILED:" >&2
+      tail -n 40 "$log" >&2
+    fi
+    rm -f "$log"
+  done
+  echo "fuzz: $passed passed, $failed failed"
+  [ "$failed" = 0 ]
+fi

@@ -106,14 +106,24 @@ pub struct BackupArgs {
     pub parent: Option<String>,
 }
 
-#[derive(Args, Debug)]
-pub struct SnapshotsArgs {
+/// Which snapshots `latest` (and `snapshots`) consider.
+#[derive(Args, Debug, Clone)]
+pub struct FilterArgs {
+    /// Only snapshots of this host (repeatable: any of them)
     #[arg(long = "host")]
     pub hosts: Vec<String>,
+    /// Only snapshots with this tag (repeatable: all of them)
     #[arg(long = "tag")]
     pub tags: Vec<String>,
+    /// Only snapshots that backed up this path (repeatable: all of them)
     #[arg(long = "path")]
     pub paths: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotsArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
 }
 
 #[derive(Args, Debug)]
@@ -128,6 +138,8 @@ pub struct LsArgs {
     /// Only entries directly inside PATH
     #[arg(long)]
     pub no_recursive: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
 }
 
 #[derive(Args, Debug)]
@@ -146,6 +158,8 @@ pub struct RestoreArgs {
     /// Read every restored file back and check it
     #[arg(long)]
     pub verify: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
 }
 
 #[derive(Args, Debug)]

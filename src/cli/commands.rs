@@ -176,11 +176,28 @@ fn backup(g: &Global, a: BackupArgs) -> Result<ExitCode> {
     Ok(ExitCode::Ok)
 }
 
-fn filter(hosts: &[String], tags: &[String], paths: &[std::path::PathBuf]) -> SnapshotFilter {
+/// An absolute, lexically clean form of a path as the user typed it (`.`, `..` and trailing
+/// slashes resolved without touching the file system), to compare with recorded paths.
+fn clean_path(p: &Path) -> Vec<u8> {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut clean = std::path::PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            std::path::Component::Normal(n) => clean.push(n),
+            std::path::Component::ParentDir => {
+                clean.pop();
+            }
+            _ => {}
+        }
+    }
+    clean.as_os_str().as_bytes().to_vec()
+}
+
+fn filter(f: &FilterArgs) -> SnapshotFilter {
     SnapshotFilter {
-        hosts: hosts.to_vec(),
-        tags: tags.to_vec(),
-        paths: paths.iter().map(|p| p.as_os_str().as_bytes().to_vec()).collect(),
+        hosts: f.hosts.clone(),
+        tags: f.tags.clone(),
+        paths: f.paths.iter().map(|p| clean_path(p)).collect(),
     }
 }
 
@@ -212,7 +229,7 @@ fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> serde_json::Value {
 
 fn snapshots(g: &Global, a: SnapshotsArgs) -> Result<ExitCode> {
     let repo = open(g)?;
-    let f = filter(&a.hosts, &a.tags, &a.paths);
+    let f = filter(&a.filter);
     let all: Vec<_> = repo.load_snapshots()?.into_iter().filter(|(_, s)| f.matches(s)).collect();
     if g.json {
         print_json(&all.iter().map(|(id, s)| snapshot_json(id, s)).collect::<Vec<_>>())?;
@@ -255,7 +272,7 @@ fn node_json(path: &[u8], n: &Node) -> serde_json::Value {
 
 fn ls(g: &Global, a: LsArgs) -> Result<ExitCode> {
     let repo = open(g)?;
-    let (id, snap) = repo.find_snapshot(&a.snapshot, &SnapshotFilter::default())?;
+    let (id, snap) = repo.find_snapshot(&a.snapshot, &filter(&a.filter))?;
     let index = repo.load_index()?;
     let start_path = a.path.as_ref().map(|p| p.as_os_str().as_bytes().to_vec()).unwrap_or_else(|| b"/".to_vec());
     let start = restore::find_node(&repo, &index, &snap, &start_path)?;
@@ -320,7 +337,7 @@ fn restore(g: &Global, a: RestoreArgs) -> Result<ExitCode> {
         Some((s, p)) => (s.to_string(), Some(p.to_string())),
         None => (a.snapshot.clone(), None),
     };
-    let (id, snap) = repo.find_snapshot(&spec, &SnapshotFilter::default())?;
+    let (id, snap) = repo.find_snapshot(&spec, &filter(&a.filter))?;
     let index = Arc::new(repo.load_index()?);
     let sub_bytes = sub.as_deref().unwrap_or("/").as_bytes().to_vec();
     let start = restore::find_node(&repo, &index, &snap, &sub_bytes)?;

@@ -195,3 +195,45 @@ fn fifos_are_not_opened_and_vanished_paths_fail_cleanly() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("missing"));
 }
+
+#[test]
+fn two_backups_at_once_into_one_repository_both_succeed() {
+    let env = Env::new();
+    let a = env.path("a");
+    let b = env.path("b");
+    for (dir, seed) in [(&a, 0u64), (&b, 50)] {
+        std::fs::create_dir_all(dir).unwrap();
+        for i in 0..10 {
+            std::fs::write(dir.join(format!("f{i}")), noise(seed + i, 1_500_000)).unwrap();
+        }
+        // A file both trees share, stored by whichever backup gets there first (or both).
+        std::fs::write(dir.join("shared"), noise(999, 3_000_000)).unwrap();
+    }
+    let spawn = |p: &std::path::Path| env.cmd(&["backup", "--json", p.to_str().unwrap()]).output().unwrap();
+    let (ra, rb) = std::thread::scope(|s| {
+        let ha = s.spawn(|| spawn(&a));
+        let hb = s.spawn(|| spawn(&b));
+        (ha.join().unwrap(), hb.join().unwrap())
+    });
+    assert!(
+        ra.status.success() && rb.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&ra.stderr),
+        String::from_utf8_lossy(&rb.stderr)
+    );
+    let r = env.ok(&["check", "--read-data", "--json"]).json();
+    assert!(r["errors"].as_array().unwrap().is_empty(), "{r}");
+    assert_eq!(r["snapshots"], 2);
+    for dir in [&a, &b] {
+        let out = env.path(&format!("out-{}", dir.file_name().unwrap().to_str().unwrap()));
+        env.ok(&[
+            "restore",
+            &format!("latest:{}", dir.display()),
+            "--target",
+            out.to_str().unwrap(),
+            "--path",
+            dir.to_str().unwrap(),
+        ]);
+        assert_same_tree(dir, &out);
+    }
+}
