@@ -193,7 +193,7 @@ pub fn run(
     });
 
     let (file_tx, file_rx) = bounded::<FileJob>(threads * 64);
-    let (dir_tx, dir_rx) = bounded::<DirJob>(4096);
+    let (dir_tx, dir_rx) = bounded::<DirJob>(1024);
     let readers: Vec<_> = (0..threads)
         .map(|i| {
             let (ctx, rx) = (ctx.clone(), file_rx.clone());
