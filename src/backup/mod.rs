@@ -170,7 +170,7 @@ pub fn run(
         crate::repo::packs::adopt_orphans(&repo, &mut index)?;
     }
     let index = Arc::new(index);
-    let parent = find_parent(&repo, &opts, &roots)?;
+    let (parent, seq) = parent_and_seq(&repo, &opts, &roots)?;
     let parent_tree = match &parent {
         Some((_, s)) => Some(repo.load_tree(&index, &BlobId(s.tree))?),
         None => None,
@@ -263,7 +263,7 @@ pub fn run(
         excludes: opts.excludes.sources.clone(),
         parent: parent.as_ref().map(|(id, _)| id.0),
         tree: root,
-        seq: next_seq(&repo, &opts.host)?,
+        seq,
         program_version: format!("coffer {}", env!("CARGO_PKG_VERSION")),
         summary,
     };
@@ -272,22 +272,21 @@ pub fn run(
     Ok(BackupResult { snapshot_id, snapshot, warnings })
 }
 
-/// The parent: the given one, or the newest snapshot of this host with the same paths.
-fn find_parent(
+/// The parent (the given one, or the newest snapshot of this host with the same paths) and
+/// the next per-host sequence number, from one read of the snapshot list. Two backups of one
+/// host running at once can get the same number; it orders, it does not identify.
+fn parent_and_seq(
     repo: &Repository,
     opts: &BackupOptions,
     roots: &[Vec<u8>],
-) -> Result<Option<(SnapshotId, Snapshot)>, BackupError> {
-    if let Some(id) = opts.parent {
-        return Ok(Some((id, repo.load_snapshot(&id)?)));
-    }
+) -> Result<(Option<(SnapshotId, Snapshot)>, u64), BackupError> {
     let all = repo.load_snapshots()?;
-    Ok(all.into_iter().rev().find(|(_, s)| s.host == opts.host && s.paths == roots))
-}
-
-fn next_seq(repo: &Repository, host: &str) -> Result<u64, BackupError> {
-    let all = repo.load_snapshots()?;
-    Ok(all.iter().filter(|(_, s)| s.host == host).map(|(_, s)| s.seq).max().map_or(1, |m| m + 1))
+    let seq = all.iter().filter(|(_, s)| s.host == opts.host).map(|(_, s)| s.seq).max().map_or(1, |m| m + 1);
+    let parent = match opts.parent {
+        Some(id) => Some((id, repo.load_snapshot(&id)?)),
+        None => all.into_iter().rev().find(|(_, s)| s.host == opts.host && s.paths == roots),
+    };
+    Ok((parent, seq))
 }
 
 /// Reader thread: reads and chunks files.
