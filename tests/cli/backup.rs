@@ -237,3 +237,68 @@ fn two_backups_at_once_into_one_repository_both_succeed() {
         assert_same_tree(dir, &out);
     }
 }
+
+#[test]
+fn files_changing_during_backup_warn_and_exit_3() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let hot = src.join("hot.log");
+    std::fs::write(&hot, noise(1, 40_000_000)).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let codes: Vec<i32> = std::thread::scope(|s| {
+        s.spawn(|| {
+            // Keeps appending, as a busy log file does.
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().append(true).open(&hot).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                f.write_all(b"another line\n").unwrap();
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        });
+        let mut codes = Vec::new();
+        for _ in 0..5 {
+            let r = env.run(&["backup", "--json", src.to_str().unwrap()]);
+            codes.push(r.code);
+            if r.code == 3 {
+                assert!(r.stderr.contains("hot.log") && r.stderr.contains("changed"), "{}", r.stderr);
+                assert_eq!(r.json()["partial"], true);
+                break;
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        codes
+    });
+    assert!(codes.iter().all(|c| *c == 0 || *c == 3), "{codes:?}");
+    assert_eq!(codes.last(), Some(&3), "a file growing while read was never reported: {codes:?}");
+    env.ok(&["check"]);
+}
+
+#[test]
+fn one_file_system_stops_at_mount_points() {
+    if !is_root() {
+        eprintln!("one_file_system_stops_at_mount_points: needs root to mount a tmpfs; not covered in this run");
+        return;
+    }
+    let env = Env::new();
+    let src = env.path("src");
+    let mnt = src.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    std::fs::write(src.join("here"), b"same fs").unwrap();
+    assert!(std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt.to_str().unwrap()])
+        .status()
+        .unwrap()
+        .success());
+    std::fs::write(mnt.join("elsewhere"), b"other fs").unwrap();
+    let r1 = std::panic::catch_unwind(|| {
+        env.backup(&[&src], &["--one-file-system"]);
+        let r = env.ok(&["ls", "latest"]);
+        assert!(r.stdout.contains("/src/mnt\n"), "the mount point itself is kept: {}", r.stdout);
+        assert!(!r.stdout.contains("elsewhere"), "{}", r.stdout);
+        env.backup(&[&src], &[]);
+        assert!(env.ok(&["ls", "latest"]).stdout.contains("elsewhere"));
+    });
+    let _ = std::process::Command::new("umount").arg(&mnt).status();
+    r1.unwrap();
+}
