@@ -42,12 +42,8 @@ fn kill_9_during_backup_leaves_a_valid_repository() {
     // A backup after the crashes completes, and the repository reads back fully.
     let s = env.backup(&[&src], &[]);
     assert_eq!(s["partial"], false);
-    let r = env.ok(&["check", "--read-data", "--json"]).json();
-    assert!(r["errors"].as_array().unwrap().is_empty(), "{r}");
-    let out = env.path("out2");
-    let spec = format!("latest:{}", src.display());
-    env.ok(&["restore", &spec, "--target", out.to_str().unwrap()]);
-    assert_same_tree(&src, &out);
+    env.assert_clean();
+    env.assert_restores(&src, "out2");
 }
 
 #[test]
@@ -143,12 +139,9 @@ fn the_backup_after_a_crash_reuses_packs_that_reached_storage() {
     let s = env.backup(&[&src], &[]);
     let added = s["data_added"].as_u64().unwrap();
     assert!(added < 80_000_000 - 10_000_000, "the orphan pack's data was stored again: {s}");
-    let r = env.ok(&["check", "--read-data", "--json"]).json();
+    let r = env.assert_clean();
     assert_eq!(r["leftover_packs"], 0, "orphans were adopted: {r}");
-    assert!(r["errors"].as_array().unwrap().is_empty(), "{r}");
-    let out = env.path("out");
-    env.ok(&["restore", &format!("latest:{}", src.display()), "--target", out.to_str().unwrap()]);
-    assert_same_tree(&src, &out);
+    env.assert_restores(&src, "out");
 }
 
 #[test]

@@ -109,6 +109,21 @@ impl Env {
         out
     }
 
+    /// `check --read-data` finds nothing wrong; returns its report.
+    pub fn assert_clean(&self) -> serde_json::Value {
+        let r = self.ok(&["check", "--read-data", "--json"]).json();
+        assert!(r["errors"].as_array().unwrap().is_empty(), "{r}");
+        r
+    }
+
+    /// Restores the latest snapshot's copy of `src` into `out` and compares it with `src`.
+    pub fn assert_restores(&self, src: &Path, out: &str) {
+        let out = self.path(out);
+        let spec = format!("latest:{}", src.display());
+        self.ok(&["restore", &spec, "--target", out.to_str().unwrap()]);
+        assert_same_tree(src, &out);
+    }
+
     /// Paths of all pack files.
     pub fn packs(&self) -> Vec<PathBuf> {
         // `name#N` files are object_store's staging files, not (yet) packs.
