@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The one test command (README, .ci/run): builds Coffer and runs every test.
+# Needs: the Rust toolchain, python3 (for moto's S3 server), root for a few tests.
 # Unit and property tests run beside the code; end-to-end tests (tests/cli/) run the built
 # binary on temporary directories. Some end-to-end tests need root (owners, device nodes, a
 # small tmpfs for the full-disk test) and util-linux's setpriv/mount: both come with Debian.
@@ -15,6 +16,15 @@ if ! need setpriv || ! need mount; then
     exit 1
   fi
 fi
+
+# The S3 tests run against moto's S3 server on 127.0.0.1, which the tests start and stop
+# themselves; it is installed here, into a venv under target/ (about 15 s, once).
+venv=${COFFER_MOTO_VENV:-$PWD/target/moto-venv}
+if [ ! -x "$venv/bin/moto_server" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[s3]==5.2.5' flask flask-cors
+fi
+export COFFER_MOTO_SERVER="$venv/bin/moto_server"
 
 cargo build --locked --all-targets
 cargo test --locked -- --test-threads="${COFFER_TEST_THREADS:-2}"

@@ -15,9 +15,19 @@ pub struct Cli {
 
 #[derive(Args, Debug, Clone)]
 pub struct Global {
-    /// Repository location: a local path (or a NAS mount)
+    /// Repository location: a local path (or a NAS mount), or s3://bucket/prefix
     #[arg(long, short = 'r', env = "COFFER_REPO", global = true)]
     pub repo: Option<String>,
+    /// S3 endpoint URL (default: AWS_ENDPOINT_URL, else AWS itself)
+    #[arg(long, global = true)]
+    pub s3_endpoint: Option<String>,
+    /// S3 region (default: AWS_REGION)
+    #[arg(long, global = true)]
+    pub s3_region: Option<String>,
+    /// Virtual-hosted S3 addressing (bucket.endpoint); the default with --s3-endpoint is
+    /// path-style (endpoint/bucket), which MinIO, Ceph and Garage expect
+    #[arg(long, global = true)]
+    pub s3_virtual_hosted: bool,
     /// Read the password from this file (its content, less one trailing newline)
     #[arg(long, env = "COFFER_PASSWORD_FILE", global = true)]
     pub password_file: Option<PathBuf>,

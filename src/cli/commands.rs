@@ -39,9 +39,18 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
 
 fn store(g: &Global, create: bool) -> Result<Store> {
     let loc = g.repo.as_deref().ok_or_else(|| anyhow!("no repository given: use --repo or set COFFER_REPO"))?;
+    if loc.starts_with("s3://") {
+        let opts = crate::storage::S3Options {
+            endpoint: g.s3_endpoint.clone(),
+            region: g.s3_region.clone(),
+            virtual_hosted: g.s3_virtual_hosted,
+            allow_http: false,
+        };
+        return Ok(Store::s3(loc, &opts)?);
+    }
     let path = loc.strip_prefix("local:").unwrap_or(loc);
     if path.contains("://") {
-        bail!("{loc}: only local and NAS paths are supported by this version");
+        bail!("{loc}: unknown repository kind (local paths and s3://bucket/prefix are supported)");
     }
     Ok(Store::local(Path::new(path), create)?)
 }

@@ -83,7 +83,7 @@ fn full_disk_fails_cleanly_and_the_next_backup_completes() {
         }
     }
     let _guard = Unmount(mnt.clone());
-    let repo_env = Env { dir: tempfile::tempdir().unwrap(), repo: mnt.join("repo") };
+    let repo_env = Env { dir: tempfile::tempdir().unwrap(), repo: mnt.join("repo"), vars: Vec::new() };
     repo_env.ok(&["init", "--kdf-memory", "19", "--kdf-iterations", "2"]);
     let small = env.path("small-src");
     big_tree(&small, 2, 100_000);

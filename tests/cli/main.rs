@@ -10,4 +10,6 @@ mod corruption;
 mod crash;
 mod keys;
 mod restore;
+mod s3;
+mod storage;
 mod support;

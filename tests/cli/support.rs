@@ -13,10 +13,12 @@ use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
 pub const BIN: &str = env!("CARGO_BIN_EXE_coffer");
 pub const PASSWORD: &str = "correct horse battery staple";
 
-/// A scratch directory with a repository in `repo/`.
+/// A scratch directory with a repository in `repo/` (or, for [`Env::s3`], in a bucket).
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub repo: PathBuf,
+    /// Extra environment for every command (the S3 settings).
+    pub vars: Vec<(String, String)>,
 }
 
 pub struct Run {
@@ -44,7 +46,28 @@ impl Env {
     pub fn uninit() -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let repo = dir.path().join("repo");
-        Env { dir, repo }
+        Env { dir, repo, vars: Vec::new() }
+    }
+
+    /// A new repository in a fresh bucket of the test S3 server.
+    pub fn s3() -> Env {
+        let s3 = s3_server();
+        let bucket = s3.new_bucket();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vars = [
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ENDPOINT_URL", s3.endpoint.as_str()),
+            ("AWS_ALLOW_HTTP", "true"),
+        ];
+        let e = Env {
+            dir,
+            repo: PathBuf::from(format!("s3://{bucket}/backups")),
+            vars: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        e.ok(&["init", "--kdf-memory", "19", "--kdf-iterations", "2"]);
+        e
     }
 
     pub fn path(&self, p: &str) -> PathBuf {
@@ -58,6 +81,7 @@ impl Env {
             .env("COFFER_PASSWORD", PASSWORD)
             .env_remove("COFFER_PASSWORD_FILE")
             .env_remove("COFFER_PASSWORD_COMMAND")
+            .envs(self.vars.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::null());
         c
     }
@@ -132,6 +156,69 @@ impl Env {
             .filter(|p| p.starts_with("data") && !p.to_string_lossy().contains('#'))
             .map(|p| self.repo.join(p))
             .collect()
+    }
+}
+
+/// The S3 server the tests share: moto's, started once per test run on a free loopback port,
+/// and stopped by a watchdog when the test process exits. Missing moto is a failure, never a
+/// skip: `scripts/test.sh` installs it (or set `COFFER_MOTO_SERVER`).
+pub struct S3Server {
+    pub endpoint: String,
+    port: u16,
+    buckets: std::sync::atomic::AtomicU32,
+    /// The watchdog shell; it outlives this process on purpose, to stop moto after it.
+    _watchdog: std::sync::Mutex<std::process::Child>,
+}
+
+static S3: std::sync::OnceLock<S3Server> = std::sync::OnceLock::new();
+
+pub fn s3_server() -> &'static S3Server {
+    S3.get_or_init(|| {
+        let server = std::env::var("COFFER_MOTO_SERVER")
+            .unwrap_or_else(|_| format!("{}/target/moto-venv/bin/moto_server", env!("CARGO_MANIFEST_DIR")));
+        assert!(
+            Path::new(&server).exists(),
+            "the S3 tests need moto's server at {server}: run scripts/test.sh, which installs it"
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let pid = std::process::id();
+        let script = format!(
+            "'{server}' -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; \
+             while kill -0 {pid} 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 0.3; done; kill $m 2>/dev/null"
+        );
+        let watchdog =
+            Command::new("sh").arg("-c").arg(script).stdin(std::process::Stdio::null()).spawn().expect("start moto");
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < std::time::Duration::from_secs(30), "moto did not start on port {port}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        S3Server {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            port,
+            buckets: Default::default(),
+            _watchdog: std::sync::Mutex::new(watchdog),
+        }
+    })
+}
+
+impl S3Server {
+    /// Creates a new bucket (moto does not check signatures, so a plain PUT does).
+    pub fn new_bucket(&self) -> String {
+        use std::io::Write;
+        let n = self.buckets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("coffer-test-{}-{n}", std::process::id());
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            c,
+            "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )
+        .unwrap();
+        let mut reply = String::new();
+        c.read_to_string(&mut reply).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200"), "creating bucket {name}: {reply}");
+        name
     }
 }
 

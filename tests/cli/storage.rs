@@ -1,0 +1,64 @@
+//! One storage conformance suite, run against every kind of store: a local folder, an
+//! in-memory store (the unit tests' stand-in), and a real S3 server (moto) on loopback.
+
+use std::sync::Arc;
+
+use coffer::storage::{S3Options, StorageError, Store};
+
+use crate::support::*;
+
+/// The contract of docs/storage.md.
+fn conformance(s: &Store) {
+    s.put_new("a/x", b"one".to_vec()).unwrap();
+    assert!(matches!(s.put_new("a/x", b"two".to_vec()), Err(StorageError::AlreadyExists { .. })), "write-once");
+    assert_eq!(&s.get("a/x").unwrap()[..], b"one", "the first write wins");
+    assert_eq!(&s.get_range("a/x", 1..3).unwrap()[..], b"ne");
+    assert!(s.get_range("a/x", 1..10).is_err(), "a range past the end is an error, not a short read");
+    assert_eq!(s.size("a/x").unwrap(), 3);
+    assert!(matches!(s.get("a/missing"), Err(StorageError::NotFound { .. })));
+    assert!(matches!(s.get_range("a/missing", 0..1), Err(StorageError::NotFound { .. })));
+    s.put_new("a/y", vec![]).unwrap();
+    s.put_new("b/z", vec![1]).unwrap();
+    let big = noise(3, 5 << 20);
+    s.put_new("b/big", big.clone()).unwrap();
+    assert_eq!(&s.get("b/big").unwrap()[..], &big[..]);
+    assert_eq!(&s.get_range("b/big", 4 << 20..(4 << 20) + 10).unwrap()[..], &big[4 << 20..(4 << 20) + 10]);
+    let names: Vec<String> = s.list("a").unwrap().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, vec!["a/x".to_string(), "a/y".to_string()]);
+    assert_eq!(s.list("b").unwrap(), vec![("b/big".to_string(), 5 << 20), ("b/z".to_string(), 1)]);
+    assert!(s.list("nothing").unwrap().is_empty());
+    s.delete("a/x").unwrap();
+    assert!(matches!(s.get("a/x"), Err(StorageError::NotFound { .. })));
+    // Racing conditional creates of one name: exactly one wins.
+    let winners = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..8u8).map(|i| sc.spawn(move || s.put_new("race", vec![i]).is_ok())).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).filter(|won| *won).count()
+    });
+    assert_eq!(winners, 1, "exactly one of 8 concurrent creates wins");
+}
+
+#[test]
+fn local_store_meets_the_contract() {
+    let d = tempfile::tempdir().unwrap();
+    conformance(&Store::local(&d.path().join("repo"), true).unwrap());
+}
+
+#[test]
+fn memory_store_meets_the_contract() {
+    conformance(&Store::from_object_store(Arc::new(object_store::memory::InMemory::new()), "mem".into()));
+}
+
+#[test]
+fn s3_store_meets_the_contract() {
+    let s3 = s3_server();
+    let bucket = s3.new_bucket();
+    std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+    let opts = S3Options {
+        endpoint: Some(s3.endpoint.clone()),
+        region: Some("us-east-1".into()),
+        allow_http: true,
+        ..Default::default()
+    };
+    conformance(&Store::s3(&format!("s3://{bucket}/some/prefix"), &opts).unwrap());
+}
