@@ -28,6 +28,10 @@ pub struct Global {
     /// path-style (endpoint/bucket), which MinIO, Ceph and Garage expect
     #[arg(long, global = true)]
     pub s3_virtual_hosted: bool,
+    /// How often a failed S3 request is retried (with exponential backoff) before the
+    /// command fails
+    #[arg(long, global = true, default_value_t = 10)]
+    pub retries: usize,
     /// Read the password from this file (its content, less one trailing newline)
     #[arg(long, env = "COFFER_PASSWORD_FILE", global = true)]
     pub password_file: Option<PathBuf>,

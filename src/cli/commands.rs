@@ -44,6 +44,7 @@ fn store(g: &Global, create: bool) -> Result<Store> {
             endpoint: g.s3_endpoint.clone(),
             region: g.s3_region.clone(),
             virtual_hosted: g.s3_virtual_hosted,
+            retries: g.retries,
             allow_http: false,
         };
         return Ok(Store::s3(loc, &opts)?);

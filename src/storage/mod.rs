@@ -14,7 +14,7 @@
 //! threads can have requests in flight at once.
 
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -62,6 +62,8 @@ pub struct Store {
     location: String,
     /// For local folders: the root, and open files for ranged reads (see [`LocalReads`]).
     local: Option<Arc<LocalReads>>,
+    /// Whole-operation retries after transient failures (see [`Store::retrying`]).
+    retries: u32,
 }
 
 /// Ranged reads of a local repository with `pread` on cached descriptors.
@@ -112,19 +114,21 @@ pub struct S3Options {
     /// default with a custom endpoint, which MinIO, Ceph and most self-hosted stores expect).
     pub virtual_hosted: bool,
     pub allow_http: bool,
+    /// Retries of a failed request before giving up (0 = the default, 10).
+    pub retries: usize,
 }
 
 /// Retries with exponential backoff and jitter on 5xx, throttling, timeouts and connection
 /// errors (object_store's retry policy, which also retries an ambiguous write only when it is
 /// idempotent: a conditional create that turns out to exist is reported as such).
-fn retry_config() -> object_store::RetryConfig {
+fn retry_config(retries: usize) -> object_store::RetryConfig {
     object_store::RetryConfig {
         backoff: object_store::BackoffConfig {
             init_backoff: std::time::Duration::from_millis(100),
             max_backoff: std::time::Duration::from_secs(15),
             base: 2.0,
         },
-        max_retries: 10,
+        max_retries: if retries == 0 { 10 } else { retries },
         retry_timeout: std::time::Duration::from_secs(180),
     }
 }
@@ -155,7 +159,7 @@ impl Store {
             .with_fsync(true);
         let root = dir.canonicalize().map_err(|e| StorageError::Location(shown.clone(), e.to_string()))?;
         let local = Some(Arc::new(LocalReads { root, open: Default::default() }));
-        Ok(Store { inner: Arc::new(fs), rt: runtime(), location: shown, local })
+        Ok(Store { inner: Arc::new(fs), rt: runtime(), location: shown, local, retries: 0 })
     }
 
     /// A repository at `s3://bucket/prefix`. Write-once objects use conditional creates
@@ -172,7 +176,7 @@ impl Store {
         let mut b = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
             .with_conditional_put(S3ConditionalPut::ETagMatch)
-            .with_retry(retry_config())
+            .with_retry(retry_config(opts.retries))
             .with_client_options(
                 object_store::ClientOptions::new()
                     .with_timeout(std::time::Duration::from_secs(120))
@@ -192,12 +196,18 @@ impl Store {
         let prefix = prefix.trim_matches('/');
         let inner: Arc<dyn ObjectStore> =
             if prefix.is_empty() { Arc::new(s3) } else { Arc::new(object_store::prefix::PrefixStore::new(s3, prefix)) };
-        Ok(Store { inner, rt: runtime(), location: url.to_string(), local: None })
+        Ok(Store {
+            inner,
+            rt: runtime(),
+            location: url.to_string(),
+            local: None,
+            retries: (opts.retries.min(4) as u32).max(1),
+        })
     }
 
     /// An arbitrary object store (tests use `InMemory`).
     pub fn from_object_store(inner: Arc<dyn ObjectStore>, location: String) -> Self {
-        Store { inner, rt: runtime(), location, local: None }
+        Store { inner, rt: runtime(), location, local: None, retries: 0 }
     }
 
     /// Where the repository is, as the user named it.
@@ -207,22 +217,82 @@ impl Store {
 
     /// Writes a new object; fails with `AlreadyExists` rather than replace one.
     pub fn put_new(&self, path: &str, data: Vec<u8>) -> Result<()> {
-        let p = ObjPath::from(path);
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        self.rt
-            .block_on(self.inner.put_opts(&p, PutPayload::from(data), opts))
-            .map(|_| ())
-            .map_err(|e| StorageError::from_os("write", path, e))
+        let data = Bytes::from(data);
+        self.retrying(|| self.put_new_once(path, data.clone()))
     }
 
+    /// The whole object.
     pub fn get(&self, path: &str) -> Result<Bytes> {
+        self.retrying(|| self.get_once(path))
+    }
+
+    /// Exactly the bytes in `range`; a range past the end is an error.
+    pub fn get_range(&self, path: &str, range: Range<u64>) -> Result<Bytes> {
+        self.retrying(|| self.get_range_once(path, range.clone()))
+    }
+
+    /// The size of an object.
+    pub fn size(&self, path: &str) -> Result<u64> {
+        self.retrying(|| self.size_once(path))
+    }
+
+    /// Every object under `prefix` (a folder name without a trailing slash), with sizes,
+    /// as paths relative to the repository root. Fails rather than return a partial list:
+    /// a listing cut short is retried from the start, never used.
+    pub fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        self.retrying(|| self.list_once(prefix))
+    }
+
+    /// Runs `op` again after transient failures, with exponential backoff and jitter.
+    ///
+    /// object_store retries failed requests itself, but not a response body that breaks off
+    /// midway (a reset connection, a truncated body), nor a conditional create whose first
+    /// attempt may have landed. Every operation here is idempotent (reads, and `put_new`,
+    /// which recognises its own earlier write), so retrying the whole operation is safe.
+    /// `NotFound` and `AlreadyExists` are answers, not failures, and are never retried; nor
+    /// is anything on a local disk, whose errors (a full disk) do not pass by themselves.
+    fn retrying<T>(&self, op: impl Fn() -> Result<T>) -> Result<T> {
+        let mut attempt = 0;
+        loop {
+            match op() {
+                Err(StorageError::Backend { .. } | StorageError::Location(..)) if attempt < self.retries => {
+                    let mut j = [0u8; 2];
+                    getrandom::fill(&mut j).expect("random source");
+                    let base = 100u64 << attempt.min(6);
+                    let jitter = u64::from(u16::from_le_bytes(j)) % base;
+                    std::thread::sleep(std::time::Duration::from_millis(base + jitter));
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Writes a new object; fails with `AlreadyExists` rather than replace one.
+    ///
+    /// A write whose answer was lost (a timeout, a reset, a 5xx after the object was stored)
+    /// is retried by the client; the retry then finds the object. So `AlreadyExists` is
+    /// checked: if the object holds exactly these bytes, our earlier attempt landed and the
+    /// write succeeded. Names of packs, indexes and snapshots are random, so nobody else
+    /// could have written them.
+    fn put_new_once(&self, path: &str, data: Bytes) -> Result<()> {
+        let p = ObjPath::from(path);
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match self.rt.block_on(self.inner.put_opts(&p, PutPayload::from(data.clone()), opts)) {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) if self.get_once(path).is_ok_and(|b| b == data) => Ok(()),
+            Err(e) => Err(StorageError::from_os("write", path, e)),
+        }
+    }
+
+    fn get_once(&self, path: &str) -> Result<Bytes> {
         let p = ObjPath::from(path);
         self.rt
             .block_on(async { self.inner.get(&p).await?.bytes().await })
             .map_err(|e| StorageError::from_os("read", path, e))
     }
 
-    pub fn get_range(&self, path: &str, range: Range<u64>) -> Result<Bytes> {
+    fn get_range_once(&self, path: &str, range: Range<u64>) -> Result<Bytes> {
         let want = range.end - range.start;
         if let Some(local) = &self.local {
             return local.read(path, &range).map_err(|e| match e.kind() {
@@ -243,15 +313,12 @@ impl Store {
         Ok(b)
     }
 
-    /// The size of an object.
-    pub fn size(&self, path: &str) -> Result<u64> {
+    fn size_once(&self, path: &str) -> Result<u64> {
         let p = ObjPath::from(path);
         self.rt.block_on(self.inner.head(&p)).map(|m| m.size).map_err(|e| StorageError::from_os("stat", path, e))
     }
 
-    /// Every object under `prefix` (a folder name without a trailing slash), with sizes,
-    /// as paths relative to the repository root. Fails rather than return a partial list.
-    pub fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+    fn list_once(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
         let p = ObjPath::from(prefix);
         self.rt.block_on(async {
             let mut s = self.inner.list(Some(&p));
@@ -268,11 +335,6 @@ impl Store {
     pub fn delete(&self, path: &str) -> Result<()> {
         let p = ObjPath::from(path);
         self.rt.block_on(self.inner.delete(&p)).map_err(|e| StorageError::from_os("delete", path, e))
-    }
-
-    /// The local folder of a local repository (for tests and diagnostics).
-    pub fn local_path(dir: &Path) -> PathBuf {
-        dir.to_path_buf()
     }
 }
 

@@ -8,6 +8,7 @@ mod backup;
 mod check;
 mod corruption;
 mod crash;
+mod faults;
 mod keys;
 mod restore;
 mod s3;

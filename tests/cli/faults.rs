@@ -1,0 +1,219 @@
+//! A fault-injecting HTTP proxy in front of the S3 server, and what Coffer does behind it.
+//!
+//! The proxy speaks just enough HTTP/1.1 to forward object_store's requests to moto (one
+//! upstream connection per request) and, for a deterministic pseudo-random share of requests,
+//! answers 503 SlowDown or 500 without forwarding, delays, cuts the response body short and
+//! closes the connection, or forwards a PUT (so it is stored) and still answers 500.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::support::*;
+
+/// Rates of each fault, per thousand requests (applied in this order).
+#[derive(Clone, Copy, Default)]
+pub struct Faults {
+    pub slow_down_503: u32,
+    pub error_500: u32,
+    pub delay: u32,
+    pub truncate: u32,
+    pub put_stored_then_500: u32,
+    /// Only requests with this method are faulted.
+    pub only_method: Option<&'static str>,
+}
+
+pub struct FaultProxy {
+    pub endpoint: String,
+    pub requests: Arc<AtomicU64>,
+    pub faulted: Arc<AtomicU64>,
+}
+
+impl FaultProxy {
+    pub fn start(upstream: &str, faults: Faults, seed: u64) -> FaultProxy {
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(AtomicU64::new(0));
+        let faulted = Arc::new(AtomicU64::new(0));
+        let (r, f) = (requests.clone(), faulted.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (up, r, f) = (upstream.clone(), r.clone(), f.clone());
+                std::thread::spawn(move || {
+                    let _ = serve(conn, &up, faults, seed, &r, &f);
+                });
+            }
+        });
+        FaultProxy { endpoint, requests, faulted }
+    }
+}
+
+fn roll(seed: u64, n: u64) -> u32 {
+    let h = blake3::hash(&[seed.to_le_bytes(), n.to_le_bytes()].concat());
+    u32::from_le_bytes(h.as_bytes()[..4].try_into().unwrap()) % 1000
+}
+
+/// Reads one request: head (with `Connection: close` for upstream) and body.
+fn read_request(r: &mut BufReader<TcpStream>) -> std::io::Result<Option<(String, Vec<u8>, Vec<u8>)>> {
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    let method = line.split(' ').next().unwrap_or("").to_string();
+    let mut head = line.into_bytes();
+    let mut len = 0usize;
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h)?;
+        if h == "\r\n" || h.is_empty() {
+            break;
+        }
+        let lower = h.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+        assert!(!lower.starts_with("transfer-encoding"), "the proxy does not forward chunked requests");
+        if !lower.starts_with("connection:") {
+            head.extend_from_slice(h.as_bytes());
+        }
+    }
+    head.extend_from_slice(b"Connection: close\r\n\r\n");
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    Ok(Some((method, head, body)))
+}
+
+fn forward(upstream: &str, head: &[u8], body: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut up = TcpStream::connect(upstream)?;
+    up.write_all(head)?;
+    up.write_all(body)?;
+    let mut resp = Vec::new();
+    up.read_to_end(&mut resp)?;
+    Ok(resp)
+}
+
+fn error_response(status: &str, code: &str) -> Vec<u8> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected</Message></Error>"
+    );
+    format!("HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+        .into_bytes()
+}
+
+fn serve(
+    client: TcpStream,
+    upstream: &str,
+    f: Faults,
+    seed: u64,
+    reqs: &AtomicU64,
+    faulted: &AtomicU64,
+) -> std::io::Result<()> {
+    let mut out = client.try_clone()?;
+    let mut r = BufReader::new(client);
+    while let Some((method, head, body)) = read_request(&mut r)? {
+        let n = reqs.fetch_add(1, Ordering::Relaxed);
+        let eligible = f.only_method.is_none_or(|m| m == method);
+        let x = if eligible { roll(seed, n) } else { 1000 };
+        let mut t = 0;
+        let mut hit = |rate: u32| {
+            t += rate;
+            x < t
+        };
+        if hit(f.slow_down_503) {
+            faulted.fetch_add(1, Ordering::Relaxed);
+            out.write_all(&error_response("503 Slow Down", "SlowDown"))?;
+        } else if hit(f.error_500) {
+            faulted.fetch_add(1, Ordering::Relaxed);
+            out.write_all(&error_response("500 Internal Server Error", "InternalError"))?;
+        } else if hit(f.delay) {
+            faulted.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(150));
+            out.write_all(&forward(upstream, &head, &body)?)?;
+        } else if hit(f.truncate) {
+            faulted.fetch_add(1, Ordering::Relaxed);
+            let resp = forward(upstream, &head, &body)?;
+            let body_at = resp.windows(4).position(|w| w == b"\r\n\r\n").map_or(resp.len(), |p| p + 4);
+            let cut = body_at + (resp.len() - body_at) / 2;
+            out.write_all(&resp[..cut])?;
+            return Ok(()); // close mid-body
+        } else if method == "PUT" && hit(f.put_stored_then_500) {
+            faulted.fetch_add(1, Ordering::Relaxed);
+            forward(upstream, &head, &body)?;
+            out.write_all(&error_response("500 Internal Server Error", "InternalError"))?;
+        } else {
+            out.write_all(&forward(upstream, &head, &body)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// An S3 repository whose commands go through a fault proxy (created directly, unfaulted).
+fn env_behind_proxy(faults: Faults, seed: u64) -> (Env, FaultProxy) {
+    let mut env = Env::s3();
+    let upstream = s3_server().endpoint.clone();
+    let proxy = FaultProxy::start(&upstream, faults, seed);
+    for (k, v) in env.vars.iter_mut() {
+        if k == "AWS_ENDPOINT_URL" {
+            *v = proxy.endpoint.clone();
+        }
+    }
+    (env, proxy)
+}
+
+/// The same repository, reached directly.
+fn direct(env: &Env) -> Env {
+    let mut d = Env::uninit();
+    d.repo = env.repo.clone();
+    d.vars = env.vars.clone();
+    for (k, v) in d.vars.iter_mut() {
+        if k == "AWS_ENDPOINT_URL" {
+            *v = s3_server().endpoint.clone();
+        }
+    }
+    d
+}
+
+#[test]
+fn backup_restore_and_check_survive_s3_faults() {
+    let faults = Faults {
+        slow_down_503: 60,
+        error_500: 40,
+        delay: 40,
+        truncate: 30,
+        put_stored_then_500: 40,
+        only_method: None,
+    };
+    // COFFER_FAULT_SEED replays another pattern of faults.
+    let seed = std::env::var("COFFER_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(7);
+    let (env, proxy) = env_behind_proxy(faults, seed);
+    let src = env.path("src");
+    make_simple_tree(&src);
+    for i in 0..8 {
+        std::fs::write(src.join(format!("r{i}")), noise(300 + i, 900_000)).unwrap();
+    }
+    let s = env.backup(&[&src], &[]);
+    assert_eq!(s["partial"], false, "{s}");
+    env.assert_clean();
+    env.assert_restores(&src, "out");
+    let (faulted, total) = (proxy.faulted.load(Ordering::Relaxed), proxy.requests.load(Ordering::Relaxed));
+    assert!(faulted > 0 && faulted < total, "the proxy injected {faulted} faults in {total} requests");
+    // And the repository, read directly, is intact and references nothing missing.
+    direct(&env).assert_clean();
+}
+
+#[test]
+fn backup_fails_cleanly_when_writes_keep_failing() {
+    let faults = Faults { slow_down_503: 1000, only_method: Some("PUT"), ..Default::default() };
+    let (env, _proxy) = env_behind_proxy(faults, 1);
+    let src = env.path("src");
+    make_simple_tree(&src);
+    let r = env.run(&["backup", "--retries", "2", src.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("write") && r.stderr.contains("data/"), "names the operation and object: {}", r.stderr);
+    let d = direct(&env);
+    assert!(d.ok(&["snapshots", "--json"]).json().as_array().unwrap().is_empty(), "no snapshot for a failed backup");
+    d.assert_clean();
+}
