@@ -28,6 +28,13 @@ pub struct Global {
     /// path-style (endpoint/bucket), which MinIO, Ceph and Garage expect
     #[arg(long, global = true)]
     pub s3_virtual_hosted: bool,
+    /// Where remote repositories' metadata is cached (default: $XDG_CACHE_HOME/coffer,
+    /// else ~/.cache/coffer)
+    #[arg(long, env = "COFFER_CACHE_DIR", global = true)]
+    pub cache_dir: Option<PathBuf>,
+    /// Do not use or fill the local cache
+    #[arg(long, global = true)]
+    pub no_cache: bool,
     /// How often a failed S3 request is retried (with exponential backoff) before the
     /// command fails
     #[arg(long, global = true, default_value_t = 10)]

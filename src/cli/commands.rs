@@ -72,7 +72,26 @@ fn open(g: &Global) -> Result<Repository> {
         anyhow::Error::new(crate::repo::RepoError::NotFound(format!("{e}")))
     })?;
     let pw = password(g, false)?;
-    Ok(Repository::open(store, &pw)?)
+    let mut repo = Repository::open(store, &pw)?;
+    if !repo.store().is_local() && !g.no_cache {
+        if let Some(base) = cache_base(g) {
+            if let Err(e) = repo.enable_cache(&base) {
+                eprintln!("warning: cache at {} unusable ({e}); working without it", base.display());
+            }
+        }
+    }
+    Ok(repo)
+}
+
+/// `--cache-dir`, else `$XDG_CACHE_HOME/coffer`, else `~/.cache/coffer`.
+fn cache_base(g: &Global) -> Option<std::path::PathBuf> {
+    if let Some(d) = &g.cache_dir {
+        return Some(d.clone());
+    }
+    let xdg = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+    let home =
+        || std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| std::path::PathBuf::from(h).join(".cache"));
+    xdg.or_else(home).map(|d| d.join("coffer"))
 }
 
 fn threads(g: &Global) -> usize {

@@ -101,15 +101,20 @@ impl Repository {
     /// Reads and decodes one index file.
     pub fn load_index_file(&self, id: &IndexId) -> Result<IndexFile> {
         let name = index_path(id);
-        let bytes = self.store().get(&name)?;
-        let plain = self.open_object(ObjectType::Index, id.as_bytes(), &name, &bytes)?;
-        IndexFile::decode(&plain).map_err(|e| RepoError::damaged(name, e))
+        self.cached_get("index", &id.to_hex(), &name, |bytes| {
+            let plain = self.open_object(ObjectType::Index, id.as_bytes(), &name, bytes)?;
+            IndexFile::decode(&plain).map_err(|e| RepoError::damaged(name.clone(), e))
+        })
     }
 
     /// Loads every index file. Any damaged index file is an error naming it.
     pub fn load_index(&self) -> Result<MasterIndex> {
         let mut idx = MasterIndex::default();
-        for id in list_index_ids(self)? {
+        let ids = list_index_ids(self)?;
+        if let Some(c) = self.cache() {
+            c.retain("index", |n| IndexId::from_name(n).is_some_and(|id| ids.contains(&id)));
+        }
+        for id in ids {
             let f = self.load_index_file(&id)?;
             idx.add_file(&f);
             idx.files.push(id);

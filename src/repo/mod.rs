@@ -4,6 +4,7 @@
 //! `index/<id>`, `snapshots/<id>`, `locks/<id>` (reserved). Reading is split from writing:
 //! [`Repository`] reads and manages keys; [`writer::RepoWriter`] is one backup session.
 
+pub mod cache;
 pub mod check;
 pub mod index;
 pub mod keys;
@@ -93,6 +94,8 @@ impl Default for InitOptions {
 /// An open repository: storage, keys and config.
 pub struct Repository {
     store: Store,
+    /// Local copies of immutable metadata (remote repositories only).
+    cache: Option<cache::Cache>,
     master: crypto::MasterKey,
     keys: Arc<Keys>,
     config: Config,
@@ -120,7 +123,7 @@ impl Repository {
             compression_level: opts.compression_level,
             pack_target_size: opts.pack_size,
         };
-        let repo = Repository { store, master, keys, config, key_id };
+        let repo = Repository { store, cache: None, master, keys, config, key_id };
         let sealed = repo.seal_object(ObjectType::Config, &[0u8; 32], &repo.config.encode(), 0);
         repo.store.put_new(CONFIG_PATH, sealed)?;
         Ok(repo)
@@ -144,12 +147,47 @@ impl Repository {
             }
             validate_settings(&config.chunker, config.pack_target_size, config.compression_level)
                 .map_err(|e| RepoError::damaged(CONFIG_PATH, e))?;
-            Ok(Repository { store: store.clone(), master, keys: Arc::new(keys), config, key_id })
+            Ok(Repository { store: store.clone(), cache: None, master, keys: Arc::new(keys), config, key_id })
         })
     }
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Keeps local copies of index files, snapshots and trees under `base/<repo id>/`.
+    pub fn enable_cache(&mut self, base: &std::path::Path) -> std::io::Result<()> {
+        self.cache = Some(cache::Cache::open(base, &self.id().to_hex())?);
+        Ok(())
+    }
+
+    pub fn cache(&self) -> Option<&cache::Cache> {
+        self.cache.as_ref()
+    }
+
+    /// An immutable object's bytes, from the cache when `valid` accepts the cached copy,
+    /// else from storage (then cached). A cached copy `valid` rejects is dropped.
+    pub(crate) fn cached_get<T>(
+        &self,
+        kind: &str,
+        name: &str,
+        path: &str,
+        valid: impl Fn(&[u8]) -> Result<T>,
+    ) -> Result<T> {
+        if let Some(c) = &self.cache {
+            if let Some(b) = c.get(kind, name) {
+                match valid(&b) {
+                    Ok(t) => return Ok(t),
+                    Err(_) => c.remove(kind, name),
+                }
+            }
+        }
+        let b = self.store.get(path)?;
+        let t = valid(&b)?;
+        if let Some(c) = &self.cache {
+            c.put(kind, name, &b);
+        }
+        Ok(t)
     }
     pub fn keys(&self) -> &Arc<Keys> {
         &self.keys
@@ -208,13 +246,25 @@ impl Repository {
         let loc = index.get(id).ok_or_else(|| RepoError::damaged(format!("blob {id}"), "not in any index"))?;
         let pack = index.pack_id(loc.pack);
         let path = pack_path(&pack);
+        let cache = self.cache.as_ref().filter(|_| loc.blob_type == BlobType::Tree);
+        if let Some(b) = cache.and_then(|c| c.get("trees", &id.to_hex())) {
+            match self.decode_blob(&pack, id, &loc, b) {
+                Ok(plain) => return Ok(plain),
+                Err(_) => cache.expect("checked").remove("trees", &id.to_hex()),
+            }
+        }
         let range = u64::from(loc.offset)..u64::from(loc.offset) + u64::from(loc.stored_len);
         let stored = self.store.get_range(&path, range).map_err(|e| match e {
             StorageError::NotFound { .. } => RepoError::damaged(path.clone(), "pack missing"),
             e => e.into(),
         })?;
-        self.decode_blob(&pack, id, &loc, stored.to_vec())
-            .map_err(|reason| RepoError::damaged(format!("{path} (blob {id})"), reason))
+        let plain = self
+            .decode_blob(&pack, id, &loc, stored.to_vec())
+            .map_err(|reason| RepoError::damaged(format!("{path} (blob {id})"), reason))?;
+        if let Some(c) = cache {
+            c.put("trees", &id.to_hex(), &stored);
+        }
+        Ok(plain)
     }
 
     /// Decrypts and checks one blob's stored bytes (as found in its pack).

@@ -34,15 +34,20 @@ impl Repository {
 
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
         let name = snapshot_path(id);
-        let bytes = self.store().get(&name)?;
-        let plain = self.open_object(ObjectType::Snapshot, id.as_bytes(), &name, &bytes)?;
-        Snapshot::decode(&plain).map_err(|e| RepoError::damaged(name, e))
+        self.cached_get("snapshots", &id.to_hex(), &name, |bytes| {
+            let plain = self.open_object(ObjectType::Snapshot, id.as_bytes(), &name, bytes)?;
+            Snapshot::decode(&plain).map_err(|e| RepoError::damaged(name.clone(), e))
+        })
     }
 
     /// All snapshots, oldest first. Any unreadable snapshot is an error naming it.
     pub fn load_snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let mut v = Vec::new();
-        for id in self.list_snapshot_ids()? {
+        let ids = self.list_snapshot_ids()?;
+        if let Some(c) = self.cache() {
+            c.retain("snapshots", |n| SnapshotId::from_name(n).is_some_and(|id| ids.contains(&id)));
+        }
+        for id in ids {
             v.push((id, self.load_snapshot(&id)?));
         }
         v.sort_by_key(|a| (a.1.time_ns, a.0));

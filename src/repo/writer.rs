@@ -62,7 +62,14 @@ impl PackBuilder {
 
     /// Compresses one blob onto the end of the pack and seals it in place; the nonce is its
     /// offset. Returns the stored length.
-    fn add(&mut self, blob_type: BlobType, id: BlobId, data: &[u8], compressor: &mut Compressor) -> u32 {
+    fn add(
+        &mut self,
+        blob_type: BlobType,
+        id: BlobId,
+        data: &[u8],
+        compressor: &mut Compressor,
+        cache: Option<&super::cache::Cache>,
+    ) -> u32 {
         let raw_len = data.len() as u32;
         let start = self.buf.len();
         let offset = start as u32;
@@ -70,6 +77,10 @@ impl PackBuilder {
         let ctx = crypto::blob_context(blob_type as u8, compression as u8, &id, raw_len);
         self.cipher.seal_tail(u64::from(offset), &ctx, &mut self.buf, start);
         let stored_len = (self.buf.len() - start) as u32;
+        if let (BlobType::Tree, Some(c)) = (blob_type, cache) {
+            // The next backup reads this tree as its parent: keep it local (see repo::cache).
+            c.put("trees", &id.to_hex(), &self.buf[start..]);
+        }
         self.entries.push(PackEntry { blob_type, compression, id: id.0, stored_len, raw_len });
         self.index.push(IndexBlob { blob_type, compression, id: id.0, offset, stored_len, raw_len });
         stored_len
@@ -267,7 +278,7 @@ fn packer(shared: Arc<Shared>, level: i32, rx: Receiver<RawBlob>, up: Sender<(Pa
             return;
         }
         let p = current.get_or_insert_with(|| PackBuilder::new(&shared.repo, target + target / 8));
-        p.add(blob.blob_type, blob.id, &blob.data, &mut compressor);
+        p.add(blob.blob_type, blob.id, &blob.data, &mut compressor, shared.repo.cache());
         let st = &shared.stats;
         st.blobs_added.fetch_add(1, Ordering::Relaxed);
         st.data_added_raw.fetch_add(blob.data.len() as u64, Ordering::Relaxed);

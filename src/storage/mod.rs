@@ -210,6 +210,11 @@ impl Store {
         Store { inner, rt: runtime(), location, local: None, retries: 0 }
     }
 
+    /// Whether the repository is a local folder (or NAS mount), where reads are cheap.
+    pub fn is_local(&self) -> bool {
+        self.local.is_some()
+    }
+
     /// Where the repository is, as the user named it.
     pub fn location(&self) -> &str {
         &self.location

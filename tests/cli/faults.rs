@@ -56,8 +56,11 @@ fn roll(seed: u64, n: u64) -> u32 {
     u32::from_le_bytes(h.as_bytes()[..4].try_into().unwrap()) % 1000
 }
 
-/// Reads one request: head (with `Connection: close` for upstream) and body.
-fn read_request(r: &mut BufReader<TcpStream>) -> std::io::Result<Option<(String, Vec<u8>, Vec<u8>)>> {
+/// One request: method, head (with `Connection: close` for upstream) and body.
+type Request = (String, Vec<u8>, Vec<u8>);
+
+/// Reads one request; `None` when the client closed the connection.
+fn read_request(r: &mut BufReader<TcpStream>) -> std::io::Result<Option<Request>> {
     let mut line = String::new();
     if r.read_line(&mut line)? == 0 {
         return Ok(None);
@@ -216,4 +219,43 @@ fn backup_fails_cleanly_when_writes_keep_failing() {
     let d = direct(&env);
     assert!(d.ok(&["snapshots", "--json"]).json().as_array().unwrap().is_empty(), "no snapshot for a failed backup");
     d.assert_clean();
+}
+
+#[test]
+fn a_no_change_backup_to_s3_makes_a_handful_of_requests() {
+    let (env, proxy) = env_behind_proxy(Faults::default(), 0);
+    let src = env.path("src");
+    make_simple_tree(&src);
+    for i in 0..30 {
+        std::fs::create_dir_all(src.join(format!("d{i}"))).unwrap();
+        std::fs::write(src.join(format!("d{i}/f")), noise(i, 1000)).unwrap();
+    }
+    env.backup(&[&src], &[]);
+    let before = proxy.requests.load(Ordering::Relaxed);
+    let s = env.backup(&[&src], &[]);
+    assert_eq!(s["data_added"], 0);
+    let n = proxy.requests.load(Ordering::Relaxed) - before;
+    eprintln!("no-change backup of {} files in 35 directories: {n} requests", s["total_files_processed"]);
+    assert!(n <= 10, "{n} requests: metadata is not served from the cache");
+    // A damaged cache entry is noticed and fetched again, never trusted.
+    let cache = env.path("cache");
+    let snap = walk_files(&cache).into_iter().find(|p| p.to_string_lossy().contains("/snapshots/")).unwrap();
+    let mut b = std::fs::read(&snap).unwrap();
+    b[20] ^= 1;
+    std::fs::write(&snap, b).unwrap();
+    assert_eq!(env.ok(&["snapshots", "--json"]).json().as_array().unwrap().len(), 2);
+    std::fs::remove_dir_all(&cache).unwrap();
+    env.assert_restores(&src, "out");
+}
+
+fn walk_files(d: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk_files(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
 }

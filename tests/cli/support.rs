@@ -54,7 +54,9 @@ impl Env {
         let s3 = s3_server();
         let bucket = s3.new_bucket();
         let dir = tempfile::tempdir().expect("tempdir");
+        let cache = dir.path().join("cache").to_str().unwrap().to_string();
         let vars = [
+            ("COFFER_CACHE_DIR", cache.as_str()),
             ("AWS_ACCESS_KEY_ID", "test"),
             ("AWS_SECRET_ACCESS_KEY", "test"),
             ("AWS_REGION", "us-east-1"),
