@@ -9,6 +9,7 @@ pub mod check;
 pub mod index;
 pub mod keys;
 pub mod packs;
+pub mod readahead;
 pub mod snapshots;
 pub mod writer;
 
@@ -96,6 +97,8 @@ pub struct Repository {
     store: Store,
     /// Local copies of immutable metadata (remote repositories only).
     cache: Option<cache::Cache>,
+    /// Read-ahead of pack ranges (remote repositories only).
+    readahead: Option<readahead::Readahead>,
     master: crypto::MasterKey,
     keys: Arc<Keys>,
     config: Config,
@@ -123,7 +126,7 @@ impl Repository {
             compression_level: opts.compression_level,
             pack_target_size: opts.pack_size,
         };
-        let repo = Repository { store, cache: None, master, keys, config, key_id };
+        let repo = Repository { store, cache: None, readahead: None, master, keys, config, key_id };
         let sealed = repo.seal_object(ObjectType::Config, &[0u8; 32], &repo.config.encode(), 0);
         repo.store.put_new(CONFIG_PATH, sealed)?;
         Ok(repo)
@@ -147,7 +150,16 @@ impl Repository {
             }
             validate_settings(&config.chunker, config.pack_target_size, config.compression_level)
                 .map_err(|e| RepoError::damaged(CONFIG_PATH, e))?;
-            Ok(Repository { store: store.clone(), cache: None, master, keys: Arc::new(keys), config, key_id })
+            let readahead = (!store.is_local()).then(readahead::Readahead::default);
+            Ok(Repository {
+                store: store.clone(),
+                cache: None,
+                readahead,
+                master,
+                keys: Arc::new(keys),
+                config,
+                key_id,
+            })
         })
     }
 
@@ -254,7 +266,11 @@ impl Repository {
             }
         }
         let range = u64::from(loc.offset)..u64::from(loc.offset) + u64::from(loc.stored_len);
-        let stored = self.store.get_range(&path, range).map_err(|e| match e {
+        let stored = match &self.readahead {
+            Some(ra) => ra.read(&self.store, &path, pack, index.packs()[loc.pack as usize].size, range),
+            None => self.store.get_range(&path, range),
+        };
+        let stored = stored.map_err(|e| match e {
             StorageError::NotFound { .. } => RepoError::damaged(path.clone(), "pack missing"),
             e => e.into(),
         })?;
