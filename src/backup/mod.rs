@@ -43,6 +43,8 @@ pub struct BackupOptions {
     pub host: String,
     pub excludes: Patterns,
     pub one_file_system: bool,
+    /// Skip the contents of directories tagged with a CACHEDIR.TAG.
+    pub exclude_caches: bool,
     pub dry_run: bool,
     /// zstd level for this backup; the repository's default when `None`.
     pub compression_level: Option<i32>,

@@ -286,10 +286,14 @@ fn dir_entry(
         Ok(x) => node.xattrs = x,
         Err(e) => ctx.warn(format!("{}: cannot read extended attributes: {e}", shown())),
     }
-    let names = source::read_dir_names(fd.as_fd()).unwrap_or_else(|e| {
+    let mut names = source::read_dir_names(fd.as_fd()).unwrap_or_else(|e| {
         ctx.warn(format!("{}: cannot list directory: {e}", shown()));
         Vec::new()
     });
+    if ctx.opts.exclude_caches && is_cache_dir(fd.as_fd(), &names) {
+        // Keep the directory and its tag, as other tools do, but not its contents.
+        names.retain(|n| n.as_bytes() == CACHEDIR_TAG);
+    }
     let ptree = parent_tree(ctx, pnode, path);
     let mut entries = Vec::with_capacity(names.len());
     for child in names {
@@ -310,6 +314,18 @@ fn dir_entry(
         }
     }
     send_dir(q, node, entries, pnode).ok()
+}
+
+const CACHEDIR_TAG: &[u8] = b"CACHEDIR.TAG";
+
+/// Whether a directory holds a valid CACHEDIR.TAG (https://bford.info/cachedir/).
+fn is_cache_dir(dir: std::os::fd::BorrowedFd<'_>, names: &[CString]) -> bool {
+    const SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
+    let Some(tag) = names.iter().find(|n| n.as_bytes() == CACHEDIR_TAG) else { return false };
+    let Ok(f) = source::open_file_at(dir, tag) else { return false };
+    let mut head = [0u8; 43];
+    use std::io::Read;
+    (&f).read_exact(&mut head).is_ok() && head == SIGNATURE
 }
 
 #[cfg(test)]

@@ -24,8 +24,8 @@ pub struct Global {
     /// S3 region (default: AWS_REGION)
     #[arg(long, global = true)]
     pub s3_region: Option<String>,
-    /// Virtual-hosted S3 addressing (bucket.endpoint); the default with --s3-endpoint is
-    /// path-style (endpoint/bucket), which MinIO, Ceph and Garage expect
+    /// Virtual-hosted-style S3 requests; with --s3-endpoint the endpoint must then already name
+    /// the bucket (https://BUCKET.s3.example.com). Default: path-style (endpoint/bucket)
     #[arg(long, global = true)]
     pub s3_virtual_hosted: bool,
     /// Where remote repositories' metadata is cached (default: $XDG_CACHE_HOME/coffer,
@@ -36,7 +36,7 @@ pub struct Global {
     #[arg(long, global = true)]
     pub no_cache: bool,
     /// How often a failed S3 request is retried (with exponential backoff) before the
-    /// command fails
+    /// command fails; 0 = never
     #[arg(long, global = true, default_value_t = 10)]
     pub retries: usize,
     /// Read the password from this file (its content, less one trailing newline)
@@ -116,6 +116,9 @@ pub struct BackupArgs {
     /// Do not cross into other filesystems
     #[arg(long, short = 'x')]
     pub one_file_system: bool,
+    /// Skip the contents of directories holding a valid CACHEDIR.TAG (Coffer's own cache too)
+    #[arg(long)]
+    pub exclude_caches: bool,
     /// Do everything but write to the repository
     #[arg(long, short = 'n')]
     pub dry_run: bool,

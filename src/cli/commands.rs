@@ -67,13 +67,18 @@ fn password(g: &Global, confirm: bool) -> Result<zeroize::Zeroizing<Vec<u8>>> {
 }
 
 fn open(g: &Global) -> Result<Repository> {
+    open_with_cache(g, !g.no_cache)
+}
+
+/// Opens the repository; with `use_cache`, remote metadata comes from the local cache.
+fn open_with_cache(g: &Global, use_cache: bool) -> Result<Repository> {
     let store = store(g, false).map_err(|e| {
         // A missing folder is "no repository here" (exit 10), like a missing config.
         anyhow::Error::new(crate::repo::RepoError::NotFound(format!("{e}")))
     })?;
     let pw = password(g, false)?;
     let mut repo = Repository::open(store, &pw)?;
-    if !repo.store().is_local() && !g.no_cache {
+    if !repo.store().is_local() && use_cache {
         if let Some(base) = cache_base(g) {
             if let Err(e) = repo.enable_cache(&base) {
                 eprintln!("warning: cache at {} unusable ({e}); working without it", base.display());
@@ -147,6 +152,7 @@ fn backup(g: &Global, a: BackupArgs) -> Result<ExitCode> {
         host: a.host.unwrap_or_else(backup::default_host),
         excludes,
         one_file_system: a.one_file_system,
+        exclude_caches: a.exclude_caches,
         dry_run: a.dry_run,
         compression_level: a.compression,
         parent,
@@ -426,7 +432,8 @@ fn parse_subset(s: &str) -> Result<f64> {
 }
 
 fn check(g: &Global, a: CheckArgs) -> Result<ExitCode> {
-    let repo = open(g)?;
+    // `check` judges the repository itself, never local copies of it.
+    let repo = open_with_cache(g, false)?;
     let read = match (&a.read_data, &a.read_data_subset) {
         (true, _) => ReadData::All,
         (false, Some(s)) => ReadData::Subset(parse_subset(s)?),

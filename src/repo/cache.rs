@@ -23,7 +23,8 @@ impl Cache {
         use std::os::unix::fs::DirBuilderExt;
         let dir = base.join(repo_id);
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
-        let tag = base.join("CACHEDIR.TAG");
+        // Tag our own directory only: the base may be a shared one the user named.
+        let tag = dir.join("CACHEDIR.TAG");
         if !tag.exists() {
             // https://bford.info/cachedir/: backup tools skip directories with this tag.
             let _ = std::fs::write(tag, "Signature: 8a477f597d28d172789f06886806bc55\n# Coffer's cache\n");

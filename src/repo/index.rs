@@ -119,6 +119,9 @@ impl Repository {
             idx.add_file(&f);
             idx.files.push(id);
         }
+        if let Some(c) = self.cache() {
+            c.retain("trees", |n| BlobId::from_name(n).is_some_and(|id| idx.contains(&id)));
+        }
         Ok(idx)
     }
 

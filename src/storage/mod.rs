@@ -114,7 +114,7 @@ pub struct S3Options {
     /// default with a custom endpoint, which MinIO, Ceph and most self-hosted stores expect).
     pub virtual_hosted: bool,
     pub allow_http: bool,
-    /// Retries of a failed request before giving up (0 = the default, 10).
+    /// Retries of a failed request before giving up (0: none).
     pub retries: usize,
 }
 
@@ -128,7 +128,7 @@ fn retry_config(retries: usize) -> object_store::RetryConfig {
             max_backoff: std::time::Duration::from_secs(15),
             base: 2.0,
         },
-        max_retries: if retries == 0 { 10 } else { retries },
+        max_retries: retries,
         retry_timeout: std::time::Duration::from_secs(180),
     }
 }
@@ -179,7 +179,8 @@ impl Store {
             .with_retry(retry_config(opts.retries))
             .with_client_options(
                 object_store::ClientOptions::new()
-                    .with_timeout(std::time::Duration::from_secs(120))
+                    // Per request: a 16 MiB pack must fit through a slow uplink (~0.5 Mbit/s).
+                    .with_timeout(std::time::Duration::from_secs(300))
                     .with_connect_timeout(std::time::Duration::from_secs(15))
                     .with_allow_http(opts.allow_http || std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v == "true")),
             );
@@ -196,13 +197,7 @@ impl Store {
         let prefix = prefix.trim_matches('/');
         let inner: Arc<dyn ObjectStore> =
             if prefix.is_empty() { Arc::new(s3) } else { Arc::new(object_store::prefix::PrefixStore::new(s3, prefix)) };
-        Ok(Store {
-            inner,
-            rt: runtime(),
-            location: url.to_string(),
-            local: None,
-            retries: (opts.retries.min(4) as u32).max(1),
-        })
+        Ok(Store { inner, rt: runtime(), location: url.to_string(), local: None, retries: opts.retries.min(4) as u32 })
     }
 
     /// An arbitrary object store (tests use `InMemory`).
@@ -250,10 +245,11 @@ impl Store {
 
     /// Runs `op` again after transient failures, with exponential backoff and jitter.
     ///
-    /// object_store retries failed requests itself, but not a response body that breaks off
-    /// midway (a reset connection, a truncated body), nor a conditional create whose first
-    /// attempt may have landed. Every operation here is idempotent (reads, and `put_new`,
-    /// which recognises its own earlier write), so retrying the whole operation is safe.
+    /// object_store retries failed requests itself (and resumes a broken GET body when the
+    /// object has an ETag), but not a listing whose body breaks off, nor a conditional create
+    /// whose answer was lost (it may have landed). Every operation here is idempotent (reads,
+    /// and `put_new`, which recognises its own earlier write), so retrying the whole
+    /// operation is safe.
     /// `NotFound` and `AlreadyExists` are answers, not failures, and are never retried; nor
     /// is anything on a local disk, whose errors (a full disk) do not pass by themselves.
     fn retrying<T>(&self, op: impl Fn() -> Result<T>) -> Result<T> {

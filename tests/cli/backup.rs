@@ -300,3 +300,21 @@ fn one_file_system_stops_at_mount_points() {
     let _ = std::process::Command::new("umount").arg(&mnt).status();
     r1.unwrap();
 }
+
+#[test]
+fn exclude_caches_skips_tagged_directories() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_simple_tree(&src);
+    std::fs::create_dir_all(src.join("cache/sub")).unwrap();
+    std::fs::write(src.join("cache/CACHEDIR.TAG"), "Signature: 8a477f597d28d172789f06886806bc55\n").unwrap();
+    std::fs::write(src.join("cache/sub/blob"), b"cached").unwrap();
+    std::fs::create_dir_all(src.join("fake")).unwrap();
+    std::fs::write(src.join("fake/CACHEDIR.TAG"), "not a signature\n").unwrap();
+    std::fs::write(src.join("fake/kept"), b"kept").unwrap();
+    env.backup(&[&src], &["--exclude-caches"]);
+    let ls = env.ok(&["ls", "latest"]).stdout;
+    assert!(ls.contains("/cache/CACHEDIR.TAG"), "{ls}");
+    assert!(!ls.contains("/cache/sub"), "{ls}");
+    assert!(ls.contains("/fake/kept"), "{ls}");
+}
