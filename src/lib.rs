@@ -9,6 +9,7 @@ pub mod chunker;
 pub mod cli;
 pub mod clock;
 pub mod compress;
+pub mod copy;
 pub mod crypto;
 pub mod format;
 pub mod id;

@@ -52,6 +52,8 @@ pub struct BackupOptions {
     pub parent: Option<SnapshotId>,
     /// Reader and packer threads each (default: the number of cores).
     pub threads: usize,
+    /// Packs uploaded at once.
+    pub uploaders: usize,
 }
 
 /// Backup failures that stop the backup (unreadable files only warn).
@@ -180,7 +182,8 @@ pub fn run(
     let known: HashSet<BlobId> = index.blob_ids().copied().collect();
     let threads = opts.threads.max(1);
     let level = opts.compression_level.unwrap_or(repo.config().compression_level);
-    let sink = (!opts.dry_run).then(|| BlobSink::start(repo.clone(), level, threads, 2, known.clone()));
+    let sink =
+        (!opts.dry_run).then(|| BlobSink::start(repo.clone(), level, threads, opts.uploaders.max(1), known.clone()));
     let known = sink.as_ref().map(|s| s.known()).unwrap_or_else(|| Arc::new(Mutex::new(known)));
     let ctx = Arc::new(Ctx {
         repo: repo.clone(),

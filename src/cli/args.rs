@@ -35,6 +35,15 @@ pub struct Global {
     /// Do not use or fill the local cache
     #[arg(long, global = true)]
     pub no_cache: bool,
+    /// Requests to a remote repository in flight at once (uploads, restore and check reads)
+    #[arg(long, global = true, default_value_t = 8)]
+    pub connections: usize,
+    /// Limit uploads to this many KiB/s (average)
+    #[arg(long, global = true)]
+    pub limit_upload: Option<u64>,
+    /// Limit downloads to this many KiB/s (average)
+    #[arg(long, global = true)]
+    pub limit_download: Option<u64>,
     /// How often a failed S3 request is retried (with exponential backoff) before the
     /// command fails; 0 = never
     #[arg(long, global = true, default_value_t = 10)]
@@ -70,6 +79,8 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Check the repository's integrity
     Check(CheckArgs),
+    /// Copy snapshots into another repository (only data it lacks is transferred)
+    Copy(CopyArgs),
     /// Manage passwords (key files)
     Key {
         #[command(subcommand)]
@@ -182,6 +193,23 @@ pub struct RestoreArgs {
     /// Read every restored file back and check it
     #[arg(long)]
     pub verify: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct CopyArgs {
+    /// Snapshots to copy: `latest`, ids or prefixes (default: all that match the filters)
+    pub snapshots: Vec<String>,
+    /// The destination repository (a local path or s3://bucket/prefix)
+    #[arg(long)]
+    pub to: String,
+    /// The destination's password file (else COFFER_PASSWORD2, --password-command2, a prompt)
+    #[arg(long, env = "COFFER_PASSWORD_FILE2")]
+    pub password_file2: Option<PathBuf>,
+    /// A command printing the destination's password
+    #[arg(long, env = "COFFER_PASSWORD_COMMAND2")]
+    pub password_command2: Option<String>,
     #[command(flatten)]
     pub filter: FilterArgs,
 }

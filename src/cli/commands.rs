@@ -33,6 +33,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Ls(a) => ls(&g, a),
         Command::Restore(a) => restore(&g, a),
         Command::Check(a) => check(&g, a),
+        Command::Copy(a) => copy(&g, a),
         Command::Key { command } => key(&g, command),
     }
 }
@@ -47,13 +48,13 @@ fn store(g: &Global, create: bool) -> Result<Store> {
             retries: g.retries,
             allow_http: false,
         };
-        return Ok(Store::s3(loc, &opts)?);
+        return Ok(Store::s3(loc, &opts)?.with_limits(g.limit_upload, g.limit_download));
     }
     let path = loc.strip_prefix("local:").unwrap_or(loc);
     if path.contains("://") {
         bail!("{loc}: unknown repository kind (local paths and s3://bucket/prefix are supported)");
     }
-    Ok(Store::local(Path::new(path), create)?)
+    Ok(Store::local(Path::new(path), create)?.with_limits(g.limit_upload, g.limit_download))
 }
 
 fn password(g: &Global, confirm: bool) -> Result<zeroize::Zeroizing<Vec<u8>>> {
@@ -97,6 +98,16 @@ fn cache_base(g: &Global) -> Option<std::path::PathBuf> {
     let home =
         || std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| std::path::PathBuf::from(h).join(".cache"));
     xdg.or_else(home).map(|d| d.join("coffer"))
+}
+
+/// Requests in flight at once: 2 suffice for a local disk; a remote store wants
+/// `--connections` to hide its latency.
+fn connections(g: &Global, repo: &Repository) -> usize {
+    if repo.store().is_local() {
+        2
+    } else {
+        g.connections.max(1)
+    }
 }
 
 fn threads(g: &Global) -> usize {
@@ -157,6 +168,7 @@ fn backup(g: &Global, a: BackupArgs) -> Result<ExitCode> {
         compression_level: a.compression,
         parent,
         threads: threads(g),
+        uploaders: connections(g, &repo),
     };
     let prog = progress(g, "backup");
     let res = backup::run(repo, opts, prog.clone())?;
@@ -381,8 +393,9 @@ fn restore(g: &Global, a: RestoreArgs) -> Result<ExitCode> {
         include: Patterns::new(&a.includes).map_err(|e| anyhow!("bad include pattern: {e}"))?,
         exclude: Patterns::new(&a.excludes).map_err(|e| anyhow!("bad exclude pattern: {e}"))?,
         verify: a.verify,
-        // Restoring waits on file creation and writes as much as on the CPU: twice the cores.
-        threads: g.threads.unwrap_or_else(|| 2 * threads(g)).max(1),
+        // Restoring waits on file creation and writes (and remote reads) as much as on the
+        // CPU: twice the cores, or more for a remote repository.
+        threads: g.threads.unwrap_or_else(|| (2 * threads(g)).max(connections(g, &repo))).max(1),
     };
     let prog = progress(g, "restore");
     let watch = crate::clock::stopwatch();
@@ -440,7 +453,8 @@ fn check(g: &Global, a: CheckArgs) -> Result<ExitCode> {
         _ => ReadData::None,
     };
     let prog = progress(g, "check");
-    let r = check::check(&repo, read, prog.as_ref())?;
+    let readers = if repo.store().is_local() { threads(g).min(4) } else { connections(g, &repo) };
+    let r = check::check(&repo, read, readers, prog.as_ref())?;
     prog.finish();
     if g.json {
         print_json(&r)?;
@@ -466,6 +480,46 @@ fn check(g: &Global, a: CheckArgs) -> Result<ExitCode> {
         }
     }
     Ok(if r.errors.is_empty() { ExitCode::Ok } else { ExitCode::Error })
+}
+
+fn copy(g: &Global, a: CopyArgs) -> Result<ExitCode> {
+    let src = open(g)?;
+    let dst_global = Global { repo: Some(a.to.clone()), ..g.clone() };
+    let dst_store =
+        store(&dst_global, false).map_err(|e| anyhow::Error::new(crate::repo::RepoError::NotFound(format!("{e}"))))?;
+    let pw2 = password::get(
+        "COFFER_PASSWORD2",
+        a.password_file2.as_deref(),
+        a.password_command2.as_deref(),
+        "enter the destination repository's password: ",
+        false,
+    )?;
+    let mut dst = Repository::open(dst_store, &pw2).context("opening the destination repository")?;
+    if !dst.store().is_local() && !g.no_cache {
+        if let Some(base) = cache_base(g) {
+            let _ = dst.enable_cache(&base);
+        }
+    }
+    let f = filter(&a.filter);
+    let snaps = if a.snapshots.is_empty() {
+        src.load_snapshots()?.into_iter().filter(|(_, s)| f.matches(s)).collect()
+    } else {
+        a.snapshots.iter().map(|s| src.find_snapshot(s, &f)).collect::<std::result::Result<Vec<_>, _>>()?
+    };
+    let uploaders = if dst.store().is_local() { 2 } else { g.connections.max(1) };
+    let r = crate::copy::copy(&src, Arc::new(dst), &snaps, uploaders)?;
+    if g.json {
+        print_json(&r)?;
+    } else {
+        for (s, d) in &r.copied {
+            eprintln!("copied snapshot {} as {}", &s[..8], &d[..8]);
+        }
+        for (s, d) in &r.skipped {
+            eprintln!("skipped snapshot {}: already in the destination as {}", &s[..8], &d[..8]);
+        }
+        eprintln!("added {} to the destination", indicatif::HumanBytes(r.data_added));
+    }
+    Ok(ExitCode::Ok)
 }
 
 fn new_password(a: &NewPasswordArgs) -> Result<zeroize::Zeroizing<Vec<u8>>> {

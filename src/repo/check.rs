@@ -44,7 +44,8 @@ pub struct CheckReport {
 
 /// Runs the check. Storage failures that stop it (cannot list) are errors; everything
 /// found damaged is collected in the report instead.
-pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Result<CheckReport> {
+/// `readers` packs are downloaded and verified at once with `--read-data`.
+pub fn check(repo: &Repository, read: ReadData, readers: usize, progress: &dyn Progress) -> Result<CheckReport> {
     let mut r = CheckReport::default();
     check_keys(repo, &mut r)?;
     let listed: HashMap<PackId, u64> = repo
@@ -77,7 +78,7 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
         }
     }
     check_snapshots(repo, &index, &mut r)?;
-    read_packs(repo, &index, read, &listed, progress, &mut r);
+    read_packs(repo, &index, read, readers, &listed, progress, &mut r);
     Ok(r)
 }
 
@@ -187,6 +188,7 @@ fn read_packs(
     repo: &Repository,
     index: &MasterIndex,
     read: ReadData,
+    readers: usize,
     listed: &HashMap<PackId, u64>,
     progress: &dyn Progress,
     r: &mut CheckReport,
@@ -199,9 +201,8 @@ fn read_packs(
     progress.set_total(chosen.iter().map(|p| listed[p]).sum(), chosen.len() as u64);
     let queue = Mutex::new(chosen.into_iter());
     let out = Mutex::new((Vec::new(), 0u64, 0u64));
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(4);
     std::thread::scope(|s| {
-        for _ in 0..threads {
+        for _ in 0..readers.max(1) {
             s.spawn(|| loop {
                 let Some(pid) = queue.lock().expect("poisoned").next() else { break };
                 let expect = by_pack.get(&pid).map(Vec::as_slice).unwrap_or(&[]);

@@ -64,6 +64,34 @@ pub struct Store {
     local: Option<Arc<LocalReads>>,
     /// Whole-operation retries after transient failures (see [`Store::retrying`]).
     retries: u32,
+    /// `--limit-upload` / `--limit-download`.
+    up: Option<Arc<RateLimit>>,
+    down: Option<Arc<RateLimit>>,
+}
+
+/// Paces transfers to an average rate. Each transfer of n bytes, once done, reserves n/rate
+/// seconds on a timeline shared by all threads and sleeps until its reservation ends, so
+/// concurrent transfers share the rate and the total never runs faster than it.
+pub struct RateLimit {
+    bytes_per_sec: f64,
+    next: std::sync::Mutex<std::time::Instant>,
+}
+
+impl RateLimit {
+    pub fn kib_per_sec(kib: u64) -> Self {
+        RateLimit { bytes_per_sec: (kib.max(1) * 1024) as f64, next: std::sync::Mutex::new(std::time::Instant::now()) }
+    }
+
+    fn account(&self, bytes: usize) {
+        let wait = {
+            let mut next = self.next.lock().expect("poisoned");
+            let now = std::time::Instant::now();
+            let start = (*next).max(now);
+            *next = start + std::time::Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec);
+            next.saturating_duration_since(now)
+        };
+        std::thread::sleep(wait);
+    }
 }
 
 /// Ranged reads of a local repository with `pread` on cached descriptors.
@@ -159,7 +187,7 @@ impl Store {
             .with_fsync(true);
         let root = dir.canonicalize().map_err(|e| StorageError::Location(shown.clone(), e.to_string()))?;
         let local = Some(Arc::new(LocalReads { root, open: Default::default() }));
-        Ok(Store { inner: Arc::new(fs), rt: runtime(), location: shown, local, retries: 0 })
+        Ok(Store { inner: Arc::new(fs), rt: runtime(), location: shown, local, retries: 0, up: None, down: None })
     }
 
     /// A repository at `s3://bucket/prefix`. Write-once objects use conditional creates
@@ -197,12 +225,32 @@ impl Store {
         let prefix = prefix.trim_matches('/');
         let inner: Arc<dyn ObjectStore> =
             if prefix.is_empty() { Arc::new(s3) } else { Arc::new(object_store::prefix::PrefixStore::new(s3, prefix)) };
-        Ok(Store { inner, rt: runtime(), location: url.to_string(), local: None, retries: opts.retries.min(4) as u32 })
+        let retries = opts.retries.min(4) as u32;
+        Ok(Store { inner, rt: runtime(), location: url.to_string(), local: None, retries, up: None, down: None })
     }
 
     /// An arbitrary object store (tests use `InMemory`).
     pub fn from_object_store(inner: Arc<dyn ObjectStore>, location: String) -> Self {
-        Store { inner, rt: runtime(), location, local: None, retries: 0 }
+        Store { inner, rt: runtime(), location, local: None, retries: 0, up: None, down: None }
+    }
+
+    /// Limits uploads and downloads to an average rate in KiB/s (`None`: unlimited).
+    pub fn with_limits(mut self, upload_kib: Option<u64>, download_kib: Option<u64>) -> Self {
+        self.up = upload_kib.map(|k| Arc::new(RateLimit::kib_per_sec(k)));
+        self.down = download_kib.map(|k| Arc::new(RateLimit::kib_per_sec(k)));
+        self
+    }
+
+    fn uploaded(&self, bytes: usize) {
+        if let Some(l) = &self.up {
+            l.account(bytes);
+        }
+    }
+
+    fn downloaded(&self, bytes: usize) {
+        if let Some(l) = &self.down {
+            l.account(bytes);
+        }
     }
 
     /// Whether the repository is a local folder (or NAS mount), where reads are cheap.
@@ -218,17 +266,24 @@ impl Store {
     /// Writes a new object; fails with `AlreadyExists` rather than replace one.
     pub fn put_new(&self, path: &str, data: Vec<u8>) -> Result<()> {
         let data = Bytes::from(data);
-        self.retrying(|| self.put_new_once(path, data.clone()))
+        let n = data.len();
+        self.retrying(|| self.put_new_once(path, data.clone()))?;
+        self.uploaded(n);
+        Ok(())
     }
 
     /// The whole object.
     pub fn get(&self, path: &str) -> Result<Bytes> {
-        self.retrying(|| self.get_once(path))
+        let b = self.retrying(|| self.get_once(path))?;
+        self.downloaded(b.len());
+        Ok(b)
     }
 
     /// Exactly the bytes in `range`; a range past the end is an error.
     pub fn get_range(&self, path: &str, range: Range<u64>) -> Result<Bytes> {
-        self.retrying(|| self.get_range_once(path, range.clone()))
+        let b = self.retrying(|| self.get_range_once(path, range.clone()))?;
+        self.downloaded(b.len());
+        Ok(b)
     }
 
     /// The size of an object.

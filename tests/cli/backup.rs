@@ -318,3 +318,21 @@ fn exclude_caches_skips_tagged_directories() {
     assert!(!ls.contains("/cache/sub"), "{ls}");
     assert!(ls.contains("/fake/kept"), "{ls}");
 }
+
+#[test]
+fn upload_and_download_limits_hold_the_average_rate() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("random"), noise(42, 3 << 20)).unwrap();
+    // 3 MiB of incompressible data at 1024 KiB/s cannot take less than about 3 s.
+    let t = std::time::Instant::now();
+    env.backup(&[&src], &["--limit-upload", "1024"]);
+    let up = t.elapsed();
+    assert!(up >= std::time::Duration::from_millis(2800), "3 MiB uploaded in {up:?} at 1 MiB/s");
+    let t = std::time::Instant::now();
+    let out = env.path("out");
+    env.ok(&["restore", "latest", "--target", out.to_str().unwrap(), "--limit-download", "2048"]);
+    let down = t.elapsed();
+    assert!(down >= std::time::Duration::from_millis(1400), "3 MiB downloaded in {down:?} at 2 MiB/s");
+}

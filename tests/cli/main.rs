@@ -6,6 +6,7 @@
 
 mod backup;
 mod check;
+mod copy;
 mod corruption;
 mod crash;
 mod faults;
