@@ -23,6 +23,9 @@ pub struct Faults {
     pub put_stored_then_500: u32,
     /// Only requests with this method are faulted.
     pub only_method: Option<&'static str>,
+    /// Methods refused with 403 AccessDenied, as a bucket policy for restricted
+    /// credentials would (moto itself does not enforce IAM).
+    pub deny: &'static [&'static str],
 }
 
 pub struct FaultProxy {
@@ -125,7 +128,9 @@ fn serve(
             t += rate;
             x < t
         };
-        if hit(f.slow_down_503) {
+        if f.deny.contains(&method.as_str()) {
+            out.write_all(&error_response("403 Forbidden", "AccessDenied"))?;
+        } else if hit(f.slow_down_503) {
             faulted.fetch_add(1, Ordering::Relaxed);
             out.write_all(&error_response("503 Slow Down", "SlowDown"))?;
         } else if hit(f.error_500) {
@@ -187,7 +192,7 @@ fn backup_restore_and_check_survive_s3_faults() {
         delay: 40,
         truncate: 30,
         put_stored_then_500: 40,
-        only_method: None,
+        ..Default::default()
     };
     // COFFER_FAULT_SEED replays another pattern of faults.
     let seed = std::env::var("COFFER_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(7);
@@ -258,4 +263,35 @@ fn walk_files(d: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+#[test]
+fn read_only_credentials_can_list_restore_and_check() {
+    let (env, _proxy) = env_behind_proxy(Faults { deny: &["PUT", "POST", "DELETE"], ..Default::default() }, 0);
+    let src = env.path("src");
+    make_simple_tree(&src);
+    direct(&env).backup(&[&src], &[]);
+    assert_eq!(env.ok(&["snapshots", "--json"]).json().as_array().unwrap().len(), 1);
+    env.ok(&["ls", "latest"]);
+    env.assert_restores(&src, "out");
+    env.assert_clean();
+    let r = env.run(&["backup", src.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "writing with read-only credentials fails: {}", r.stderr);
+    assert!(
+        r.stderr.contains("AccessDenied") || r.stderr.contains("403") || r.stderr.contains("Forbidden"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn backup_needs_no_delete_permission() {
+    let (env, _proxy) = env_behind_proxy(Faults { deny: &["DELETE"], ..Default::default() }, 0);
+    let src = env.path("src");
+    make_simple_tree(&src);
+    env.backup(&[&src], &[]);
+    std::fs::write(src.join("more"), noise(8, 50_000)).unwrap();
+    env.backup(&[&src], &[]);
+    env.assert_clean();
+    env.assert_restores(&src, "out");
 }
