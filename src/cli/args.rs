@@ -39,10 +39,10 @@ pub struct Global {
     #[arg(long, global = true, default_value_t = 8)]
     pub connections: usize,
     /// Limit uploads to this many KiB/s (average)
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub limit_upload: Option<u64>,
     /// Limit downloads to this many KiB/s (average)
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub limit_download: Option<u64>,
     /// How often a failed S3 request is retried (with exponential backoff) before the
     /// command fails; 0 = never
@@ -204,7 +204,7 @@ pub struct CopyArgs {
     /// The destination repository (a local path or s3://bucket/prefix)
     #[arg(long)]
     pub to: String,
-    /// The destination's password file (else COFFER_PASSWORD2, --password-command2, a prompt)
+    /// The destination's password file (else --password-command2, COFFER_PASSWORD2, a prompt)
     #[arg(long, env = "COFFER_PASSWORD_FILE2")]
     pub password_file2: Option<PathBuf>,
     /// A command printing the destination's password

@@ -504,7 +504,11 @@ fn copy(g: &Global, a: CopyArgs) -> Result<ExitCode> {
     let snaps = if a.snapshots.is_empty() {
         src.load_snapshots()?.into_iter().filter(|(_, s)| f.matches(s)).collect()
     } else {
-        a.snapshots.iter().map(|s| src.find_snapshot(s, &f)).collect::<std::result::Result<Vec<_>, _>>()?
+        let mut v = a.snapshots.iter().map(|s| src.find_snapshot(s, &f)).collect::<std::result::Result<Vec<_>, _>>()?;
+        // `latest` and its id name one snapshot: copy it once.
+        let mut seen = std::collections::HashSet::new();
+        v.retain(|(id, _)| seen.insert(*id));
+        v
     };
     let uploaders = if dst.store().is_local() { 2 } else { g.connections.max(1) };
     let r = crate::copy::copy(&src, Arc::new(dst), &snaps, uploaders)?;
