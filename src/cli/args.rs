@@ -28,6 +28,10 @@ pub struct Global {
     /// the bucket (https://BUCKET.s3.example.com). Default: path-style (endpoint/bucket)
     #[arg(long, global = true)]
     pub s3_virtual_hosted: bool,
+    /// Never rely on hard links in a local or NAS repository (SMB/CIFS mounts); detected
+    /// automatically where the file system refuses them
+    #[arg(long, global = true)]
+    pub no_hardlinks: bool,
     /// Where remote repositories' metadata is cached (default: $XDG_CACHE_HOME/coffer,
     /// else ~/.cache/coffer)
     #[arg(long, env = "COFFER_CACHE_DIR", global = true)]

@@ -54,7 +54,7 @@ fn store(g: &Global, create: bool) -> Result<Store> {
     if path.contains("://") {
         bail!("{loc}: unknown repository kind (local paths and s3://bucket/prefix are supported)");
     }
-    Ok(Store::local(Path::new(path), create)?.with_limits(g.limit_upload, g.limit_download))
+    Ok(Store::local(Path::new(path), create, g.no_hardlinks)?.with_limits(g.limit_upload, g.limit_download))
 }
 
 fn password(g: &Global, confirm: bool) -> Result<zeroize::Zeroizing<Vec<u8>>> {

@@ -104,6 +104,25 @@ impl RateLimit {
 struct LocalReads {
     root: std::path::PathBuf,
     open: std::sync::Mutex<std::collections::HashMap<String, Arc<std::fs::File>>>,
+    /// The file system cannot make hard links (SMB/CIFS, some NAS): see [`Store::put_new`].
+    no_hardlinks: bool,
+}
+
+/// Whether `dir` supports hard links: makes a probe file, links it, removes both. A
+/// directory we cannot write to (read-only access) is assumed to support them: nothing will
+/// be written there anyway.
+fn supports_hard_links(dir: &Path) -> bool {
+    let mut tag = [0u8; 8];
+    getrandom::fill(&mut tag).expect("random source");
+    let a = dir.join(format!(".coffer-link-probe-{}", hex::encode(tag)));
+    let b = dir.join(format!(".coffer-link-probe-{}-link", hex::encode(tag)));
+    if std::fs::write(&a, b"probe").is_err() {
+        return true;
+    }
+    let linked = std::fs::hard_link(&a, &b).is_ok();
+    let _ = std::fs::remove_file(&b);
+    let _ = std::fs::remove_file(&a);
+    linked
 }
 
 impl LocalReads {
@@ -175,7 +194,10 @@ fn runtime() -> Arc<tokio::runtime::Runtime> {
 
 impl Store {
     /// A repository in a local folder (or a NAS mount). With `create`, the folder is made.
-    pub fn local(dir: &Path, create: bool) -> Result<Self> {
+    ///
+    /// `no_hardlinks` forces the write path for file systems without hard links (otherwise
+    /// it is chosen by probing the directory).
+    pub fn local(dir: &Path, create: bool, no_hardlinks: bool) -> Result<Self> {
         let shown = dir.display().to_string();
         if create {
             std::fs::create_dir_all(dir).map_err(|e| StorageError::Location(shown.clone(), e.to_string()))?;
@@ -186,7 +208,8 @@ impl Store {
             .map_err(|e| StorageError::Location(shown.clone(), e.to_string()))?
             .with_fsync(true);
         let root = dir.canonicalize().map_err(|e| StorageError::Location(shown.clone(), e.to_string()))?;
-        let local = Some(Arc::new(LocalReads { root, open: Default::default() }));
+        let no_hardlinks = no_hardlinks || !supports_hard_links(&root);
+        let local = Some(Arc::new(LocalReads { root, open: Default::default(), no_hardlinks }));
         Ok(Store { inner: Arc::new(fs), rt: runtime(), location: shown, local, retries: 0, up: None, down: None })
     }
 
@@ -333,7 +356,24 @@ impl Store {
     /// could have written them.
     fn put_new_once(&self, path: &str, data: Bytes) -> Result<()> {
         let p = ObjPath::from(path);
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        let mut opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        if self.local.as_ref().is_some_and(|l| l.no_hardlinks) {
+            // Without hard links the publish step is a rename, which replaces silently, so
+            // existence is checked first. Only `config` and key files have names that anyone
+            // else could choose; every other name is 256 random bits, so two writers never
+            // race for one. The rename itself stays atomic, and file and directory are
+            // fsynced before it returns, as in the default path.
+            match self.size_once(path) {
+                Ok(_) => {
+                    return match self.get_once(path) {
+                        Ok(b) if b == data => Ok(()),
+                        _ => Err(StorageError::AlreadyExists { path: path.to_string() }),
+                    }
+                }
+                Err(StorageError::NotFound { .. }) => opts.mode = PutMode::Overwrite,
+                Err(e) => return Err(e),
+            }
+        }
         match self.rt.block_on(self.inner.put_opts(&p, PutPayload::from(data.clone()), opts)) {
             Ok(_) => Ok(()),
             Err(object_store::Error::AlreadyExists { .. }) if self.get_once(path).is_ok_and(|b| b == data) => Ok(()),

@@ -336,3 +336,24 @@ fn upload_and_download_limits_hold_the_average_rate() {
     let down = t.elapsed();
     assert!(down >= std::time::Duration::from_millis(1400), "3 MiB downloaded in {down:?} at 2 MiB/s");
 }
+
+#[test]
+fn a_repository_without_hard_links_works_end_to_end() {
+    // As on an SMB/CIFS mount: forced here, detected there.
+    let env = Env::uninit();
+    env.ok(&["init", "--no-hardlinks", "--kdf-memory", "19", "--kdf-iterations", "2"]);
+    let src = env.path("src");
+    make_simple_tree(&src);
+    let run =
+        |p: &std::path::Path| env.cmd(&["backup", "--no-hardlinks", "--json", p.to_str().unwrap()]).output().unwrap();
+    let (a, b) = std::thread::scope(|s| {
+        let ha = s.spawn(|| run(&src));
+        let hb = s.spawn(|| run(&src));
+        (ha.join().unwrap(), hb.join().unwrap())
+    });
+    assert!(a.status.success() && b.status.success());
+    let r = env.ok(&["check", "--no-hardlinks", "--read-data", "--json"]).json();
+    assert!(r["errors"].as_array().unwrap().is_empty(), "{r}");
+    env.assert_restores(&src, "out");
+    assert_ne!(env.run(&["init", "--no-hardlinks", "--kdf-memory", "19", "--kdf-iterations", "2"]).code, 0);
+}

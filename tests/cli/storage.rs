@@ -7,8 +7,10 @@ use coffer::storage::{S3Options, StorageError, Store};
 
 use crate::support::*;
 
-/// The contract of docs/storage.md.
-fn conformance(s: &Store) {
+/// The contract of docs/storage.md. `exclusive` stores guarantee that of several writers
+/// racing to create one name exactly one wins; a local store without hard links only that
+/// the object is one writer's whole write (only `config` has a name two writers could pick).
+fn conformance(s: &Store, exclusive: bool) {
     s.put_new("a/x", b"one".to_vec()).unwrap();
     assert!(matches!(s.put_new("a/x", b"two".to_vec()), Err(StorageError::AlreadyExists { .. })), "write-once");
     assert_eq!(&s.get("a/x").unwrap()[..], b"one", "the first write wins");
@@ -29,23 +31,38 @@ fn conformance(s: &Store) {
     assert!(s.list("nothing").unwrap().is_empty());
     s.delete("a/x").unwrap();
     assert!(matches!(s.get("a/x"), Err(StorageError::NotFound { .. })));
-    // Racing conditional creates of one name: exactly one wins.
-    let winners = std::thread::scope(|sc| {
-        let hs: Vec<_> = (0..8u8).map(|i| sc.spawn(move || s.put_new("race", vec![i]).is_ok())).collect();
-        hs.into_iter().map(|h| h.join().unwrap()).filter(|won| *won).count()
+    // Racing conditional creates of one name.
+    let results = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..8u8).map(|i| sc.spawn(move || (i, s.put_new("race", vec![i; 100_000])))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
     });
-    assert_eq!(winners, 1, "exactly one of 8 concurrent creates wins");
+    let winners: Vec<u8> = results.iter().filter(|(_, r)| r.is_ok()).map(|(i, _)| *i).collect();
+    for (_, r) in &results {
+        assert!(matches!(r, Ok(()) | Err(StorageError::AlreadyExists { .. })), "{r:?}");
+    }
+    let stored = s.get("race").unwrap();
+    assert!(stored.len() == 100_000 && stored.iter().all(|b| *b == stored[0]), "a torn object");
+    assert!(winners.contains(&stored[0]), "the stored object is a winner's");
+    if exclusive {
+        assert_eq!(winners.len(), 1, "exactly one of 8 concurrent creates wins");
+    }
 }
 
 #[test]
 fn local_store_meets_the_contract() {
     let d = tempfile::tempdir().unwrap();
-    conformance(&Store::local(&d.path().join("repo"), true).unwrap());
+    conformance(&Store::local(&d.path().join("repo"), true, false).unwrap(), true);
+}
+
+#[test]
+fn local_store_without_hard_links_meets_the_contract() {
+    let d = tempfile::tempdir().unwrap();
+    conformance(&Store::local(&d.path().join("repo"), true, true).unwrap(), false);
 }
 
 #[test]
 fn memory_store_meets_the_contract() {
-    conformance(&Store::from_object_store(Arc::new(object_store::memory::InMemory::new()), "mem".into()));
+    conformance(&Store::from_object_store(Arc::new(object_store::memory::InMemory::new()), "mem".into()), true);
 }
 
 #[test]
@@ -60,5 +77,5 @@ fn s3_store_meets_the_contract() {
         allow_http: true,
         ..Default::default()
     };
-    conformance(&Store::s3(&format!("s3://{bucket}/some/prefix"), &opts).unwrap());
+    conformance(&Store::s3(&format!("s3://{bucket}/some/prefix"), &opts).unwrap(), true);
 }
