@@ -97,6 +97,9 @@ pub struct InitArgs {
     /// Default zstd level for this repository (0 = off, 1-22)
     #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
     pub compression: i32,
+    /// Target pack size in MiB (1-512); packs of 32 MiB and more go to S3 as multipart uploads
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=512))]
+    pub pack_size: u32,
     #[command(flatten)]
     pub kdf: KdfArgs,
 }

@@ -136,7 +136,12 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
 fn init(g: &Global, a: InitArgs) -> Result<ExitCode> {
     let store = store(g, true)?;
     let pw = password(g, true)?;
-    let opts = InitOptions { compression_level: a.compression, kdf: kdf(&a.kdf), ..Default::default() };
+    let opts = InitOptions {
+        compression_level: a.compression,
+        kdf: kdf(&a.kdf),
+        pack_size: a.pack_size * 1024 * 1024,
+        ..Default::default()
+    };
     let repo = Repository::init(store, &pw, &opts)?;
     if g.json {
         print_json(&json!({ "repository_id": repo.id().to_hex(), "location": repo.store().location() }))?;

@@ -150,6 +150,14 @@ impl LocalReads {
     }
 }
 
+/// Objects at least this large go to remote stores as multipart uploads. object_store cannot
+/// make a multipart upload conditional (`If-None-Match`), so for these the name is checked
+/// first; only packs are this large, and their names are 256 random bits, so no other writer
+/// can be racing for the name.
+pub const MULTIPART_MIN: usize = 32 << 20;
+/// Part size of multipart uploads (S3's minimum is 5 MiB).
+pub const MULTIPART_PART: usize = 8 << 20;
+
 /// Settings of an S3 (or S3-compatible) repository. Everything not given here comes from the
 /// standard AWS environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 /// `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`, ...).
@@ -321,6 +329,24 @@ impl Store {
         self.retrying(|| self.list_once(prefix))
     }
 
+    /// Uploads `data` in parts of [`MULTIPART_PART`] bytes, several at once, then completes
+    /// the upload; a failed upload is aborted, so no parts linger in the bucket.
+    async fn multipart(&self, p: &ObjPath, data: Bytes) -> object_store::Result<()> {
+        let mut upload = self.inner.put_multipart(p).await?;
+        let parts: Vec<_> = (0..data.len())
+            .step_by(MULTIPART_PART)
+            .map(|o| upload.put_part(PutPayload::from(data.slice(o..(o + MULTIPART_PART).min(data.len())))))
+            .collect();
+        let r = match futures::future::try_join_all(parts).await {
+            Ok(_) => upload.complete().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if r.is_err() {
+            let _ = upload.abort().await;
+        }
+        r
+    }
+
     /// Runs `op` again after transient failures, with exponential backoff and jitter.
     ///
     /// object_store retries failed requests itself (and resumes a broken GET body when the
@@ -357,7 +383,8 @@ impl Store {
     fn put_new_once(&self, path: &str, data: Bytes) -> Result<()> {
         let p = ObjPath::from(path);
         let mut opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        if self.local.as_ref().is_some_and(|l| l.no_hardlinks) {
+        let multipart = self.local.is_none() && data.len() >= MULTIPART_MIN;
+        if multipart || self.local.as_ref().is_some_and(|l| l.no_hardlinks) {
             // Without hard links the publish step is a rename, which replaces silently, so
             // existence is checked first. Only `config` and key files have names that anyone
             // else could choose; every other name is 256 random bits, so two writers never
@@ -373,6 +400,9 @@ impl Store {
                 Err(StorageError::NotFound { .. }) => opts.mode = PutMode::Overwrite,
                 Err(e) => return Err(e),
             }
+        }
+        if multipart {
+            return self.rt.block_on(self.multipart(&p, data)).map_err(|e| StorageError::from_os("write", path, e));
         }
         match self.rt.block_on(self.inner.put_opts(&p, PutPayload::from(data.clone()), opts)) {
             Ok(_) => Ok(()),

@@ -32,6 +32,8 @@ pub struct FaultProxy {
     pub endpoint: String,
     pub requests: Arc<AtomicU64>,
     pub faulted: Arc<AtomicU64>,
+    /// Multipart uploads started (`POST ...?uploads`).
+    pub multipart: Arc<AtomicU64>,
 }
 
 impl FaultProxy {
@@ -41,16 +43,17 @@ impl FaultProxy {
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let requests = Arc::new(AtomicU64::new(0));
         let faulted = Arc::new(AtomicU64::new(0));
-        let (r, f) = (requests.clone(), faulted.clone());
+        let multipart = Arc::new(AtomicU64::new(0));
+        let (r, f, m) = (requests.clone(), faulted.clone(), multipart.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let (up, r, f) = (upstream.clone(), r.clone(), f.clone());
+                let (up, r, f, m) = (upstream.clone(), r.clone(), f.clone(), m.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(conn, &up, faults, seed, &r, &f);
+                    let _ = serve(conn, &up, faults, seed, &r, &f, &m);
                 });
             }
         });
-        FaultProxy { endpoint, requests, faulted }
+        FaultProxy { endpoint, requests, faulted, multipart }
     }
 }
 
@@ -116,11 +119,16 @@ fn serve(
     seed: u64,
     reqs: &AtomicU64,
     faulted: &AtomicU64,
+    multipart: &AtomicU64,
 ) -> std::io::Result<()> {
     let mut out = client.try_clone()?;
     let mut r = BufReader::new(client);
     while let Some((method, head, body)) = read_request(&mut r)? {
         let n = reqs.fetch_add(1, Ordering::Relaxed);
+        let first_line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+        if method == "POST" && first_line.windows(8).any(|w| w == b"?uploads") {
+            multipart.fetch_add(1, Ordering::Relaxed);
+        }
         let eligible = f.only_method.is_none_or(|m| m == method);
         let x = if eligible { roll(seed, n) } else { 1000 };
         let mut t = 0;
@@ -160,7 +168,12 @@ fn serve(
 
 /// An S3 repository whose commands go through a fault proxy (created directly, unfaulted).
 fn env_behind_proxy(faults: Faults, seed: u64) -> (Env, FaultProxy) {
-    let mut env = Env::s3();
+    env_behind_proxy_with(faults, seed, &[])
+}
+
+/// [`env_behind_proxy`] with extra `init` arguments.
+fn env_behind_proxy_with(faults: Faults, seed: u64, init: &[&str]) -> (Env, FaultProxy) {
+    let mut env = Env::s3_with(init);
     let upstream = s3_server().endpoint.clone();
     let proxy = FaultProxy::start(&upstream, faults, seed);
     for (k, v) in env.vars.iter_mut() {
@@ -292,6 +305,21 @@ fn backup_needs_no_delete_permission() {
     env.backup(&[&src], &[]);
     std::fs::write(src.join("more"), noise(8, 50_000)).unwrap();
     env.backup(&[&src], &[]);
+    env.assert_clean();
+    env.assert_restores(&src, "out");
+}
+
+#[test]
+fn large_packs_go_to_s3_as_multipart_uploads() {
+    let faults = Faults { slow_down_503: 30, error_500: 20, ..Default::default() };
+    let (env, proxy) = env_behind_proxy_with(faults, 3, &["--pack-size", "32"]);
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), noise(61, 30 << 20)).unwrap();
+    std::fs::write(src.join("b"), noise(62, 20 << 20)).unwrap();
+    // One packer, so a pack fills up to the 32 MiB target.
+    env.backup(&[&src], &["--threads", "1"]);
+    assert!(proxy.multipart.load(Ordering::Relaxed) >= 1, "no multipart upload was started");
     env.assert_clean();
     env.assert_restores(&src, "out");
 }

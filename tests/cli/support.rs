@@ -51,6 +51,11 @@ impl Env {
 
     /// A new repository in a fresh bucket of the test S3 server.
     pub fn s3() -> Env {
+        Env::s3_with(&[])
+    }
+
+    /// [`Env::s3`] with extra `init` arguments.
+    pub fn s3_with(init: &[&str]) -> Env {
         let s3 = s3_server();
         let bucket = s3.new_bucket();
         let dir = tempfile::tempdir().expect("tempdir");
@@ -68,7 +73,9 @@ impl Env {
             repo: PathBuf::from(format!("s3://{bucket}/backups")),
             vars: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
-        e.ok(&["init", "--kdf-memory", "19", "--kdf-iterations", "2"]);
+        let mut args = vec!["init", "--kdf-memory", "19", "--kdf-iterations", "2"];
+        args.extend_from_slice(init);
+        e.ok(&args);
         e
     }
 
