@@ -79,3 +79,24 @@ fn s3_store_meets_the_contract() {
     };
     conformance(&Store::s3(&format!("s3://{bucket}/some/prefix"), &opts).unwrap(), true);
 }
+
+#[test]
+fn s3_store_behind_a_faulty_proxy_meets_the_contract() {
+    use crate::faults::{FaultProxy, Faults};
+    let s3 = s3_server();
+    let bucket = s3.new_bucket();
+    let faults =
+        Faults { slow_down_503: 80, error_500: 50, truncate: 50, put_stored_then_500: 80, ..Default::default() };
+    let proxy = FaultProxy::start(&s3.endpoint, faults, 11);
+    std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+    let opts = S3Options {
+        endpoint: Some(proxy.endpoint.clone()),
+        region: Some("us-east-1".into()),
+        allow_http: true,
+        retries: 10,
+        ..Default::default()
+    };
+    conformance(&Store::s3(&format!("s3://{bucket}/faulty"), &opts).unwrap(), true);
+    assert!(proxy.faulted.load(std::sync::atomic::Ordering::Relaxed) > 0);
+}
