@@ -13,6 +13,8 @@
 //! small tokio runtime and blocks the calling thread until it completes, so many worker
 //! threads can have requests in flight at once.
 
+mod direct;
+
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
@@ -155,6 +157,9 @@ impl LocalReads {
 /// first; only packs are this large, and their names are 256 random bits, so no other writer
 /// can be racing for the name.
 pub const MULTIPART_MIN: usize = 32 << 20;
+/// Objects at least this large are written to local disks with `O_DIRECT` (see `direct`).
+const DIRECT_MIN: usize = 1 << 20;
+
 /// Part size of multipart uploads (S3's minimum is 5 MiB).
 pub const MULTIPART_PART: usize = 8 << 20;
 
@@ -403,6 +408,15 @@ impl Store {
         }
         if multipart {
             return self.rt.block_on(self.multipart(&p, data)).map_err(|e| StorageError::from_os("write", path, e));
+        }
+        if let Some(local) = self.local.as_ref().filter(|_| data.len() >= DIRECT_MIN) {
+            match direct::put(&local.root, path, &data, !local.no_hardlinks) {
+                Ok(direct::Outcome::Written) => return Ok(()),
+                Ok(direct::Outcome::Exists) if self.get_once(path).is_ok_and(|b| b == data) => return Ok(()),
+                Ok(direct::Outcome::Exists) => return Err(StorageError::AlreadyExists { path: path.to_string() }),
+                Ok(direct::Outcome::Unsupported) => {}
+                Err(e) => return Err(StorageError::Location(path.to_string(), format!("write: {e}"))),
+            }
         }
         match self.rt.block_on(self.inner.put_opts(&p, PutPayload::from(data.clone()), opts)) {
             Ok(_) => Ok(()),

@@ -43,12 +43,15 @@ fn unchanged_backup_reads_nothing_and_adds_nothing() {
     assert_eq!(s["files_unmodified"], 4, "{s}");
     assert_eq!(s["files_new"], 0);
     assert_eq!(s["files_changed"], 0);
-    assert_eq!(s["blobs_added"], 0, "{s}");
-    assert_eq!(s["data_added"], 0, "{s}");
+    // Nothing below src is new. Only the trees of its ancestors (/tmp and the test's temp
+    // dir, whose mtimes other tests running at the same time change) may be stored again.
+    let ancestors = src.ancestors().count() as u64 - 1;
+    assert!(s["blobs_added"].as_u64().unwrap() <= ancestors, "{s}");
+    assert!(s["data_added"].as_u64().unwrap() < 10_000, "{s}");
     let after = env.repo_files();
     let new: Vec<_> = after.keys().filter(|k| !before.contains_key(*k)).collect();
-    assert_eq!(new.len(), 1, "only the snapshot manifest is new: {new:?}");
-    assert!(new[0].starts_with("snapshots"));
+    assert_eq!(new.iter().filter(|k| k.starts_with("snapshots")).count(), 1, "{new:?}");
+    assert!(new.iter().all(|k| after[*k] < 10_000), "only small objects are new: {new:?}");
     // A changed file is read again; the others are not.
     std::fs::write(src.join("small.bin"), noise(99, 10_000)).unwrap();
     let s = env.backup(&[&src], &[]);

@@ -11,7 +11,8 @@ fn s3_backup_restore_check_round_trip() {
     assert_eq!(s["files_new"], 4, "{s}");
     let again = env.backup(&[&src], &[]);
     assert_eq!(again["files_unmodified"], 4);
-    assert_eq!(again["data_added"], 0);
+    // Only ancestor trees (/tmp changes while other tests run) may be stored again.
+    assert!(again["data_added"].as_u64().unwrap() < 10_000, "{again}");
     assert_eq!(env.ok(&["snapshots", "--json"]).json().as_array().unwrap().len(), 2);
     env.assert_clean();
     env.assert_restores(&src, "out");
