@@ -202,39 +202,13 @@ fn fifos_are_not_opened_and_vanished_paths_fail_cleanly() {
 #[test]
 fn two_backups_at_once_into_one_repository_both_succeed() {
     let env = Env::new();
-    let a = env.path("a");
-    let b = env.path("b");
-    for (dir, seed) in [(&a, 0u64), (&b, 50)] {
-        std::fs::create_dir_all(dir).unwrap();
-        for i in 0..10 {
-            std::fs::write(dir.join(format!("f{i}")), noise(seed + i, 1_500_000)).unwrap();
-        }
-        // A file both trees share, stored by whichever backup gets there first (or both).
-        std::fs::write(dir.join("shared"), noise(999, 3_000_000)).unwrap();
-    }
-    let spawn = |p: &std::path::Path| env.cmd(&["backup", "--json", p.to_str().unwrap()]).output().unwrap();
-    let (ra, rb) = std::thread::scope(|s| {
-        let ha = s.spawn(|| spawn(&a));
-        let hb = s.spawn(|| spawn(&b));
-        (ha.join().unwrap(), hb.join().unwrap())
-    });
-    assert!(
-        ra.status.success() && rb.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&ra.stderr),
-        String::from_utf8_lossy(&rb.stderr)
-    );
+    let (a, b) = env.two_trees(10, 1_500_000);
+    env.backups_at_once(&a, &b, &[]);
     assert_eq!(env.assert_clean()["snapshots"], 2);
     for dir in [&a, &b] {
         let out = env.path(&format!("out-{}", dir.file_name().unwrap().to_str().unwrap()));
-        env.ok(&[
-            "restore",
-            &format!("latest:{}", dir.display()),
-            "--target",
-            out.to_str().unwrap(),
-            "--path",
-            dir.to_str().unwrap(),
-        ]);
+        let spec = format!("latest:{}", dir.display());
+        env.ok(&["restore", &spec, "--target", out.to_str().unwrap(), "--path", dir.to_str().unwrap()]);
         assert_same_tree(dir, &out);
     }
 }
@@ -345,16 +319,8 @@ fn a_repository_without_hard_links_works_end_to_end() {
     // As on an SMB/CIFS mount: forced here, detected there.
     let env = Env::uninit();
     env.ok(&["init", "--no-hardlinks", "--kdf-memory", "19", "--kdf-iterations", "2"]);
-    let src = env.path("src");
-    make_simple_tree(&src);
-    let run =
-        |p: &std::path::Path| env.cmd(&["backup", "--no-hardlinks", "--json", p.to_str().unwrap()]).output().unwrap();
-    let (a, b) = std::thread::scope(|s| {
-        let ha = s.spawn(|| run(&src));
-        let hb = s.spawn(|| run(&src));
-        (ha.join().unwrap(), hb.join().unwrap())
-    });
-    assert!(a.status.success() && b.status.success());
+    let (src, other) = env.two_trees(3, 200_000);
+    env.backups_at_once(&src, &other, &["--no-hardlinks"]);
     let r = env.ok(&["check", "--no-hardlinks", "--read-data", "--json"]).json();
     assert!(r["errors"].as_array().unwrap().is_empty(), "{r}");
     env.assert_restores(&src, "out");

@@ -24,23 +24,8 @@ fn s3_backup_restore_check_round_trip() {
 #[test]
 fn s3_two_backups_at_once() {
     let env = Env::s3();
-    let a = env.path("a");
-    let b = env.path("b");
-    for (dir, seed) in [(&a, 0u64), (&b, 50)] {
-        std::fs::create_dir_all(dir).unwrap();
-        for i in 0..6 {
-            std::fs::write(dir.join(format!("f{i}")), noise(seed + i, 1_000_000)).unwrap();
-        }
-        std::fs::write(dir.join("shared"), noise(999, 2_000_000)).unwrap();
-    }
-    let run = |p: &std::path::Path| env.cmd(&["backup", "--json", p.to_str().unwrap()]).output().unwrap();
-    let (ra, rb) = std::thread::scope(|s| {
-        let ha = s.spawn(|| run(&a));
-        let hb = s.spawn(|| run(&b));
-        (ha.join().unwrap(), hb.join().unwrap())
-    });
-    assert!(ra.status.success(), "{}", String::from_utf8_lossy(&ra.stderr));
-    assert!(rb.status.success(), "{}", String::from_utf8_lossy(&rb.stderr));
+    let (a, b) = env.two_trees(6, 1_000_000);
+    env.backups_at_once(&a, &b, &[]);
     assert_eq!(env.assert_clean()["snapshots"], 2);
 }
 

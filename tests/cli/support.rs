@@ -149,12 +149,43 @@ impl Env {
         r
     }
 
-    /// Restores the latest snapshot's copy of `src` into `out` and compares it with `src`.
+    /// Restores the latest snapshot of backup root `src` into `out` and compares the two.
     pub fn assert_restores(&self, src: &Path, out: &str) {
         let out = self.path(out);
         let spec = format!("latest:{}", src.display());
-        self.ok(&["restore", &spec, "--target", out.to_str().unwrap()]);
+        self.ok(&["restore", &spec, "--target", out.to_str().unwrap(), "--path", src.to_str().unwrap()]);
         assert_same_tree(src, &out);
+    }
+
+    /// Two trees `a` and `b` of `files` random files of `size` bytes each, plus one file of
+    /// twice that size they share (stored by whichever backup gets there first, or both).
+    pub fn two_trees(&self, files: u64, size: usize) -> (PathBuf, PathBuf) {
+        let (a, b) = (self.path("a"), self.path("b"));
+        for (dir, seed) in [(&a, 0u64), (&b, 50)] {
+            std::fs::create_dir_all(dir).unwrap();
+            for i in 0..files {
+                std::fs::write(dir.join(format!("f{i}")), noise(seed + i, size)).unwrap();
+            }
+            std::fs::write(dir.join("shared"), noise(999, 2 * size)).unwrap();
+        }
+        (a, b)
+    }
+
+    /// Backs up `a` and `b` in two processes at once; both must succeed.
+    pub fn backups_at_once(&self, a: &Path, b: &Path, extra: &[&str]) {
+        let run = |p: &Path| {
+            let mut args = vec!["backup", "--json"];
+            args.extend_from_slice(extra);
+            args.push(p.to_str().unwrap());
+            self.cmd(&args).output().unwrap()
+        };
+        let (ra, rb) = std::thread::scope(|s| {
+            let ha = s.spawn(|| run(a));
+            let hb = s.spawn(|| run(b));
+            (ha.join().unwrap(), hb.join().unwrap())
+        });
+        assert!(ra.status.success(), "{}", String::from_utf8_lossy(&ra.stderr));
+        assert!(rb.status.success(), "{}", String::from_utf8_lossy(&rb.stderr));
     }
 
     /// Paths of all pack files.
