@@ -24,6 +24,11 @@ pub struct Global {
     /// S3 region (default: AWS_REGION)
     #[arg(long, global = true)]
     pub s3_region: Option<String>,
+    /// Allow plain-HTTP S3 endpoints (default: AWS_ALLOW_HTTP); for test servers on loopback.
+    /// Credentials come only from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_SESSION_TOKEN, ...), never from arguments, which any user can read with `ps`
+    #[arg(long, global = true)]
+    pub s3_allow_http: bool,
     /// Virtual-hosted-style S3 requests; with --s3-endpoint the endpoint must then already name
     /// the bucket (https://BUCKET.s3.example.com). Default: path-style (endpoint/bucket)
     #[arg(long, global = true)]

@@ -46,7 +46,7 @@ fn store(g: &Global, create: bool) -> Result<Store> {
             region: g.s3_region.clone(),
             virtual_hosted: g.s3_virtual_hosted,
             retries: g.retries,
-            allow_http: false,
+            allow_http: g.s3_allow_http,
         };
         return Ok(Store::s3(loc, &opts)?.with_limits(g.limit_upload, g.limit_download));
     }

@@ -44,3 +44,18 @@ fn s3_missing_repository_is_exit_10() {
     ];
     assert_eq!(env.run(&["snapshots"]).code, 10);
 }
+
+#[test]
+fn s3_settings_as_options() {
+    let env = Env::s3();
+    let endpoint = s3_server().endpoint.clone();
+    let mut c =
+        env.cmd(&["snapshots", "--json", "--s3-endpoint", &endpoint, "--s3-region", "us-east-1", "--s3-allow-http"]);
+    c.env_remove("AWS_ENDPOINT_URL").env_remove("AWS_REGION").env_remove("AWS_ALLOW_HTTP");
+    let r = Env::run_cmd(c);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // Without --s3-allow-http a plain-HTTP endpoint is refused.
+    let mut c = env.cmd(&["snapshots", "--s3-endpoint", &endpoint, "--s3-region", "us-east-1"]);
+    c.env_remove("AWS_ENDPOINT_URL").env_remove("AWS_REGION").env_remove("AWS_ALLOW_HTTP");
+    assert_ne!(Env::run_cmd(c).code, 0);
+}
