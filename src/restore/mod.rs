@@ -174,7 +174,7 @@ pub fn run(
             if start.kind == NodeKind::Dir {
                 w.dir_entries(&root, &start, &sp, false);
             } else {
-                let parent = sp.rsplit_once_path();
+                let parent = parent_of(&sp);
                 w.entry(&root, start, &parent, false);
             }
             root.release(&walk_ctx);
@@ -195,17 +195,11 @@ pub fn run(
     })
 }
 
-trait ParentPath {
-    fn rsplit_once_path(&self) -> Vec<u8>;
-}
-
-impl ParentPath for Vec<u8> {
-    /// The parent directory of an absolute path (`/` for top-level names).
-    fn rsplit_once_path(&self) -> Vec<u8> {
-        match self.iter().rposition(|b| *b == b'/') {
-            Some(0) | None => b"/".to_vec(),
-            Some(i) => self[..i].to_vec(),
-        }
+/// The parent directory of an absolute path (`/` for top-level names).
+fn parent_of(path: &[u8]) -> Vec<u8> {
+    match path.iter().rposition(|b| *b == b'/') {
+        Some(0) | None => b"/".to_vec(),
+        Some(i) => path[..i].to_vec(),
     }
 }
 
