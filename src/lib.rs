@@ -5,6 +5,7 @@
 //! docs/format.md (normative) for the repository format.
 
 pub mod backup;
+pub mod catalog;
 pub mod chunker;
 pub mod cli;
 pub mod clock;
@@ -18,3 +19,4 @@ pub mod repo;
 pub mod restore;
 pub mod source;
 pub mod storage;
+pub mod timespec;

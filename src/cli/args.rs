@@ -90,6 +90,19 @@ pub enum Command {
     Check(CheckArgs),
     /// Copy snapshots into another repository (only data it lacks is transferred)
     Copy(CopyArgs),
+    /// Find files and directories by name or path in every snapshot (from the catalog)
+    Find(FindArgs),
+    /// The distinct versions of a file or directory through time (from the catalog)
+    Versions(VersionsArgs),
+    /// What changed between two snapshots: added, removed, modified, metadata-only
+    Diff(DiffArgs),
+    /// Sizes, deduplication and compression ratios, per snapshot and for the repository
+    Stats(StatsArgs),
+    /// Manage the local catalog
+    Catalog {
+        #[command(subcommand)]
+        command: CatalogCommand,
+    },
     /// Manage passwords (key files)
     Key {
         #[command(subcommand)]
@@ -167,18 +180,32 @@ pub struct FilterArgs {
     pub paths: Vec<PathBuf>,
 }
 
+/// `--as-of TIME` (docs/cli.md, "Times").
+#[derive(Args, Debug, Clone)]
+pub struct AsOfArgs {
+    /// Act on the newest snapshot at or before TIME (RFC 3339, local "YYYY-MM-DD[ HH:MM[:SS]]",
+    /// or relative: "3 days ago", "2h"), among those the filters allow
+    #[arg(long, value_name = "TIME")]
+    pub as_of: Option<String>,
+}
+
 #[derive(Args, Debug)]
 pub struct SnapshotsArgs {
     #[command(flatten)]
     pub filter: FilterArgs,
+    #[command(flatten)]
+    pub as_of: AsOfArgs,
 }
 
 #[derive(Args, Debug)]
 pub struct LsArgs {
-    /// `latest`, a snapshot id or a unique prefix of at least 8 hex digits
-    pub snapshot: String,
+    /// `latest`, a snapshot id or a unique prefix of at least 8 hex digits; with --as-of,
+    /// leave it out (the first argument is then PATH)
+    pub snapshot: Option<String>,
     /// Only this path (absolute, as backed up) and what is below it
     pub path: Option<PathBuf>,
+    #[command(flatten)]
+    pub as_of: AsOfArgs,
     /// Show mode, owner, size and mtime
     #[arg(long, short = 'l')]
     pub long: bool,
@@ -191,8 +218,10 @@ pub struct LsArgs {
 
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
-    /// SNAPSHOT or SNAPSHOT:SUBPATH
-    pub snapshot: String,
+    /// SNAPSHOT or SNAPSHOT:SUBPATH; with --as-of, the path to restore (default: everything)
+    pub snapshot: Option<String>,
+    #[command(flatten)]
+    pub as_of: AsOfArgs,
     /// Directory to restore into (created if missing)
     #[arg(long, short = 't')]
     pub target: PathBuf,
@@ -207,6 +236,60 @@ pub struct RestoreArgs {
     pub verify: bool,
     #[command(flatten)]
     pub filter: FilterArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct FindArgs {
+    /// A glob: without `/` it matches names (`*.conf`); with `/` whole paths
+    /// (`/etc/**/*.conf`; a pattern not starting with `/` matches at any depth)
+    pub pattern: String,
+    /// Only snapshots taken at or after TIME
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only snapshots taken at or before TIME
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Only snapshots of this host (repeatable: any of them)
+    #[arg(long = "host")]
+    pub hosts: Vec<String>,
+    /// Only snapshots with this tag (repeatable: all of them)
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct VersionsArgs {
+    /// The path as it is on the host: absolute (or relative to the current directory)
+    pub path: PathBuf,
+    /// Only snapshots of this host (repeatable: any of them)
+    #[arg(long = "host")]
+    pub hosts: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// The older snapshot (`latest`, an id or a prefix)
+    pub snapshot1: String,
+    /// The newer snapshot
+    pub snapshot2: String,
+    /// Compare only this path and what is below it
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// One snapshot (`latest`, an id or a prefix); default: every snapshot and the repository
+    pub snapshot: Option<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CatalogCommand {
+    /// Recreate the catalog from the repository alone
+    Rebuild,
+    /// Where the catalog is, how big, and what it holds
+    Info,
 }
 
 #[derive(Args, Debug)]

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::args::*;
 use super::exit::ExitCode;
-use super::{password, progress};
+use super::{history, password, progress};
 use crate::backup::{self, BackupOptions};
 use crate::format::keyfile::KdfParams;
 use crate::format::snapshot::Snapshot;
@@ -34,6 +34,11 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Restore(a) => restore(&g, a),
         Command::Check(a) => check(&g, a),
         Command::Copy(a) => copy(&g, a),
+        Command::Find(a) => history::find(&g, a),
+        Command::Versions(a) => history::versions(&g, a),
+        Command::Diff(a) => history::diff(&g, a),
+        Command::Stats(a) => history::stats(&g, a),
+        Command::Catalog { command } => history::catalog(&g, command),
         Command::Key { command } => key(&g, command),
     }
 }
@@ -67,7 +72,7 @@ fn password(g: &Global, confirm: bool) -> Result<zeroize::Zeroizing<Vec<u8>>> {
     )
 }
 
-fn open(g: &Global) -> Result<Repository> {
+pub(super) fn open(g: &Global) -> Result<Repository> {
     open_with_cache(g, !g.no_cache)
 }
 
@@ -90,7 +95,7 @@ fn open_with_cache(g: &Global, use_cache: bool) -> Result<Repository> {
 }
 
 /// `--cache-dir`, else `$XDG_CACHE_HOME/coffer`, else `~/.cache/coffer`.
-fn cache_base(g: &Global) -> Option<std::path::PathBuf> {
+pub(super) fn cache_base(g: &Global) -> Option<std::path::PathBuf> {
     if let Some(d) = &g.cache_dir {
         return Some(d.clone());
     }
@@ -126,7 +131,7 @@ fn kdf(a: &KdfArgs) -> KdfParams {
     KdfParams { memory_kib: a.kdf_memory.saturating_mul(1024), iterations: a.kdf_iterations, parallelism: 1 }
 }
 
-fn print_json(v: &impl serde::Serialize) -> Result<()> {
+pub(super) fn print_json(v: &impl serde::Serialize) -> Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer(&mut out, v)?;
     writeln!(out)?;
@@ -230,7 +235,7 @@ fn backup(g: &Global, a: BackupArgs) -> Result<ExitCode> {
 
 /// An absolute, lexically clean form of a path as the user typed it (`.`, `..` and trailing
 /// slashes resolved without touching the file system), to compare with recorded paths.
-fn clean_path(p: &Path) -> Vec<u8> {
+pub(super) fn clean_path(p: &Path) -> Vec<u8> {
     let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let mut clean = std::path::PathBuf::from("/");
     for c in abs.components() {
@@ -245,7 +250,7 @@ fn clean_path(p: &Path) -> Vec<u8> {
     clean.as_os_str().as_bytes().to_vec()
 }
 
-fn filter(f: &FilterArgs) -> SnapshotFilter {
+pub(super) fn filter(f: &FilterArgs) -> SnapshotFilter {
     SnapshotFilter {
         hosts: f.hosts.clone(),
         tags: f.tags.clone(),
@@ -253,7 +258,7 @@ fn filter(f: &FilterArgs) -> SnapshotFilter {
     }
 }
 
-fn time_of(s: &Snapshot) -> jiff::Zoned {
+pub(super) fn time_of(s: &Snapshot) -> jiff::Zoned {
     let ts = crate::clock::from_unix_ns(s.time_ns);
     let off = jiff::tz::Offset::from_seconds(s.utc_offset_s).unwrap_or(jiff::tz::Offset::UTC);
     ts.to_zoned(jiff::tz::TimeZone::fixed(off))
@@ -282,7 +287,10 @@ fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> serde_json::Value {
 fn snapshots(g: &Global, a: SnapshotsArgs) -> Result<ExitCode> {
     let repo = open(g)?;
     let f = filter(&a.filter);
-    let all: Vec<_> = repo.load_snapshots()?.into_iter().filter(|(_, s)| f.matches(s)).collect();
+    let all: Vec<_> = match &a.as_of.as_of {
+        Some(t) => vec![history::as_of(g, &repo, t, &f, b"/")?],
+        None => repo.load_snapshots()?.into_iter().filter(|(_, s)| f.matches(s)).collect(),
+    };
     if g.json {
         print_json(&all.iter().map(|(id, s)| snapshot_json(id, s)).collect::<Vec<_>>())?;
         return Ok(ExitCode::Ok);
@@ -324,9 +332,20 @@ fn node_json(path: &[u8], n: &Node) -> serde_json::Value {
 
 fn ls(g: &Global, a: LsArgs) -> Result<ExitCode> {
     let repo = open(g)?;
-    let (id, snap) = repo.find_snapshot(&a.snapshot, &filter(&a.filter))?;
+    let (id, snap, start_path) = match (&a.as_of.as_of, &a.snapshot, &a.path) {
+        (Some(_), Some(_), Some(_)) => bail!("with --as-of, give only PATH (the snapshot is chosen by time)"),
+        (Some(t), path, None) => {
+            let p = path.as_deref().map(|p| clean_path(Path::new(p))).unwrap_or_else(|| b"/".to_vec());
+            let (id, snap) = history::as_of(g, &repo, t, &filter(&a.filter), &p)?;
+            (id, snap, p)
+        }
+        (None, Some(spec), path) => {
+            let (id, snap) = repo.find_snapshot(spec, &filter(&a.filter))?;
+            (id, snap, path.as_ref().map(|p| p.as_os_str().as_bytes().to_vec()).unwrap_or_else(|| b"/".to_vec()))
+        }
+        _ => bail!("give a snapshot (`latest`, an id or a prefix) or --as-of TIME"),
+    };
     let index = repo.load_index()?;
-    let start_path = a.path.as_ref().map(|p| p.as_os_str().as_bytes().to_vec()).unwrap_or_else(|| b"/".to_vec());
     let start = restore::find_node(&repo, &index, &snap, &start_path)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if !g.json {
@@ -385,13 +404,24 @@ fn ls(g: &Global, a: LsArgs) -> Result<ExitCode> {
 
 fn restore(g: &Global, a: RestoreArgs) -> Result<ExitCode> {
     let repo = Arc::new(open(g)?);
-    let (spec, sub) = match a.snapshot.split_once(':') {
-        Some((s, p)) => (s.to_string(), Some(p.to_string())),
-        None => (a.snapshot.clone(), None),
+    let (id, snap, sub_bytes) = match (&a.as_of.as_of, &a.snapshot) {
+        (Some(t), path) => {
+            // `restore --as-of T /etc/nginx`: the argument is a path as it is on the host.
+            let p = path.as_deref().map(|p| clean_path(Path::new(p))).unwrap_or_else(|| b"/".to_vec());
+            let (id, snap) = history::as_of(g, &repo, t, &filter(&a.filter), &p)?;
+            (id, snap, p)
+        }
+        (None, Some(spec)) => {
+            let (spec, sub) = match spec.split_once(':') {
+                Some((s, p)) => (s.to_string(), Some(p.to_string())),
+                None => (spec.clone(), None),
+            };
+            let (id, snap) = repo.find_snapshot(&spec, &filter(&a.filter))?;
+            (id, snap, sub.as_deref().unwrap_or("/").as_bytes().to_vec())
+        }
+        (None, None) => bail!("give SNAPSHOT[:SUBPATH] or --as-of TIME [PATH]"),
     };
-    let (id, snap) = repo.find_snapshot(&spec, &filter(&a.filter))?;
     let index = Arc::new(repo.load_index()?);
-    let sub_bytes = sub.as_deref().unwrap_or("/").as_bytes().to_vec();
     let start = restore::find_node(&repo, &index, &snap, &sub_bytes)?;
     let opts = RestoreOptions {
         target: a.target.clone(),

@@ -8,6 +8,7 @@
 mod args;
 mod commands;
 mod exit;
+mod history;
 mod password;
 mod progress;
 

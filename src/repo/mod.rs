@@ -11,6 +11,7 @@ pub mod keys;
 pub mod packs;
 pub mod readahead;
 pub mod snapshots;
+pub mod stats;
 pub mod writer;
 
 use std::sync::Arc;

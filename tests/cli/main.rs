@@ -5,6 +5,7 @@
 //! check what they can when not root; CI runs as root, so there they run in full.
 
 mod backup;
+mod catalog;
 mod check;
 mod copy;
 mod corruption;

@@ -90,6 +90,9 @@ impl Env {
             .env("COFFER_PASSWORD", PASSWORD)
             .env_remove("COFFER_PASSWORD_FILE")
             .env_remove("COFFER_PASSWORD_COMMAND")
+            // The catalog and cache stay inside the scratch directory (S3 envs set their own).
+            .env("COFFER_CACHE_DIR", self.dir.path().join("cache"))
+            .env_remove("XDG_CACHE_HOME")
             .envs(self.vars.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::null());
         c

@@ -1,0 +1,141 @@
+//! Points in time as users write them (`--as-of`, `--since`, `--until`).
+//!
+//! Accepted forms (docs/cli.md, "Times"):
+//! - RFC 3339 with an offset: `2026-11-20T14:00:00Z`, `2026-11-20T14:00:00+01:00`;
+//! - local civil time: `YYYY-MM-DD`, `YYYY-MM-DD HH:MM`, `YYYY-MM-DD HH:MM:SS` (a `T` may
+//!   replace the space), read in the local time zone (`TZ`, else the system's); a time that
+//!   a DST change skips or repeats resolves as RFC 9557's "compatible" rule says (the later
+//!   offset for a gap, the earlier for a fold);
+//! - relative: one or more `<number><unit>` pairs, optionally followed by `ago`: `2h`,
+//!   `3 days ago`, `1w 2d`, `90min`. Units: s/sec/second, m/min/minute, h/hr/hour, d/day,
+//!   w/week, mo/month, y/year (plural forms too). Days, months and years are calendar units
+//!   in the local time zone, so "1 day ago" across a DST change is the same wall-clock time;
+//! - `now`, `today` and `yesterday` (local midnight).
+
+use jiff::civil;
+use jiff::tz::TimeZone;
+use jiff::{Span, Timestamp, Zoned};
+
+/// Parses `s` relative to `now`, reading civil times in `tz`.
+pub fn parse(s: &str, now: Timestamp, tz: &TimeZone) -> Result<Timestamp, String> {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let here = now.to_zoned(tz.clone());
+    match lower.as_str() {
+        "now" => return Ok(now),
+        "today" => return midnight(&here, 0),
+        "yesterday" => return midnight(&here, 1),
+        _ => {}
+    }
+    if let Ok(ts) = t.parse::<Timestamp>() {
+        return Ok(ts);
+    }
+    if let Some(civil) = parse_civil(t) {
+        return civil.to_zoned(tz.clone()).map(|z| z.timestamp()).map_err(|e| format!("{t:?}: {e}"));
+    }
+    if let Some(span) = parse_relative(&lower) {
+        return here.checked_sub(span).map(|z| z.timestamp()).map_err(|e| format!("{t:?}: {e}"));
+    }
+    Err(format!(
+        "{t:?} is not a time: give RFC 3339 (2026-11-20T14:00:00Z), local \"YYYY-MM-DD[ HH:MM[:SS]]\", \
+         or a relative time (\"3 days ago\", \"2h\")"
+    ))
+}
+
+/// [`parse`] with the clock's now and the local time zone.
+pub fn parse_local(s: &str) -> Result<Timestamp, String> {
+    parse(s, crate::clock::now(), &TimeZone::system())
+}
+
+fn midnight(here: &Zoned, days_back: i64) -> Result<Timestamp, String> {
+    let day = here.date().checked_sub(Span::new().days(days_back)).map_err(|e| e.to_string())?;
+    day.to_zoned(here.time_zone().clone()).map(|z| z.timestamp()).map_err(|e| e.to_string())
+}
+
+fn parse_civil(t: &str) -> Option<civil::DateTime> {
+    let b = t.as_bytes();
+    let shape_ok = b.len() >= 10 && b[4] == b'-' && b[7] == b'-' && b[..4].iter().all(u8::is_ascii_digit);
+    if !shape_ok {
+        return None;
+    }
+    if b.len() == 10 {
+        return t.parse::<civil::Date>().ok().map(|d| d.to_datetime(civil::Time::midnight()));
+    }
+    if !matches!(b[10], b' ' | b'T' | b't') {
+        return None;
+    }
+    let date: civil::Date = t[..10].parse().ok()?;
+    let time: civil::Time = t[11..].trim().parse().ok()?;
+    Some(date.to_datetime(time))
+}
+
+fn parse_relative(s: &str) -> Option<Span> {
+    let s = s.strip_suffix("ago").unwrap_or(s).trim();
+    if s.is_empty() {
+        return None;
+    }
+    let mut span = Span::new();
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let n: i64 = rest[..digits].parse().ok()?;
+        rest = rest[digits..].trim_start();
+        let letters = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
+        let unit = &rest[..letters];
+        rest = rest[letters..].trim_start_matches([' ', ',']);
+        span = add_unit(span, n, unit)?;
+    }
+    Some(span)
+}
+
+fn add_unit(span: Span, n: i64, unit: &str) -> Option<Span> {
+    let r = match unit {
+        "s" | "sec" | "secs" | "second" | "seconds" => span.try_seconds(n),
+        "m" | "min" | "mins" | "minute" | "minutes" => span.try_minutes(n),
+        "h" | "hr" | "hrs" | "hour" | "hours" => span.try_hours(n),
+        "d" | "day" | "days" => span.try_days(n),
+        "w" | "week" | "weeks" => span.try_weeks(n),
+        "mo" | "month" | "months" => span.try_months(n),
+        "y" | "year" | "years" => span.try_years(n),
+        _ => return None,
+    };
+    r.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ny() -> TimeZone {
+        TimeZone::get("America/New_York").unwrap()
+    }
+
+    #[test]
+    fn forms() {
+        let now: Timestamp = "2026-11-27T12:00:00Z".parse().unwrap();
+        let p = |s: &str| parse(s, now, &ny()).unwrap().to_string();
+        assert_eq!(p("2026-11-20T14:00:00Z"), "2026-11-20T14:00:00Z");
+        assert_eq!(p("2026-11-20T14:00:00+01:00"), "2026-11-20T13:00:00Z");
+        // New York is UTC-5 in November, UTC-4 in July.
+        assert_eq!(p("2026-11-20 14:00"), "2026-11-20T19:00:00Z");
+        assert_eq!(p("2026-07-01 14:00:30"), "2026-07-01T18:00:30Z");
+        assert_eq!(p("2026-11-20"), "2026-11-20T05:00:00Z");
+        assert_eq!(p("2h"), "2026-11-27T10:00:00Z");
+        assert_eq!(p("3 days ago"), "2026-11-24T12:00:00Z");
+        assert_eq!(p("1w 2d"), "2026-11-18T12:00:00Z");
+        assert_eq!(p("90min ago"), "2026-11-27T10:30:00Z");
+        assert_eq!(p("yesterday"), "2026-11-26T05:00:00Z");
+        assert_eq!(p("now"), "2026-11-27T12:00:00Z");
+        for bad in ["", "tomorrowish", "3 fortnights", "2026-13-01", "12:00", "ago"] {
+            assert!(parse(bad, now, &ny()).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn days_are_calendar_days_across_dst() {
+        // DST ended in New York on 2026-11-01: 24 wall-clock hours back is 25 real hours.
+        let now: Timestamp = "2026-11-01T17:00:00Z".parse().unwrap(); // 12:00 EST
+        assert_eq!(parse("1 day ago", now, &ny()).unwrap().to_string(), "2026-10-31T16:00:00Z"); // 12:00 EDT
+        assert_eq!(parse("24h", now, &ny()).unwrap().to_string(), "2026-10-31T17:00:00Z");
+    }
+}
