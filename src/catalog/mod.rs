@@ -7,13 +7,17 @@
 //! always safe to delete. docs/catalog.md describes the schema.
 //!
 //! Sharing: a tree blob is indexed once, however many snapshots contain it, and a node (one
-//! directory entry with its metadata) once, however many trees contain it; a tree is a set
-//! of rows `entries(tid, nid)`. A new snapshot therefore adds rows only for the directories
-//! that changed, so the catalog grows with what changed, not with snapshots x files.
+//! directory entry with its metadata) once, however many trees contain it. A tree's members
+//! are rows `entries(tid, nid)`; a changed directory is usually stored as a *delta* against
+//! its previous version (the same path in the snapshot's parent): the rows it adds and the
+//! rows it removes (docs/catalog.md, "Deltas"). A new snapshot therefore adds rows only for
+//! what changed, so the catalog grows with change, not with snapshots x files.
 //!
-//! Trust: the catalog is never trusted blindly. On open it checks its schema version, the
-//! repository id it was built for, and SQLite's `quick_check`; anything wrong (or any
-//! "database is malformed" error later) makes the caller rebuild it from the repository.
+//! Trust: the catalog is never trusted blindly. On open it checks its schema version and the
+//! repository id it was built for; SQLite checks each page's structure as it reads it, and
+//! any "malformed" or "not a database" error makes the caller rebuild the catalog from the
+//! repository. `catalog info` runs SQLite's full `quick_check` (which reads the whole file,
+//! about 5 ms per MB, too slow for every lookup).
 //! Several processes may use one catalog at once: WAL mode, a busy timeout, and writes in
 //! short `IMMEDIATE` transactions that re-check what another process may have added.
 
@@ -85,7 +89,14 @@ CREATE TABLE snapshots(
 );
 CREATE INDEX snapshots_time ON snapshots(time_ns);
 CREATE INDEX snapshots_root ON snapshots(root);
-CREATE TABLE trees(tid INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE);
+CREATE TABLE trees(
+    tid INTEGER PRIMARY KEY,
+    id BLOB NOT NULL UNIQUE,
+    base INTEGER,
+    depth INTEGER NOT NULL,
+    chain_rows INTEGER NOT NULL
+);
+CREATE INDEX trees_base ON trees(base) WHERE base IS NOT NULL;
 CREATE TABLE names(name_id INTEGER PRIMARY KEY, name BLOB NOT NULL UNIQUE);
 CREATE TABLE nodes(
     nid INTEGER PRIMARY KEY,
@@ -102,8 +113,13 @@ CREATE TABLE nodes(
 );
 CREATE INDEX nodes_name ON nodes(name_id);
 CREATE INDEX nodes_subtree ON nodes(subtree) WHERE subtree IS NOT NULL;
-CREATE TABLE entries(tid INTEGER NOT NULL, nid INTEGER NOT NULL, PRIMARY KEY(tid, nid)) WITHOUT ROWID;
-CREATE INDEX entries_nid ON entries(nid, tid);
+CREATE TABLE entries(
+    tid INTEGER NOT NULL,
+    nid INTEGER NOT NULL,
+    removed INTEGER NOT NULL,
+    PRIMARY KEY(tid, nid)
+) WITHOUT ROWID;
+CREATE INDEX entries_nid ON entries(nid, tid) WHERE removed = 0;
 ";
 
 impl Catalog {
@@ -174,10 +190,6 @@ impl Catalog {
         if version != SCHEMA_VERSION {
             return Err(self.unusable(format!("schema version {version}, this coffer uses {SCHEMA_VERSION}")));
         }
-        let check: String = self.conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0)).map_err(|e| self.wrap(e))?;
-        if check != "ok" {
-            return Err(self.unusable(format!("integrity check failed: {check}")));
-        }
         let stored: Option<Vec<u8>> = self
             .conn
             .query_row("SELECT value FROM meta WHERE key = 'repo_id'", [], |r| r.get(0))
@@ -215,6 +227,15 @@ impl Catalog {
         )?;
         tx.commit()?;
         self.conn.execute_batch("VACUUM")?;
+        Ok(())
+    }
+
+    /// SQLite's `quick_check` of the whole file: an error naming the damage, if any.
+    pub fn verify(&self) -> Result<()> {
+        let check: String = self.conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0)).map_err(|e| self.wrap(e))?;
+        if check != "ok" {
+            return Err(self.unusable(format!("integrity check failed: {check}")));
+        }
         Ok(())
     }
 

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use rusqlite::{params, OptionalExtension, Row};
+use rusqlite::{OptionalExtension, Row};
 
 use super::sync::decode_manifest;
 use super::{Catalog, CatalogError, Result};
@@ -219,10 +219,25 @@ impl Catalog {
         Ok(v)
     }
 
+    /// The trees that hold node `nid`: those that add it (in full or as a delta), and the
+    /// trees built on those (down their delta chains) until one removes it.
     fn trees_holding(&self, nid: i64) -> Result<Vec<i64>> {
-        let mut st = self.conn.prepare_cached("SELECT tid FROM entries WHERE nid = ?1")?;
-        let v = st.query_map([nid], |r| r.get(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(v)
+        let mut direct = self.conn.prepare_cached("SELECT tid FROM entries WHERE nid = ?1 AND removed = 0")?;
+        let mut stack = direct.query_map([nid], |r| r.get(0))?.collect::<rusqlite::Result<Vec<i64>>>()?;
+        let mut derived = self.conn.prepare_cached(
+            "SELECT t.tid FROM trees t WHERE t.base = ?1
+             AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.tid = t.tid AND e.nid = ?2 AND e.removed = 1)",
+        )?;
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        while let Some(t) = stack.pop() {
+            if !seen.insert(t) {
+                continue;
+            }
+            out.push(t);
+            stack.extend(derived.query_map([t, nid], |r| r.get::<_, i64>(0))?.collect::<rusqlite::Result<Vec<_>>>()?);
+        }
+        Ok(out)
     }
 
     /// Directory nodes whose subtree is `tid`, with their names.
@@ -273,22 +288,18 @@ impl Catalog {
 
     /// The entries of tree `tid`, sorted by name.
     pub fn children(&self, tid: i64) -> Result<Vec<NodeInfo>> {
-        let sql = format!(
-            "SELECT {NODE_COLS} FROM entries e JOIN nodes n ON n.nid = e.nid JOIN names m ON m.name_id = n.name_id
-             WHERE e.tid = ?1"
-        );
+        let sql = format!("SELECT {NODE_COLS} FROM nodes n JOIN names m ON m.name_id = n.name_id WHERE n.nid = ?1");
         let mut st = self.conn.prepare_cached(&sql)?;
-        let mut v = st.query_map([tid], node_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut v = Vec::new();
+        for nid in super::sync::members(&self.conn, tid)? {
+            v.push(st.query_row([nid], node_row)?);
+        }
         v.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(v)
     }
 
     fn child(&self, tid: i64, name: &[u8]) -> Result<Option<NodeInfo>> {
-        let sql = format!(
-            "SELECT {NODE_COLS} FROM entries e JOIN nodes n ON n.nid = e.nid JOIN names m ON m.name_id = n.name_id
-             WHERE e.tid = ?1 AND m.name = ?2"
-        );
-        Ok(self.conn.prepare_cached(&sql)?.query_row(params![tid, name], node_row).optional()?)
+        Ok(self.children(tid)?.into_iter().find(|n| n.name == name))
     }
 
     /// The node at `path` in snapshot `s` (the root directory for `/`).

@@ -10,10 +10,18 @@
 //!    before their parent (post-order, with an explicit stack: trees may be thousands of
 //!    levels deep), and each snapshot is one transaction, so a killed sync leaves nothing
 //!    half-done and another process sees the snapshot either fully indexed or not at all.
+//!
+//! Deltas: alongside the walk of the new snapshot goes a walk of its *reference* (its
+//! parent snapshot, else the newest indexed one of the same host before it): each new tree
+//! gets as its base the tree at the same path in the reference, and is stored as the rows
+//! it adds to and removes from the base's members, unless the chain of deltas would grow
+//! past [`MAX_DEPTH`] or its rows past half the tree's size (plus [`SLACK_ROWS`]), in which
+//! case the tree is stored in full. Reading a tree's members costs at most one query per
+//! link of its chain and about 1.5 times its size in rows.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{Catalog, CatalogError, Result};
 use crate::format::snapshot::Snapshot;
@@ -21,6 +29,12 @@ use crate::format::tree::{Node, NodeKind};
 use crate::id::SnapshotId;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Longest chain of deltas before a tree is stored in full.
+pub const MAX_DEPTH: i64 = 64;
+/// Delta rows a chain may hold beyond half its tree's size (so small directories that
+/// change often do not get stored in full every few days).
+pub const SLACK_ROWS: i64 = 16;
 
 /// Where the catalog's facts come from: the repository (implemented above this layer).
 pub trait Source {
@@ -114,7 +128,8 @@ impl Catalog {
             let done: Option<i64> =
                 tx.query_row("SELECT root FROM snapshots WHERE sid = ?1", [sid], |r| r.get(0)).optional()?.flatten();
             if done.is_none() {
-                let root = index_tree(&tx, src, &snap.tree, stats)?;
+                let base = reference_root(&tx, &snap)?;
+                let root = index_tree(&tx, src, &snap.tree, base, stats)?;
                 tx.execute("UPDATE snapshots SET root = ?1 WHERE sid = ?2", [root, sid])?;
                 stats.snapshots_indexed += 1;
             }
@@ -124,18 +139,71 @@ impl Catalog {
     }
 }
 
+/// The root tid of the snapshot a new one is best stored as deltas against: its parent if
+/// indexed, else the newest indexed snapshot of the same host taken before it.
+fn reference_root(tx: &Transaction, snap: &Snapshot) -> Result<Option<i64>> {
+    if let Some(parent) = &snap.parent {
+        let root: Option<i64> = tx
+            .query_row("SELECT root FROM snapshots WHERE id = ?1", [&parent[..]], |r| r.get(0))
+            .optional()?
+            .flatten();
+        if root.is_some() {
+            return Ok(root);
+        }
+    }
+    Ok(tx
+        .query_row(
+            "SELECT root FROM snapshots WHERE host = ?1 AND time_ns <= ?2 AND root IS NOT NULL
+             ORDER BY time_ns DESC LIMIT 1",
+            params![snap.host, snap.time_ns],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// The members (nids) of tree `tid`: its base's members (recursively), less the rows it
+/// removes, plus the rows it adds.
+pub(super) fn members(conn: &Connection, tid: i64) -> Result<Vec<i64>> {
+    let mut chain = vec![tid];
+    let mut get_base = conn.prepare_cached("SELECT base FROM trees WHERE tid = ?1")?;
+    while let Some(base) = get_base.query_row([chain[chain.len() - 1]], |r| r.get::<_, Option<i64>>(0))? {
+        chain.push(base);
+        if chain.len() as i64 > MAX_DEPTH + 1 {
+            return Err(CatalogError::Unusable { path: "catalog".into(), reason: "a delta chain is too long".into() });
+        }
+    }
+    let mut set: HashSet<i64> = HashSet::new();
+    let mut rows = conn.prepare_cached("SELECT nid, removed FROM entries WHERE tid = ?1")?;
+    for t in chain.iter().rev() {
+        let mut q = rows.query([t])?;
+        while let Some(r) = q.next()? {
+            let (nid, removed): (i64, bool) = (r.get(0)?, r.get(1)?);
+            if removed {
+                set.remove(&nid);
+            } else {
+                set.insert(nid);
+            }
+        }
+    }
+    Ok(set.into_iter().collect())
+}
+
 pub(super) fn decode_manifest(b: &[u8]) -> Result<Snapshot> {
     Snapshot::decode(b)
         .map_err(|e| CatalogError::Unusable { path: "catalog".into(), reason: format!("bad manifest: {e}") })
 }
 
-/// Deletes what no remaining snapshot reaches.
+/// Deletes what no remaining snapshot reaches. A tree's bases are kept with it, and the
+/// subtrees of every row of it and its bases count as reached (also those a delta removes:
+/// keeping a little too much is harmless, dropping a base is not).
 fn collect_garbage(tx: &Transaction) -> Result<()> {
     tx.execute_batch(
         "CREATE TEMP TABLE IF NOT EXISTS live(tid INTEGER PRIMARY KEY);
          DELETE FROM temp.live;
          INSERT INTO temp.live WITH RECURSIVE r(tid) AS (
              SELECT root FROM snapshots WHERE root IS NOT NULL
+             UNION
+             SELECT t.base FROM r JOIN trees t ON t.tid = r.tid WHERE t.base IS NOT NULL
              UNION
              SELECT n.subtree FROM r JOIN entries e ON e.tid = r.tid JOIN nodes n ON n.nid = e.nid
              WHERE n.subtree IS NOT NULL
@@ -149,19 +217,52 @@ fn collect_garbage(tx: &Transaction) -> Result<()> {
     Ok(())
 }
 
-/// One directory being indexed: its nodes, and the tids of the subtrees found so far.
+/// The tree a new one is stored against: its tid, chain, and members by name.
+struct Base {
+    tid: i64,
+    depth: i64,
+    chain_rows: i64,
+    /// name -> (nid, subtree tid)
+    members: HashMap<Vec<u8>, (i64, Option<i64>)>,
+}
+
+impl Base {
+    fn load(tx: &Transaction, tid: i64) -> Result<Base> {
+        let (depth, chain_rows): (i64, i64) =
+            tx.query_row("SELECT depth, chain_rows FROM trees WHERE tid = ?1", [tid], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let mut by_name = HashMap::new();
+        let mut q = tx.prepare_cached(
+            "SELECT m.name, n.subtree FROM nodes n JOIN names m ON m.name_id = n.name_id WHERE n.nid = ?1",
+        )?;
+        for nid in members(tx, tid)? {
+            let (name, sub): (Vec<u8>, Option<i64>) = q.query_row([nid], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            by_name.insert(name, (nid, sub));
+        }
+        Ok(Base { tid, depth, chain_rows, members: by_name })
+    }
+}
+
+/// One directory being indexed: its nodes, the tids of the subtrees found so far, and the
+/// tree at the same path in the reference snapshot.
 struct Frame {
     id: [u8; 32],
     nodes: Vec<Node>,
     next: usize,
     subtids: Vec<Option<i64>>,
+    base: Option<Base>,
 }
 
 impl Frame {
-    fn load(src: &dyn Source, id: &[u8; 32]) -> Result<Frame> {
+    fn load(tx: &Transaction, src: &dyn Source, id: &[u8; 32], base: Option<i64>) -> Result<Frame> {
         let nodes = src.tree(id).map_err(CatalogError::Source)?;
         let n = nodes.len();
-        Ok(Frame { id: *id, nodes, next: 0, subtids: vec![None; n] })
+        let base = base.map(|b| Base::load(tx, b)).transpose()?;
+        Ok(Frame { id: *id, nodes, next: 0, subtids: vec![None; n], base })
+    }
+
+    /// The base of child directory `name`: the subtree of the base's member of that name.
+    fn child_base(&self, name: &[u8]) -> Option<i64> {
+        self.base.as_ref().and_then(|b| b.members.get(name)).and_then(|(_, sub)| *sub)
     }
 }
 
@@ -169,12 +270,19 @@ fn tree_tid(tx: &Transaction, id: &[u8; 32]) -> Result<Option<i64>> {
     Ok(tx.prepare_cached("SELECT tid FROM trees WHERE id = ?1")?.query_row([&id[..]], |r| r.get(0)).optional()?)
 }
 
-/// Indexes tree `root` and everything below it the catalog lacks; returns its tid.
-fn index_tree(tx: &Transaction, src: &dyn Source, root: &[u8; 32], stats: &mut SyncStats) -> Result<i64> {
+/// Indexes tree `root` and everything below it the catalog lacks, as deltas against the
+/// trees at the same paths below `base` where that pays; returns its tid.
+fn index_tree(
+    tx: &Transaction,
+    src: &dyn Source,
+    root: &[u8; 32],
+    base: Option<i64>,
+    stats: &mut SyncStats,
+) -> Result<i64> {
     if let Some(tid) = tree_tid(tx, root)? {
         return Ok(tid);
     }
-    let mut stack = vec![Frame::load(src, root)?];
+    let mut stack = vec![Frame::load(tx, src, root, base)?];
     'outer: loop {
         let top = stack.last_mut().expect("the stack holds the frame being worked on");
         while top.next < top.nodes.len() {
@@ -183,7 +291,8 @@ fn index_tree(tx: &Transaction, src: &dyn Source, root: &[u8; 32], stats: &mut S
                 match tree_tid(tx, &sub)? {
                     Some(tid) => top.subtids[top.next] = Some(tid),
                     None => {
-                        let frame = Frame::load(src, &sub)?;
+                        let child_base = top.child_base(&node.name);
+                        let frame = Frame::load(tx, src, &sub, child_base)?;
                         stack.push(frame);
                         continue 'outer;
                     }
@@ -203,13 +312,31 @@ fn index_tree(tx: &Transaction, src: &dyn Source, root: &[u8; 32], stats: &mut S
     }
 }
 
+/// Stores a tree: as a delta against its base when the chain stays short, else in full.
 fn insert_tree(tx: &Transaction, f: &Frame, stats: &mut SyncStats) -> Result<i64> {
-    tx.prepare_cached("INSERT INTO trees(id) VALUES (?1)")?.execute([&f.id[..]])?;
-    let tid = tx.last_insert_rowid();
-    let mut add = tx.prepare_cached("INSERT OR IGNORE INTO entries(tid, nid) VALUES (?1, ?2)")?;
+    let mut nids = Vec::with_capacity(f.nodes.len());
     for (node, sub) in f.nodes.iter().zip(&f.subtids) {
-        let nid = node_id(tx, node, *sub, stats)?;
-        add.execute([tid, nid])?;
+        nids.push(node_id(tx, node, *sub, stats)?);
+    }
+    let mut rows: Vec<(i64, bool)> = nids.iter().map(|n| (*n, false)).collect();
+    let (mut base, mut depth, mut chain_rows) = (None, 0, 0);
+    if let Some(b) = &f.base {
+        let mine: HashSet<i64> = nids.iter().copied().collect();
+        let theirs: HashSet<i64> = b.members.values().map(|(n, _)| *n).collect();
+        let mut delta: Vec<(i64, bool)> = mine.difference(&theirs).map(|n| (*n, false)).collect();
+        delta.extend(theirs.difference(&mine).map(|n| (*n, true)));
+        let total = b.chain_rows + delta.len() as i64;
+        if b.depth < MAX_DEPTH && total <= nids.len() as i64 / 2 + SLACK_ROWS {
+            (base, depth, chain_rows) = (Some(b.tid), b.depth + 1, total);
+            rows = delta;
+        }
+    }
+    tx.prepare_cached("INSERT INTO trees(id, base, depth, chain_rows) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![&f.id[..], base, depth, chain_rows])?;
+    let tid = tx.last_insert_rowid();
+    let mut add = tx.prepare_cached("INSERT OR IGNORE INTO entries(tid, nid, removed) VALUES (?1, ?2, ?3)")?;
+    for (nid, removed) in rows {
+        add.execute(params![tid, nid, removed])?;
     }
     stats.trees_indexed += 1;
     Ok(tid)

@@ -100,6 +100,9 @@ fn unchanged_directories_are_indexed_once() {
     assert_eq!(*f.reads.borrow(), 2);
     assert_eq!((s.snapshots_added, s.trees_indexed, s.nodes_added), (1, 2, 2));
     assert!(nodes_first > 50);
+    // Stored as deltas: the new /etc removes one row and adds one, the new root likewise.
+    let info: HashMap<_, _> = cat.info().unwrap().into_iter().collect();
+    assert_eq!(info["entries"], (1 + 3 + 1 + 50) + 2 + 2);
     // Nothing new: nothing read.
     *f.reads.borrow_mut() = 0;
     assert_eq!(cat.sync(&f, true).unwrap(), SyncStats::default());
@@ -156,7 +159,9 @@ fn forgotten_snapshots_are_dropped_with_what_only_they_reached() {
     let s = cat.sync(&f, true).unwrap();
     assert_eq!(s.snapshots_removed, 1);
     let info: HashMap<_, _> = cat.info().unwrap().into_iter().collect();
-    assert_eq!(info["trees"], 4);
+    // The second snapshot's root and /etc are deltas against the first's: those stay, as
+    // bases; nothing else of the first snapshot does.
+    assert_eq!(info["trees"], 6);
     assert!(cat.find(&FindFilter::default(), &|n| n == b"a.conf", &all).unwrap().len() == 1);
 }
 

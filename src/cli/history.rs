@@ -205,7 +205,9 @@ pub fn find(g: &Global, a: FindArgs) -> Result<ExitCode> {
 pub fn versions(g: &Global, a: VersionsArgs) -> Result<ExitCode> {
     let path = clean_path(&a.path);
     let repo = open(g)?;
+    let watch = crate::clock::stopwatch();
     let vs = with_catalog(g, &repo, true, |c| c.versions(&path, &a.hosts))?;
+    let ms = watch.elapsed().as_secs_f64() * 1e3;
     if vs.is_empty() {
         bail!("no snapshot holds {}", lossy(&path));
     }
@@ -260,6 +262,9 @@ pub fn versions(g: &Global, a: VersionsArgs) -> Result<ExitCode> {
         }
     }
     out.flush()?;
+    if !g.json {
+        eprintln!("{} versions ({ms:.0} ms)", vs.len());
+    }
     Ok(ExitCode::Ok)
 }
 
@@ -480,7 +485,7 @@ pub fn catalog(g: &Global, cmd: CatalogCommand) -> Result<ExitCode> {
     let src = RepoSource { repo: &repo, index: OnceCell::new() };
     let id = repo.id().0;
     let watch = crate::clock::stopwatch();
-    let (mut cat, synced) = match (&cmd, &path) {
+    let (cat, synced) = match (&cmd, &path) {
         (CatalogCommand::Rebuild, Some(p)) => {
             let (mut cat, _) = Catalog::open_or_rebuild(p, &id)?;
             cat.clear()?;
@@ -503,7 +508,11 @@ pub fn catalog(g: &Global, cmd: CatalogCommand) -> Result<ExitCode> {
     };
     let secs = watch.elapsed().as_secs_f64();
     let info = cat.info()?;
-    let _ = &mut cat;
+    let watch = crate::clock::stopwatch();
+    cat.verify()?;
+    let verify_secs = watch.elapsed().as_secs_f64();
+    // Closing the last connection folds the write-ahead log into the file.
+    drop(cat);
     let file_bytes = path.as_ref().map(|p| catalog_bytes(p)).unwrap_or(0);
     if g.json {
         let mut doc = json!({
@@ -511,6 +520,8 @@ pub fn catalog(g: &Global, cmd: CatalogCommand) -> Result<ExitCode> {
             "file_bytes": file_bytes,
             "sync": synced,
             "duration": secs,
+            "integrity": "ok",
+            "verify_duration": verify_secs,
         });
         for (k, v) in &info {
             doc[k.as_str()] = json!(v);
@@ -522,7 +533,7 @@ pub fn catalog(g: &Global, cmd: CatalogCommand) -> Result<ExitCode> {
             None => eprintln!("catalog: in memory (--no-cache)"),
         }
         let rows: Vec<String> = info.iter().filter(|(k, _)| k != "bytes").map(|(k, v)| format!("{v} {k}")).collect();
-        eprintln!("holds {}", rows.join(", "));
+        eprintln!("holds {}; integrity check ok ({verify_secs:.2}s)", rows.join(", "));
         eprintln!(
             "synced in {secs:.2}s: {} snapshots added, {} removed, {} indexed ({} trees, {} nodes)",
             synced.snapshots_added,
