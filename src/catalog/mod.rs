@@ -21,6 +21,8 @@
 //! Several processes may use one catalog at once: WAL mode, a busy timeout, and writes in
 //! short `IMMEDIATE` transactions that re-check what another process may have added.
 
+mod diff;
+mod index;
 mod query;
 mod sync;
 
@@ -29,7 +31,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-pub use query::{DiffEntry, DiffKind, FindFilter, FindHit, NodeInfo, SnapRow, Version, VersionChange};
+pub use diff::{DiffEntry, DiffKind};
+pub use query::{covers, FindFilter, FindHit, NodeInfo, SnapRow, Version, VersionChange};
 pub use sync::{BoxError, Source, SyncStats};
 
 /// The schema this code writes; any other version is rebuilt (docs/catalog.md).
@@ -57,14 +60,29 @@ pub enum CatalogError {
 
 impl CatalogError {
     /// Whether the error means the database file itself is damaged (so: rebuild it).
+    /// Rows that should be there and are not, or hold values of the wrong type, mean the
+    /// same: readers work inside one transaction, so no concurrent change can cause them.
     pub fn is_corrupt(&self) -> bool {
         match self {
             CatalogError::Unusable { .. } => true,
-            CatalogError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
-                matches!(e.code, rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
-            }
+            CatalogError::Sqlite(e) => sqlite_corrupt(e),
             _ => false,
         }
+    }
+}
+
+/// Whether SQLite's error means a damaged file (or rows a sound catalog cannot have).
+fn sqlite_corrupt(e: &rusqlite::Error) -> bool {
+    use rusqlite::Error as E;
+    match e {
+        E::SqliteFailure(f, _) => {
+            matches!(f.code, rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+        }
+        E::QueryReturnedNoRows
+        | E::IntegralValueOutOfRange(..)
+        | E::InvalidColumnType(..)
+        | E::FromSqlConversionFailure(..) => true,
+        _ => false,
     }
 }
 
@@ -80,7 +98,7 @@ pub struct Catalog {
 const SCHEMA: &str = "
 CREATE TABLE meta(key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE snapshots(
-    sid INTEGER PRIMARY KEY,
+    sid INTEGER PRIMARY KEY AUTOINCREMENT,
     id BLOB NOT NULL UNIQUE,
     time_ns INTEGER NOT NULL,
     host TEXT NOT NULL,
@@ -90,16 +108,16 @@ CREATE TABLE snapshots(
 CREATE INDEX snapshots_time ON snapshots(time_ns);
 CREATE INDEX snapshots_root ON snapshots(root);
 CREATE TABLE trees(
-    tid INTEGER PRIMARY KEY,
+    tid INTEGER PRIMARY KEY AUTOINCREMENT,
     id BLOB NOT NULL UNIQUE,
     base INTEGER,
     depth INTEGER NOT NULL,
     chain_rows INTEGER NOT NULL
 );
 CREATE INDEX trees_base ON trees(base) WHERE base IS NOT NULL;
-CREATE TABLE names(name_id INTEGER PRIMARY KEY, name BLOB NOT NULL UNIQUE);
+CREATE TABLE names(name_id INTEGER PRIMARY KEY AUTOINCREMENT, name BLOB NOT NULL UNIQUE);
 CREATE TABLE nodes(
-    nid INTEGER PRIMARY KEY,
+    nid INTEGER PRIMARY KEY AUTOINCREMENT,
     key BLOB NOT NULL UNIQUE,
     name_id INTEGER NOT NULL,
     kind INTEGER NOT NULL,
@@ -119,7 +137,7 @@ CREATE TABLE entries(
     removed INTEGER NOT NULL,
     PRIMARY KEY(tid, nid)
 ) WITHOUT ROWID;
-CREATE INDEX entries_nid ON entries(nid, tid) WHERE removed = 0;
+CREATE INDEX entries_nid ON entries(nid, removed, tid);
 ";
 
 impl Catalog {
@@ -201,22 +219,54 @@ impl Catalog {
         Ok(())
     }
 
-    /// Errors while validating all mean "unusable", whatever SQLite called them.
+    /// A damaged file is "unusable" (rebuild it); other errors (busy, I/O, a full disk) are
+    /// passed on as they are: the file may be fine, and another process may be using it.
     fn wrap(&self, e: rusqlite::Error) -> CatalogError {
-        self.unusable(e.to_string())
+        if sqlite_corrupt(&e) {
+            self.unusable(e.to_string())
+        } else {
+            CatalogError::Sqlite(e)
+        }
     }
 
     fn create_schema(&self, repo_id: &[u8; 32]) -> Result<()> {
-        let tx = self.conn.unchecked_transaction()?;
-        // Another process may have created it between our check and our lock.
-        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if version == 0 {
-            tx.execute_batch(SCHEMA)?;
-            tx.execute("INSERT INTO meta(key, value) VALUES ('repo_id', ?1)", [&repo_id[..]])?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        // IMMEDIATE: take the write lock (waiting for it) before looking, since another
+        // process may be creating the schema at this moment.
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let res = self.create_schema_locked(repo_id);
+        let end = if res.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        self.conn.execute_batch(end)?;
+        match res {
+            // Created by another process meanwhile: check it like any other.
+            Ok(false) => self.validate(repo_id),
+            Ok(true) => Ok(()),
+            Err(e) => Err(e),
         }
+    }
+
+    /// Creates the schema unless another process did; says whether this one did.
+    fn create_schema_locked(&self, repo_id: &[u8; 32]) -> Result<bool> {
+        let version: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version != 0 {
+            return Ok(false);
+        }
+        let objects: i64 = self.conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+        if objects != 0 {
+            return Err(self.unusable("it is some other SQLite database"));
+        }
+        self.conn.execute_batch(SCHEMA)?;
+        self.conn.execute("INSERT INTO meta(key, value) VALUES ('repo_id', ?1)", [&repo_id[..]])?;
+        self.conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        Ok(true)
+    }
+
+    /// Runs `f` in one read transaction, so it sees one state of the catalog however many
+    /// statements it runs while other processes sync.
+    pub fn read<T>(&self, f: impl FnOnce(&Catalog) -> Result<T>) -> Result<T> {
+        let tx = self.conn.unchecked_transaction()?;
+        let v = f(self)?;
         tx.commit()?;
-        Ok(())
+        Ok(v)
     }
 
     /// Empties the catalog (for `catalog rebuild`): the next sync refills it.

@@ -1,22 +1,22 @@
-//! Questions the catalog answers: `find`, `versions`, `diff`, and the snapshot list behind
-//! `--as-of`.
+//! Questions the catalog answers: `find`, `versions`, and the snapshot list behind
+//! `--as-of` (`diff` is in `diff.rs`).
 //!
 //! `find` and `versions` work bottom-up: they look up the *names* that match (one table of
 //! distinct names, small however many snapshots there are), then the nodes with those names,
 //! then climb from each node to the trees that contain it, to the directory nodes that hold
-//! those trees, and so on up to the snapshots whose root is reached. The paths a tree is
-//! found at are remembered per tree, so a tree shared by thirty snapshots is climbed once.
-//! The work grows with the number of matches, not with the size of the snapshots.
-//! `versions` climbs only along the path asked for, so it touches a few rows per snapshot.
-//!
-//! `diff` works top-down from the two snapshots' roots, skipping every subtree the two have
-//! in common (the same tree id), so it reads only what changed.
+//! those trees, and so on up to the snapshots whose root is reached. The places a tree is
+//! found at are remembered per tree, so a tree shared by thirty snapshots is climbed once;
+//! places are linked lists of names (a path's bytes are built only for hits), so memory
+//! stays proportional to the places, whatever the depth. The work grows with the number of
+//! matches, not with the size of the snapshots. `versions` climbs only along the path asked
+//! for, so it touches a few rows per snapshot.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use rusqlite::{OptionalExtension, Row};
 
+use super::index::{holds, member_rows};
 use super::sync::decode_manifest;
 use super::{Catalog, CatalogError, Result};
 use crate::format::snapshot::Snapshot;
@@ -40,21 +40,23 @@ pub struct NodeInfo {
     pub subtree: Option<i64>,
 }
 
-const NODE_COLS: &str = "n.nid, m.name, n.kind, n.mode, n.uid, n.gid, n.size, n.mtime_ns, n.content, n.subtree";
+/// The node columns, in the order [`node_row`] reads them (after `nid`).
+const NODE_COLS: &str = "m.name, n.kind, n.mode, n.uid, n.gid, n.size, n.mtime_ns, n.content, n.subtree";
 
-fn node_row(r: &Row) -> rusqlite::Result<NodeInfo> {
-    let kind: u8 = r.get(2)?;
+/// A [`NodeInfo`] of node `nid` whose [`NODE_COLS`] start at column `at`.
+fn node_row(nid: i64, r: &Row, at: usize) -> rusqlite::Result<NodeInfo> {
+    let kind: u8 = r.get(at + 1)?;
     Ok(NodeInfo {
-        nid: r.get(0)?,
-        name: r.get(1)?,
-        kind: NodeKind::from_u8(kind).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(2, kind as i64))?,
-        mode: r.get(3)?,
-        uid: r.get(4)?,
-        gid: r.get(5)?,
-        size: r.get::<_, i64>(6)? as u64,
-        mtime_ns: r.get(7)?,
-        content: r.get(8)?,
-        subtree: r.get(9)?,
+        nid,
+        name: r.get(at)?,
+        kind: NodeKind::from_u8(kind).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(at + 1, kind as i64))?,
+        mode: r.get(at + 2)?,
+        uid: r.get(at + 3)?,
+        gid: r.get(at + 4)?,
+        size: r.get::<_, i64>(at + 5)? as u64,
+        mtime_ns: r.get(at + 6)?,
+        content: r.get(at + 7)?,
+        subtree: r.get(at + 8)?,
     })
 }
 
@@ -105,6 +107,8 @@ pub enum VersionChange {
     Metadata,
     /// It became another kind of thing (a file replaced by a directory, ...).
     Type,
+    /// The same as the version before it, back after snapshots that did not have it.
+    Reappeared,
 }
 
 /// A run of consecutive snapshots (of one host) holding the same node at the path.
@@ -115,37 +119,17 @@ pub struct Version {
     pub snapshots: u64,
     pub node: Rc<NodeInfo>,
     pub change: VersionChange,
+    /// Snapshots of this host that covered the path but did not have it came just before.
+    pub after_gap: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DiffKind {
-    Added,
-    Removed,
-    Modified,
-    Metadata,
-    Type,
-}
-
-impl DiffKind {
-    /// restic's one-letter marks.
-    pub fn mark(&self) -> char {
-        match self {
-            DiffKind::Added => '+',
-            DiffKind::Removed => '-',
-            DiffKind::Modified => 'M',
-            DiffKind::Metadata => 'U',
-            DiffKind::Type => 'T',
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct DiffEntry {
-    pub kind: DiffKind,
-    pub path: Vec<u8>,
-    pub before: Option<NodeInfo>,
-    pub after: Option<NodeInfo>,
+/// Whether snapshot `s` backed up `path` or a directory above it (`/` is in every one).
+pub fn covers(s: &Snapshot, path: &[u8]) -> bool {
+    path == b"/"
+        || s.paths.iter().any(|p| {
+            let p = p.strip_suffix(b"/").unwrap_or(p);
+            p.is_empty() || path == p || (path.starts_with(p) && path.get(p.len()) == Some(&b'/'))
+        })
 }
 
 impl Catalog {
@@ -156,7 +140,9 @@ impl Catalog {
         let mut v = Vec::new();
         for row in rows {
             let (sid, id, manifest) = row?;
-            let id: [u8; 32] = id.try_into().map_err(|_| CatalogError::Invalid("bad snapshot id in catalog".into()))?;
+            let id: [u8; 32] = id
+                .try_into()
+                .map_err(|_| CatalogError::Unusable { path: "catalog".into(), reason: "a bad snapshot id".into() })?;
             v.push(Rc::new(SnapRow { sid, id: SnapshotId(id), snap: decode_manifest(&manifest)? }));
         }
         Ok(v)
@@ -181,8 +167,8 @@ impl Catalog {
             for node in self.nodes_named(name_id)? {
                 let node = Rc::new(node);
                 for tid in self.trees_holding(node.nid)? {
-                    for (sid, dir) in climb.paths(tid)?.iter() {
-                        let mut path = dir.clone();
+                    for (sid, dir) in climb.places(tid)?.iter() {
+                        let mut path = materialize(dir);
                         path.push(b'/');
                         path.extend_from_slice(&node.name);
                         if path_ok(&path) {
@@ -213,9 +199,11 @@ impl Catalog {
     }
 
     fn nodes_named(&self, name_id: i64) -> Result<Vec<NodeInfo>> {
-        let sql = format!("SELECT {NODE_COLS} FROM nodes n JOIN names m ON m.name_id = n.name_id WHERE n.name_id = ?1");
+        let sql = format!(
+            "SELECT n.nid, {NODE_COLS} FROM nodes n JOIN names m ON m.name_id = n.name_id WHERE n.name_id = ?1"
+        );
         let mut st = self.conn.prepare_cached(&sql)?;
-        let v = st.query_map([name_id], node_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let v = st.query_map([name_id], |r| node_row(r.get(0)?, r, 1))?.collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(v)
     }
 
@@ -229,7 +217,7 @@ impl Catalog {
              AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.tid = t.tid AND e.nid = ?2 AND e.removed = 1)",
         )?;
         let mut out = Vec::new();
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         while let Some(t) = stack.pop() {
             if !seen.insert(t) {
                 continue;
@@ -241,11 +229,13 @@ impl Catalog {
     }
 
     /// Directory nodes whose subtree is `tid`, with their names.
-    fn dirs_holding(&self, tid: i64) -> Result<Vec<(i64, Vec<u8>)>> {
+    fn dirs_holding(&self, tid: i64) -> Result<Vec<(i64, Rc<[u8]>)>> {
         let mut st = self.conn.prepare_cached(
             "SELECT n.nid, m.name FROM nodes n JOIN names m ON m.name_id = n.name_id WHERE n.subtree = ?1",
         )?;
-        let v = st.query_map([tid], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let v = st
+            .query_map([tid], |r| Ok((r.get(0)?, Rc::from(r.get::<_, Vec<u8>>(1)?))))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(v)
     }
 
@@ -255,9 +245,9 @@ impl Catalog {
         Ok(v)
     }
 
-    /// The node at `path` (absolute, as backed up) in each snapshot of `hosts` (all when
-    /// empty) that has one, grouped into versions: runs of consecutive snapshots of a host
-    /// holding the same node. Oldest first.
+    /// The node at `path` (absolute, as backed up) through time, for the snapshots of
+    /// `hosts` (all when empty): runs of consecutive snapshots of a host holding the same
+    /// node, broken where a snapshot that covered the path did not have it. Oldest first.
     pub fn versions(&self, path: &[u8], hosts: &[String]) -> Result<Vec<Version>> {
         let comps: Vec<&[u8]> = path.split(|b| *b == b'/').filter(|c| !c.is_empty()).collect();
         let Some((last, dirs)) = comps.split_last() else {
@@ -265,17 +255,21 @@ impl Catalog {
         };
         let snaps = self.snapshot_map(|s| hosts.is_empty() || hosts.contains(&s.host))?;
         let mut at = PathClimb { cat: self, snaps: &snaps, comps: dirs, memo: HashMap::new() };
-        let mut found: Vec<(Rc<SnapRow>, Rc<NodeInfo>)> = Vec::new();
-        let Some(name_id) = self.name_id(last)? else { return Ok(Vec::new()) };
-        for node in self.nodes_named(name_id)? {
-            let node = Rc::new(node);
-            for tid in self.trees_holding(node.nid)? {
-                for sid in at.snapshots(tid, dirs.len())?.iter() {
-                    found.push((snaps[sid].clone(), node.clone()));
+        let mut found: HashMap<i64, Rc<NodeInfo>> = HashMap::new();
+        if let Some(name_id) = self.name_id(last)? {
+            for node in self.nodes_named(name_id)? {
+                let node = Rc::new(node);
+                for tid in self.trees_holding(node.nid)? {
+                    for sid in at.snapshots(tid, dirs.len())?.iter() {
+                        found.insert(*sid, node.clone());
+                    }
                 }
             }
         }
-        Ok(group_versions(found))
+        let mut order: Vec<&Rc<SnapRow>> =
+            snaps.values().filter(|s| found.contains_key(&s.sid) || covers(&s.snap, path)).collect();
+        order.sort_by(|a, b| (&a.snap.host, a.snap.time_ns, a.id).cmp(&(&b.snap.host, b.snap.time_ns, b.id)));
+        Ok(group_versions(&order, &found))
     }
 
     fn name_id(&self, name: &[u8]) -> Result<Option<i64>> {
@@ -288,18 +282,27 @@ impl Catalog {
 
     /// The entries of tree `tid`, sorted by name.
     pub fn children(&self, tid: i64) -> Result<Vec<NodeInfo>> {
-        let sql = format!("SELECT {NODE_COLS} FROM nodes n JOIN names m ON m.name_id = n.name_id WHERE n.nid = ?1");
-        let mut st = self.conn.prepare_cached(&sql)?;
-        let mut v = Vec::new();
-        for nid in super::sync::members(&self.conn, tid)? {
-            v.push(st.query_row([nid], node_row)?);
-        }
+        let rows = member_rows(&self.conn, tid, NODE_COLS, |r| node_row(r.get(0)?, r, 2))?;
+        let mut v: Vec<NodeInfo> = rows.into_values().collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(v)
     }
 
+    /// The entry `name` of tree `tid`: the nodes of that name, tested for membership (few
+    /// rows even in a huge directory), unless the name is so common that reading the
+    /// directory is cheaper.
     fn child(&self, tid: i64, name: &[u8]) -> Result<Option<NodeInfo>> {
-        Ok(self.children(tid)?.into_iter().find(|n| n.name == name))
+        let Some(name_id) = self.name_id(name)? else { return Ok(None) };
+        let candidates = self.nodes_named(name_id)?;
+        if candidates.len() > 256 {
+            return Ok(self.children(tid)?.into_iter().find(|n| n.name == name));
+        }
+        for n in candidates {
+            if holds(&self.conn, tid, n.nid)? {
+                return Ok(Some(n));
+            }
+        }
+        Ok(None)
     }
 
     /// The node at `path` in snapshot `s` (the root directory for `/`).
@@ -321,7 +324,7 @@ impl Catalog {
             subtree: Some(root),
         };
         for comp in path.split(|b| *b == b'/').filter(|c| !c.is_empty() && *c != b".") {
-            let Some(tid) = node.subtree else { return Ok(None) };
+            let Some(tid) = node.subtree.filter(|_| node.kind == NodeKind::Dir) else { return Ok(None) };
             match self.child(tid, comp)? {
                 Some(n) => node = n,
                 None => return Ok(None),
@@ -329,92 +332,34 @@ impl Catalog {
         }
         Ok(Some(node))
     }
+}
 
-    /// What changed from `a` to `b` below `path` (both nodes found with [`Catalog::node_at`]).
-    pub fn diff(&self, path: &[u8], a: Option<&NodeInfo>, b: Option<&NodeInfo>) -> Result<Vec<DiffEntry>> {
-        let mut out = Vec::new();
-        let base = if path == b"/" { Vec::new() } else { path.to_vec() };
-        match (a, b) {
-            (Some(a), Some(b)) if a.kind == NodeKind::Dir && b.kind == NodeKind::Dir => {
-                if path != b"/" {
-                    self.diff_pair(&base, Some(a), Some(b), &mut out, false)?;
-                } else {
-                    self.diff_trees(&base, a.subtree, b.subtree, &mut out)?;
-                }
-            }
-            _ => self.diff_pair(&base, a, b, &mut out, true)?,
-        }
-        Ok(out)
-    }
+/// A directory path as a linked list of names, root first when read back.
+#[derive(Debug)]
+struct Link {
+    up: Option<Rc<Link>>,
+    name: Rc<[u8]>,
+}
 
-    fn diff_trees(&self, path: &[u8], a: Option<i64>, b: Option<i64>, out: &mut Vec<DiffEntry>) -> Result<()> {
-        if a == b {
-            return Ok(());
-        }
-        let left = a.map(|t| self.children(t)).transpose()?.unwrap_or_default();
-        let right = b.map(|t| self.children(t)).transpose()?.unwrap_or_default();
-        let (mut i, mut j) = (0, 0);
-        while i < left.len() || j < right.len() {
-            let child = |n: &NodeInfo| [path, b"/", &n.name].concat();
-            match (left.get(i), right.get(j)) {
-                (Some(l), Some(r)) if l.name == r.name => {
-                    self.diff_pair(&child(l), Some(l), Some(r), out, true)?;
-                    i += 1;
-                    j += 1;
-                }
-                (Some(l), r) if r.is_none_or(|r| l.name < r.name) => {
-                    self.diff_pair(&child(l), Some(l), None, out, true)?;
-                    i += 1;
-                }
-                (_, Some(r)) => {
-                    self.diff_pair(&child(r), None, Some(r), out, true)?;
-                    j += 1;
-                }
-                (_, None) => unreachable!("the loop condition and the arms above cover this"),
-            }
-        }
-        Ok(())
+/// The bytes of a path (`/a/b`; empty for the root).
+fn materialize(mut at: &Option<Rc<Link>>) -> Vec<u8> {
+    let mut names = Vec::new();
+    while let Some(l) = at {
+        names.push(l.name.clone());
+        at = &l.up;
     }
-
-    /// Compares one path's nodes, then (for directories) what is below.
-    fn diff_pair(
-        &self,
-        path: &[u8],
-        a: Option<&NodeInfo>,
-        b: Option<&NodeInfo>,
-        out: &mut Vec<DiffEntry>,
-        report_self: bool,
-    ) -> Result<()> {
-        if let (Some(a), Some(b)) = (a, b) {
-            if a.nid == b.nid {
-                return Ok(());
-            }
-        }
-        let kind = match (a, b) {
-            (None, None) => return Ok(()),
-            (None, Some(_)) => DiffKind::Added,
-            (Some(_), None) => DiffKind::Removed,
-            (Some(a), Some(b)) if a.kind != b.kind => DiffKind::Type,
-            (Some(a), Some(b)) if a.kind == NodeKind::Dir => {
-                if (a.mode, a.uid, a.gid, a.mtime_ns) != (b.mode, b.uid, b.gid, b.mtime_ns) {
-                    DiffKind::Metadata
-                } else {
-                    return self.diff_trees(path, a.subtree, b.subtree, out);
-                }
-            }
-            (Some(a), Some(b)) if a.content != b.content || a.size != b.size => DiffKind::Modified,
-            _ => DiffKind::Metadata,
-        };
-        if report_self {
-            out.push(DiffEntry { kind, path: path.to_vec(), before: a.cloned(), after: b.cloned() });
-        }
-        let sub = |n: Option<&NodeInfo>| n.filter(|n| n.kind == NodeKind::Dir).and_then(|n| n.subtree);
-        self.diff_trees(path, sub(a), sub(b), out)
+    let mut out = Vec::new();
+    for n in names.iter().rev() {
+        out.push(b'/');
+        out.extend_from_slice(n);
     }
+    out
 }
 
 /// (snapshot sid, directory path) pairs at which a tree is found.
-type Places = Rc<Vec<(i64, Vec<u8>)>>;
+type Places = Rc<Vec<(i64, Option<Rc<Link>>)>>;
+/// The trees holding a tree as a directory, with the directory's name.
+type Parents = Vec<(i64, Rc<[u8]>)>;
 
 /// Climbs from a tree to every (snapshot, path) it is found at, remembering each tree's.
 struct Climb<'a> {
@@ -424,24 +369,41 @@ struct Climb<'a> {
 }
 
 impl Climb<'_> {
-    /// The (snapshot, path) pairs at which tree `tid` is a directory's content; the root's
-    /// path is empty, so a child's path is always `dir + "/" + name`.
-    fn paths(&mut self, tid: i64) -> Result<Places> {
-        if let Some(p) = self.memo.get(&tid) {
-            return Ok(p.clone());
-        }
-        let mut v: Vec<(i64, Vec<u8>)> =
-            self.cat.roots(tid)?.into_iter().filter(|s| self.snaps.contains_key(s)).map(|s| (s, Vec::new())).collect();
-        for (nid, name) in self.cat.dirs_holding(tid)? {
-            for parent in self.cat.trees_holding(nid)? {
-                for (sid, dir) in self.paths(parent)?.iter() {
-                    v.push((*sid, [dir.as_slice(), b"/", &name].concat()));
+    /// The places of tree `tid`: where a snapshot's root is it (path empty), and below
+    /// each place of each tree holding a directory whose subtree it is. Post-order over
+    /// the trees above, with an explicit stack (trees may be thousands of levels deep).
+    fn places(&mut self, tid: i64) -> Result<Places> {
+        // (tree, its parents as (parent tree, directory name)) once they are known.
+        let mut stack: Vec<(i64, Option<Parents>)> = vec![(tid, None)];
+        while let Some((t, parents)) = stack.pop() {
+            if self.memo.contains_key(&t) {
+                continue;
+            }
+            match parents {
+                None => {
+                    let mut ps = Vec::new();
+                    for (nid, name) in self.cat.dirs_holding(t)? {
+                        for p in self.cat.trees_holding(nid)? {
+                            ps.push((p, name.clone()));
+                        }
+                    }
+                    let todo: Vec<i64> = ps.iter().map(|(p, _)| *p).filter(|p| !self.memo.contains_key(p)).collect();
+                    stack.push((t, Some(ps)));
+                    stack.extend(todo.into_iter().map(|p| (p, None)));
+                }
+                Some(ps) => {
+                    let mut v: Vec<(i64, Option<Rc<Link>>)> = Vec::new();
+                    v.extend(self.cat.roots(t)?.into_iter().filter(|s| self.snaps.contains_key(s)).map(|s| (s, None)));
+                    for (p, name) in ps {
+                        for (sid, up) in self.memo[&p].iter() {
+                            v.push((*sid, Some(Rc::new(Link { up: up.clone(), name: name.clone() }))));
+                        }
+                    }
+                    self.memo.insert(t, Rc::new(v));
                 }
             }
         }
-        let v = Rc::new(v);
-        self.memo.insert(tid, v.clone());
-        Ok(v)
+        Ok(self.memo[&tid].clone())
     }
 }
 
@@ -455,6 +417,7 @@ struct PathClimb<'a> {
 
 impl PathClimb<'_> {
     /// The snapshots in which tree `tid` is the content of the directory `comps[..depth]`.
+    /// Recursion is bounded by the number of components of the path the user typed.
     fn snapshots(&mut self, tid: i64, depth: usize) -> Result<Rc<Vec<i64>>> {
         if let Some(p) = self.memo.get(&(tid, depth)) {
             return Ok(p.clone());
@@ -464,7 +427,7 @@ impl PathClimb<'_> {
             v.extend(self.cat.roots(tid)?.into_iter().filter(|s| self.snaps.contains_key(s)));
         } else {
             for (nid, name) in self.cat.dirs_holding(tid)? {
-                if name != self.comps[depth - 1] {
+                if *name != *self.comps[depth - 1] {
                     continue;
                 }
                 for parent in self.cat.trees_holding(nid)? {
@@ -478,32 +441,51 @@ impl PathClimb<'_> {
     }
 }
 
-/// Groups (snapshot, node) pairs into per-host runs of the same node, ordered by the time
-/// of each run's first snapshot.
-fn group_versions(mut found: Vec<(Rc<SnapRow>, Rc<NodeInfo>)>) -> Vec<Version> {
-    found.sort_by(|a, b| (&a.0.snap.host, a.0.snap.time_ns, a.0.id).cmp(&(&b.0.snap.host, b.0.snap.time_ns, b.0.id)));
+/// Groups the snapshots in `order` (sorted by host, then time) into versions of the node
+/// each holds (`found`); ordered by the time of each version's first snapshot.
+fn group_versions(order: &[&Rc<SnapRow>], found: &HashMap<i64, Rc<NodeInfo>>) -> Vec<Version> {
     let mut out: Vec<Version> = Vec::new();
-    let mut prev_host: Option<String> = None;
-    for (snap, node) in found {
-        let same_host = prev_host.as_deref() == Some(snap.snap.host.as_str());
-        if same_host {
-            let cur = out.last_mut().expect("a version of this host exists");
-            if cur.node.nid == node.nid {
-                cur.last = snap;
-                cur.snapshots += 1;
-                continue;
-            }
+    let mut prev: Option<(&str, bool)> = None; // (host, whether the last snapshot held it)
+    let mut host_start = 0; // index in `out` of this host's first version
+    for snap in order {
+        let host = snap.snap.host.as_str();
+        if prev.is_none_or(|(h, _)| h != host) {
+            host_start = out.len();
+            prev = Some((host, false));
         }
-        let change = match out.last().filter(|_| same_host) {
-            None => VersionChange::First,
-            Some(p) if p.node.kind != node.kind => VersionChange::Type,
-            Some(p) if p.node.content != node.content || p.node.size != node.size || p.node.subtree != node.subtree => {
-                VersionChange::Content
-            }
-            Some(_) => VersionChange::Metadata,
+        let Some(node) = found.get(&snap.sid) else {
+            prev = Some((host, false));
+            continue;
         };
-        prev_host = Some(snap.snap.host.clone());
-        out.push(Version { first: snap.clone(), last: snap, snapshots: 1, node, change });
+        let held_before = prev.is_some_and(|(_, held)| held);
+        let last = out.get_mut(host_start..).and_then(|v| v.last_mut());
+        if let Some(cur) = last.filter(|c| held_before && c.node.nid == node.nid) {
+            cur.last = (*snap).clone();
+            cur.snapshots += 1;
+        } else {
+            let previous = out.get(host_start..).and_then(|v| v.last());
+            let change = match previous {
+                None => VersionChange::First,
+                Some(p) if p.node.nid == node.nid => VersionChange::Reappeared,
+                Some(p) if p.node.kind != node.kind => VersionChange::Type,
+                Some(p)
+                    if p.node.content != node.content || p.node.size != node.size || p.node.subtree != node.subtree =>
+                {
+                    VersionChange::Content
+                }
+                Some(_) => VersionChange::Metadata,
+            };
+            let after_gap = previous.is_some() && !held_before;
+            out.push(Version {
+                first: (*snap).clone(),
+                last: (*snap).clone(),
+                snapshots: 1,
+                node: node.clone(),
+                change,
+                after_gap,
+            });
+        }
+        prev = Some((host, true));
     }
     out.sort_by_key(|v| (v.first.snap.time_ns, v.first.id));
     out

@@ -159,9 +159,11 @@ fn forgotten_snapshots_are_dropped_with_what_only_they_reached() {
     let s = cat.sync(&f, true).unwrap();
     assert_eq!(s.snapshots_removed, 1);
     let info: HashMap<_, _> = cat.info().unwrap().into_iter().collect();
-    // The second snapshot's root and /etc are deltas against the first's: those stay, as
-    // bases; nothing else of the first snapshot does.
-    assert_eq!(info["trees"], 6);
+    // The second snapshot's root and /etc were deltas against the first's: now stored in
+    // full, and nothing of the first snapshot stays.
+    assert_eq!(info["trees"], 4);
+    let bases: i64 = cat.conn.query_row("SELECT count(*) FROM trees WHERE base IS NOT NULL", [], |r| r.get(0)).unwrap();
+    assert_eq!(bases, 0);
     assert!(cat.find(&FindFilter::default(), &|n| n == b"a.conf", &all).unwrap().len() == 1);
 }
 
@@ -184,4 +186,48 @@ fn a_damaged_or_foreign_file_is_rebuilt() {
     let (mut cat, why) = Catalog::open_or_rebuild(&path, &[7; 32]).unwrap();
     assert!(why.is_some());
     assert_eq!(cat.sync(&f, true).unwrap().snapshots_indexed, 1);
+}
+
+#[test]
+fn long_delta_chains_are_cut_and_stay_correct() {
+    let mut f = Fake::default();
+    let mut cat = Catalog::in_memory(&[7; 32]).unwrap();
+    let days = super::index::MAX_DEPTH as i64 + 20;
+    for day in 0..days {
+        let r = f.etc(&format!("day {day}"), day);
+        f.snap("h", 100 + day, r);
+        cat.sync(&f, true).unwrap();
+    }
+    let depth: i64 = cat.conn.query_row("SELECT max(depth) FROM trees", [], |r| r.get(0)).unwrap();
+    assert!(depth <= super::index::MAX_DEPTH, "{depth}");
+    let v = cat.versions(b"/etc/a.conf", &[]).unwrap();
+    assert_eq!(v.len() as i64, days);
+    assert!(v.iter().skip(1).all(|v| v.change == VersionChange::Content));
+    // Every snapshot still lists /etc in full.
+    for s in cat.snapshots().unwrap() {
+        let etc = cat.node_at(&s, b"/etc").unwrap().unwrap();
+        assert_eq!(cat.children(etc.subtree.unwrap()).unwrap().len(), 3);
+    }
+    assert_eq!(cat.find(&FindFilter::default(), &|n| n == b"f7", &all).unwrap().len() as i64, days);
+}
+
+#[test]
+fn names_only_forgotten_snapshots_had_are_gone() {
+    let mut f = Fake::default();
+    let mut r = f.etc("one", 1);
+    r.push(file("secret-plan.txt", "x", 1));
+    let s1 = f.snap("h", 100, r);
+    let r = f.etc("two", 2);
+    f.snap("h", 200, r);
+    let mut cat = Catalog::in_memory(&[7; 32]).unwrap();
+    cat.sync(&f, true).unwrap();
+    let count = |cat: &Catalog| -> i64 {
+        let n: &[u8] = b"secret-plan.txt";
+        cat.conn.query_row("SELECT count(*) FROM names WHERE name = ?1", [n], |r| r.get(0)).unwrap()
+    };
+    assert_eq!(count(&cat), 1);
+    f.snaps.remove(&s1);
+    cat.sync(&f, true).unwrap();
+    assert_eq!(count(&cat), 0);
+    assert!(cat.find(&FindFilter::default(), &|n| n == b"secret-plan.txt", &all).unwrap().is_empty());
 }

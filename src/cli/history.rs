@@ -13,7 +13,7 @@ use serde_json::json;
 use super::args::*;
 use super::commands::{cache_base, clean_path, filter, open, print_json, time_of};
 use super::exit::ExitCode;
-use crate::catalog::{self, BoxError, Catalog, CatalogError, FindFilter, NodeInfo, SnapRow};
+use crate::catalog::{self, covers, BoxError, Catalog, CatalogError, FindFilter, NodeInfo, SnapRow};
 use crate::format::snapshot::Snapshot;
 use crate::id::{BlobId, SnapshotId};
 use crate::repo::index::MasterIndex;
@@ -63,21 +63,38 @@ pub fn with_catalog<T>(
     trees: bool,
     f: impl Fn(&Catalog) -> std::result::Result<T, CatalogError>,
 ) -> Result<T> {
+    let warn = |s: &catalog::SyncStats| s.warnings.iter().for_each(|w| eprintln!("warning: {w}"));
     let src = RepoSource { repo, index: OnceCell::new() };
     let id = repo.id().0;
-    let Some(path) = catalog_path(g, repo) else {
+    let in_memory = |why: Option<String>| -> Result<T> {
+        if let Some(why) = why {
+            eprintln!("warning: {why}; using a temporary catalog in memory");
+        }
         let mut cat = Catalog::in_memory(&id)?;
-        cat.sync(&src, trees)?;
-        return Ok(f(&cat)?);
+        warn(&cat.sync(&src, trees)?);
+        Ok(cat.read(&f)?)
+    };
+    let Some(path) = catalog_path(g, repo) else {
+        return in_memory(None);
     };
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let (mut cat, rebuilt) = Catalog::open_or_rebuild(&path, &id)?;
+        let (mut cat, rebuilt) = match Catalog::open_or_rebuild(&path, &id) {
+            Ok(c) => c,
+            // A file system SQLite cannot use (no locks, no shared memory for WAL), ...
+            Err(e) if !e.is_corrupt() && !matches!(e, CatalogError::Source(_)) => {
+                return in_memory(Some(format!("catalog {} unusable ({e})", path.display())));
+            }
+            Err(e) => return Err(e.into()),
+        };
         if let Some(why) = rebuilt {
             eprintln!("warning: {why}; rebuilding it from the repository");
         }
-        match cat.sync(&src, trees).and_then(|_| f(&cat)) {
+        match cat.sync(&src, trees).and_then(|s| {
+            warn(&s);
+            cat.read(&f)
+        }) {
             Ok(v) => return Ok(v),
             Err(e) if e.is_corrupt() && attempt == 1 => {
                 eprintln!("warning: {e}; rebuilding it from the repository");
@@ -91,7 +108,8 @@ pub fn with_catalog<T>(
 
 fn parse_time(s: &str, what: &str) -> Result<i64> {
     let ts = crate::timespec::parse_local(s).map_err(|e| anyhow!("{what}: {e}"))?;
-    Ok(crate::clock::to_unix_ns(ts))
+    // Snapshot times are i64 nanoseconds: years 1677 to 2262.
+    i64::try_from(ts.as_nanosecond()).map_err(|_| anyhow!("{what}: {s:?} is outside the years 1677 to 2262"))
 }
 
 fn rfc3339(ns: i64) -> String {
@@ -238,6 +256,7 @@ pub fn versions(g: &Global, a: VersionsArgs) -> Result<ExitCode> {
                 "uid": n.uid,
                 "gid": n.gid,
                 "change": v.change,
+                "after_gap": v.after_gap,
             });
             serde_json::to_writer(&mut out, &doc)?;
             writeln!(out)?;
@@ -257,6 +276,7 @@ pub fn versions(g: &Global, a: VersionsArgs) -> Result<ExitCode> {
                     catalog::VersionChange::Content => "content changed",
                     catalog::VersionChange::Metadata => "metadata only",
                     catalog::VersionChange::Type => "type changed",
+                    catalog::VersionChange::Reappeared => "back, unchanged",
                 }
             )?;
         }
@@ -359,15 +379,6 @@ pub fn diff(g: &Global, a: DiffArgs) -> Result<ExitCode> {
     }
     out.flush()?;
     Ok(ExitCode::Ok)
-}
-
-/// Whether snapshot `s` backed up `path` or a directory above it.
-fn covers(s: &Snapshot, path: &[u8]) -> bool {
-    path == b"/"
-        || s.paths.iter().any(|p| {
-            let p = p.strip_suffix(b"/").unwrap_or(p);
-            p.is_empty() || path == p || (path.starts_with(p) && path.get(p.len()) == Some(&b'/'))
-        })
 }
 
 /// The newest snapshot at or before `when` that `f` allows and that covers `path`.

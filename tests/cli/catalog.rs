@@ -129,7 +129,10 @@ fn diff_names_added_removed_modified_and_metadata_changes() {
     // Backwards, and limited to a path.
     let d = lines(&e.ok(&["diff", &s2, &s1, &format!("{}/etc/nginx/sites", s(&src)), "--json"]));
     let stats = d.last().unwrap();
-    assert_eq!((stats["removed"].as_u64(), stats["added"].as_u64(), stats["modified"].as_u64()), (Some(1), Some(0), Some(0)));
+    assert_eq!(
+        (stats["removed"].as_u64(), stats["added"].as_u64(), stats["modified"].as_u64()),
+        (Some(1), Some(0), Some(0))
+    );
     assert_eq!(d[0]["path"], new.as_str());
 }
 
@@ -297,4 +300,88 @@ fn stats_reports_sizes_and_ratios() {
     assert_eq!(one["snapshots"].as_array().unwrap().len(), 1);
     assert_eq!(one["repository"]["logical_bytes"], 2 * logical);
     assert!(e.ok(&["stats"]).stdout.contains("deduplication"));
+}
+
+#[test]
+fn versions_break_at_gaps_and_name_what_came_back() {
+    let e = Env::new();
+    let src = e.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("keep"), "k").unwrap();
+    std::fs::write(src.join("f"), "same bytes").unwrap();
+    let s1 = backup_at(&e, &src, "2026-11-20T10:00:00Z", "UTC", "h");
+    // Moved out of the backed-up tree and back: the same file, metadata and all.
+    std::fs::rename(src.join("f"), e.path("f.away")).unwrap();
+    backup_at(&e, &src, "2026-11-21T10:00:00Z", "UTC", "h");
+    std::fs::rename(e.path("f.away"), src.join("f")).unwrap();
+    let s3 = backup_at(&e, &src, "2026-11-22T10:00:00Z", "UTC", "h");
+    let v = lines(&e.ok(&["versions", s(&src.join("f")), "--json"]));
+    assert_eq!(v.len(), 2, "{v:?}");
+    assert_eq!((v[0]["first_snapshot"].as_str(), v[0]["change"].as_str()), (Some(s1.as_str()), Some("first")));
+    assert_eq!((v[1]["first_snapshot"].as_str(), v[1]["change"].as_str()), (Some(s3.as_str()), Some("reappeared")));
+    assert_eq!(v[1]["after_gap"], true);
+    assert_eq!(v[0]["after_gap"], false);
+}
+
+#[test]
+fn very_deep_trees_are_found_and_diffed() {
+    let e = Env::new();
+    let src = e.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // 3000 levels: far past PATH_MAX, and far past what recursion on a thread stack takes.
+    let mut rel = String::new();
+    {
+        use rustix::fs::{Mode, OFlags};
+        let mut fd = rustix::fs::open(&src, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        for _ in 0..3000 {
+            rustix::fs::mkdirat(&fd, "d", Mode::from_raw_mode(0o755)).unwrap();
+            fd = rustix::fs::openat(&fd, "d", OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+            rel.push_str("/d");
+        }
+        let f = rustix::fs::openat(&fd, "bottom", OFlags::WRONLY | OFlags::CREATE, Mode::from_raw_mode(0o644)).unwrap();
+        rustix::io::write(&f, b"one").unwrap();
+    }
+    let s1 = backup_at(&e, &src, "2026-11-20T10:00:00Z", "UTC", "h");
+    {
+        use rustix::fs::{Mode, OFlags};
+        let mut fd = rustix::fs::open(&src, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        for _ in 0..3000 {
+            fd = rustix::fs::openat(&fd, "d", OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        }
+        let f = rustix::fs::openat(&fd, "bottom", OFlags::WRONLY | OFlags::TRUNC, Mode::empty()).unwrap();
+        rustix::io::write(&f, b"three, longer").unwrap();
+    }
+    let s2 = backup_at(&e, &src, "2026-11-21T10:00:00Z", "UTC", "h");
+    let bottom = format!("{}{rel}/bottom", s(&src));
+    let hits = lines(&e.ok(&["find", "bottom", "--json"]));
+    assert_eq!(hits.len(), 2);
+    assert_eq!(hits[0]["path"], bottom.as_str());
+    let v = lines(&e.ok(&["versions", &bottom, "--json"]));
+    assert_eq!(v.len(), 2);
+    assert_eq!(v[1]["change"], "content");
+    let d = lines(&e.ok(&["diff", &s1, &s2, s(&src), "--json"]));
+    assert_eq!(d.len(), 2, "{d:?}");
+    assert_eq!((d[0]["change"].as_str(), d[0]["path"].as_str()), (Some("modified"), Some(bottom.as_str())));
+}
+
+#[test]
+fn commands_syncing_one_catalog_at_once_agree() {
+    let e = Env::new();
+    let (_src, _) = three_days(&e);
+    let want = e.ok(&["find", "*.conf", "--json", "--no-cache"]).stdout;
+    // A fresh catalog, filled by four processes at once.
+    let kids: Vec<_> = (0..4)
+        .map(|_| {
+            let mut c = e.cmd(&["find", "*.conf", "--json"]);
+            c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+            c.spawn().unwrap()
+        })
+        .collect();
+    for k in kids {
+        let o = k.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), want);
+    }
+    let info = e.ok(&["catalog", "info", "--json"]).json();
+    assert_eq!((info["snapshots"].as_u64(), info["integrity"].as_str()), (Some(3), Some("ok")));
 }

@@ -93,6 +93,8 @@ impl Env {
             // The catalog and cache stay inside the scratch directory (S3 envs set their own).
             .env("COFFER_CACHE_DIR", self.dir.path().join("cache"))
             .env_remove("XDG_CACHE_HOME")
+            // Local times in tests mean UTC unless a test says otherwise.
+            .env("TZ", "UTC")
             .envs(self.vars.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::null());
         c
