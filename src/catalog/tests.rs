@@ -192,7 +192,7 @@ fn a_damaged_or_foreign_file_is_rebuilt() {
 fn long_delta_chains_are_cut_and_stay_correct() {
     let mut f = Fake::default();
     let mut cat = Catalog::in_memory(&[7; 32]).unwrap();
-    let days = super::index::MAX_DEPTH as i64 + 20;
+    let days = super::index::MAX_DEPTH + 20;
     for day in 0..days {
         let r = f.etc(&format!("day {day}"), day);
         f.snap("h", 100 + day, r);
