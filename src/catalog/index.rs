@@ -11,8 +11,8 @@
 //! Indexing a snapshot walks its trees depth first from the root, stopping at every tree
 //! the catalog already holds, alongside the reference snapshot's trees at the same paths
 //! (each new tree's base). Children are stored before their parent (post-order, with an
-//! explicit stack: trees may be thousands of levels deep). A member whose name and identity
-//! equal the base's member is the same node, found without a query.
+//! explicit stack: trees may be thousands of levels deep). A member whose identity (which
+//! includes its name) equals a base member's is the same node, found without a query.
 
 use std::collections::{HashMap, HashSet};
 
@@ -46,9 +46,10 @@ pub(super) fn member_rows<T>(
             return Err(CatalogError::Unusable { path: "catalog".into(), reason: "a delta chain is too long".into() });
         }
     }
+    // Names only when asked for (`m.` columns): the join costs a lookup per row.
+    let names = if cols.contains("m.") { "JOIN names m ON m.name_id = n.name_id" } else { "" };
     let sql = format!(
-        "SELECT e.nid, e.removed, {cols} FROM entries e JOIN nodes n ON n.nid = e.nid
-         JOIN names m ON m.name_id = n.name_id WHERE e.tid = ?1"
+        "SELECT e.nid, e.removed, {cols} FROM entries e JOIN nodes n ON n.nid = e.nid {names} WHERE e.tid = ?1"
     );
     let mut rows = conn.prepare_cached(&sql)?;
     let mut out: HashMap<i64, T> = HashMap::new();
@@ -83,31 +84,38 @@ pub(super) fn holds(conn: &Connection, tid: i64, nid: i64) -> Result<bool> {
     Err(CatalogError::Unusable { path: "catalog".into(), reason: "a delta chain is too long".into() })
 }
 
-/// A member of a base tree, by name.
+/// A member of a base tree.
 struct Member {
     nid: i64,
     subtree: Option<i64>,
-    key: Vec<u8>,
 }
 
-/// The tree a new one is stored against: its tid, chain, and members by name.
+/// The tree a new one is stored against: its tid, its chain, its members by identity (an
+/// identity includes the name), and its directories' subtrees by name id.
 struct Base {
     tid: i64,
     depth: i64,
     chain_rows: i64,
-    members: HashMap<Vec<u8>, Member>,
+    by_key: HashMap<Vec<u8>, Member>,
+    dirs: HashMap<i64, i64>,
 }
 
 impl Base {
     fn load(tx: &Transaction, tid: i64) -> Result<Base> {
         let (depth, chain_rows): (i64, i64) =
             tx.query_row("SELECT depth, chain_rows FROM trees WHERE tid = ?1", [tid], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        let rows = member_rows(tx, tid, "m.name, n.subtree, n.key", |r| {
-            Ok((r.get::<_, Vec<u8>>(2)?, r.get::<_, Option<i64>>(3)?, r.get::<_, Vec<u8>>(4)?))
+        let rows = member_rows(tx, tid, "n.key, n.subtree, n.name_id", |r| {
+            Ok((r.get::<_, Vec<u8>>(2)?, r.get::<_, Option<i64>>(3)?, r.get::<_, i64>(4)?))
         })?;
-        let members =
-            rows.into_iter().map(|(nid, (name, subtree, key))| (name, Member { nid, subtree, key })).collect();
-        Ok(Base { tid, depth, chain_rows, members })
+        let mut by_key = HashMap::with_capacity(rows.len());
+        let mut dirs = HashMap::new();
+        for (nid, (key, subtree, name_id)) in rows {
+            if let Some(sub) = subtree {
+                dirs.insert(name_id, sub);
+            }
+            by_key.insert(key, Member { nid, subtree });
+        }
+        Ok(Base { tid, depth, chain_rows, by_key, dirs })
     }
 }
 
@@ -130,8 +138,13 @@ impl Frame {
     }
 
     /// The base of child directory `name`: the subtree of the base's member of that name.
-    fn child_base(&self, name: &[u8]) -> Option<i64> {
-        self.base.as_ref().and_then(|b| b.members.get(name)).and_then(|m| m.subtree)
+    fn child_base(&self, tx: &Transaction, name: &[u8]) -> Result<Option<i64>> {
+        let Some(base) = &self.base else { return Ok(None) };
+        let name_id: Option<i64> = tx
+            .prepare_cached("SELECT name_id FROM names WHERE name = ?1")?
+            .query_row([name], |r| r.get(0))
+            .optional()?;
+        Ok(name_id.and_then(|n| base.dirs.get(&n).copied()))
     }
 }
 
@@ -160,7 +173,7 @@ pub(super) fn index_tree(
                 match tree_tid(tx, &sub)? {
                     Some(tid) => top.subtids[top.next] = Some(tid),
                     None => {
-                        let child_base = top.child_base(&node.name);
+                        let child_base = top.child_base(tx, &node.name)?;
                         let frame = Frame::load(tx, src, &sub, child_base)?;
                         stack.push(frame);
                         continue 'outer;
@@ -186,8 +199,7 @@ fn insert_tree(tx: &Transaction, f: &Frame, stats: &mut SyncStats) -> Result<i64
     let mut nids = Vec::with_capacity(f.nodes.len());
     for (node, sub) in f.nodes.iter().zip(&f.subtids) {
         let key = node_key(node);
-        let same =
-            f.base.as_ref().and_then(|b| b.members.get(&node.name)).filter(|m| m.key == key && m.subtree == *sub);
+        let same = f.base.as_ref().and_then(|b| b.by_key.get(&key[..])).filter(|m| m.subtree == *sub);
         nids.push(match same {
             Some(m) => m.nid,
             None => node_id(tx, node, &key, *sub, stats)?,
@@ -197,7 +209,7 @@ fn insert_tree(tx: &Transaction, f: &Frame, stats: &mut SyncStats) -> Result<i64
     let (mut base, mut depth, mut chain_rows) = (None, 0, 0);
     if let Some(b) = &f.base {
         let mine: HashSet<i64> = nids.iter().copied().collect();
-        let theirs: HashSet<i64> = b.members.values().map(|m| m.nid).collect();
+        let theirs: HashSet<i64> = b.by_key.values().map(|m| m.nid).collect();
         let mut delta: Vec<(i64, bool)> = mine.difference(&theirs).map(|n| (*n, false)).collect();
         delta.extend(theirs.difference(&mine).map(|n| (*n, true)));
         let total = b.chain_rows + delta.len() as i64;

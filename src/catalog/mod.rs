@@ -32,7 +32,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 pub use diff::{DiffEntry, DiffKind};
-pub use query::{covers, FindFilter, FindHit, NodeInfo, SnapRow, Version, VersionChange};
+pub use query::{covers, FindFilter, FindHit, NameTest, NodeInfo, SnapRow, Version, VersionChange};
 pub use sync::{BoxError, Source, SyncStats};
 
 /// The schema this code writes; any other version is rebuilt (docs/catalog.md).
@@ -191,6 +191,10 @@ impl Catalog {
         // Derived data: losing the last transactions to a power cut is harmless (the next
         // sync redoes them), but the file must never be damaged, which WAL + NORMAL ensures.
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Read through a memory map and keep 32 MiB of pages: a sync of a large snapshot
+        // revisits the same pages often, and each page read is otherwise a system call.
+        self.conn.pragma_update(None, "mmap_size", 256i64 << 20)?;
+        self.conn.pragma_update(None, "cache_size", -32768i64)?;
         Ok(())
     }
 

@@ -87,6 +87,15 @@ impl FindFilter {
     }
 }
 
+/// Which names `find` looks at.
+#[derive(Clone, Copy)]
+pub enum NameTest<'a> {
+    /// Exactly this name: one index lookup.
+    Exact(&'a [u8]),
+    /// Names this test accepts: a scan of the table of distinct names.
+    Matching(&'a dyn Fn(&[u8]) -> bool),
+}
+
 /// One path in one snapshot.
 #[derive(Clone, Debug)]
 pub struct FindHit {
@@ -152,18 +161,17 @@ impl Catalog {
         Ok(self.snapshots()?.into_iter().filter(|s| keep(&s.snap)).map(|s| (s.sid, s)).collect())
     }
 
-    /// Every path in the chosen snapshots whose name matches `name_ok` and whose full path
-    /// matches `path_ok`, newest snapshot first, then by path.
-    pub fn find(
-        &self,
-        filter: &FindFilter,
-        name_ok: &dyn Fn(&[u8]) -> bool,
-        path_ok: &dyn Fn(&[u8]) -> bool,
-    ) -> Result<Vec<FindHit>> {
+    /// Every path in the chosen snapshots whose name passes `names` and whose full path
+    /// passes `path_ok`, newest snapshot first, then by path.
+    pub fn find(&self, filter: &FindFilter, names: NameTest, path_ok: &dyn Fn(&[u8]) -> bool) -> Result<Vec<FindHit>> {
         let snaps = self.snapshot_map(|s| filter.matches(s))?;
         let mut climb = Climb { cat: self, snaps: &snaps, memo: HashMap::new() };
         let mut hits = Vec::new();
-        for name_id in self.matching_names(name_ok)? {
+        let name_ids = match names {
+            NameTest::Exact(n) => self.name_id(n)?.into_iter().collect(),
+            NameTest::Matching(ok) => self.matching_names(ok)?,
+        };
+        for name_id in name_ids {
             for node in self.nodes_named(name_id)? {
                 let node = Rc::new(node);
                 for tid in self.trees_holding(node.nid)? {

@@ -123,13 +123,13 @@ fn find_versions_and_diff() {
     let mut cat = Catalog::in_memory(&[7; 32]).unwrap();
     cat.sync(&f, true).unwrap();
 
-    let hits = cat.find(&FindFilter::default(), &|n| n.ends_with(b".conf"), &all).unwrap();
+    let hits = cat.find(&FindFilter::default(), NameTest::Matching(&|n| n.ends_with(b".conf")), &all).unwrap();
     assert_eq!(hits.len(), 8);
     assert_eq!(hits[0].snapshot.snap.time_ns, 400 * 1_000_000_000);
     assert_eq!(hits[0].path, b"/etc/a.conf");
     assert_eq!(hits[1].path, b"/etc/sub/b.conf");
     let filt = FindFilter { until_ns: Some(250 * 1_000_000_000), ..Default::default() };
-    assert_eq!(cat.find(&filt, &|n| n == b"a.conf", &all).unwrap().len(), 2);
+    assert_eq!(cat.find(&filt, NameTest::Matching(&|n| n == b"a.conf"), &all).unwrap().len(), 2);
 
     let v = cat.versions(b"/etc/a.conf", &[]).unwrap();
     let changes: Vec<_> = v.iter().map(|v| (v.change, v.snapshots)).collect();
@@ -164,7 +164,7 @@ fn forgotten_snapshots_are_dropped_with_what_only_they_reached() {
     assert_eq!(info["trees"], 4);
     let bases: i64 = cat.conn.query_row("SELECT count(*) FROM trees WHERE base IS NOT NULL", [], |r| r.get(0)).unwrap();
     assert_eq!(bases, 0);
-    assert!(cat.find(&FindFilter::default(), &|n| n == b"a.conf", &all).unwrap().len() == 1);
+    assert!(cat.find(&FindFilter::default(), NameTest::Exact(b"a.conf"), &all).unwrap().len() == 1);
 }
 
 #[test]
@@ -208,7 +208,7 @@ fn long_delta_chains_are_cut_and_stay_correct() {
         let etc = cat.node_at(&s, b"/etc").unwrap().unwrap();
         assert_eq!(cat.children(etc.subtree.unwrap()).unwrap().len(), 3);
     }
-    assert_eq!(cat.find(&FindFilter::default(), &|n| n == b"f7", &all).unwrap().len() as i64, days);
+    assert_eq!(cat.find(&FindFilter::default(), NameTest::Matching(&|n| n == b"f7"), &all).unwrap().len() as i64, days);
 }
 
 #[test]
@@ -229,5 +229,8 @@ fn names_only_forgotten_snapshots_had_are_gone() {
     f.snaps.remove(&s1);
     cat.sync(&f, true).unwrap();
     assert_eq!(count(&cat), 0);
-    assert!(cat.find(&FindFilter::default(), &|n| n == b"secret-plan.txt", &all).unwrap().is_empty());
+    assert!(cat
+        .find(&FindFilter::default(), NameTest::Matching(&|n| n == b"secret-plan.txt"), &all)
+        .unwrap()
+        .is_empty());
 }

@@ -13,7 +13,7 @@ use serde_json::json;
 use super::args::*;
 use super::commands::{cache_base, clean_path, filter, open, print_json, time_of};
 use super::exit::ExitCode;
-use crate::catalog::{self, covers, BoxError, Catalog, CatalogError, FindFilter, NodeInfo, SnapRow};
+use crate::catalog::{self, covers, BoxError, Catalog, CatalogError, FindFilter, NameTest, NodeInfo, SnapRow};
 use crate::format::snapshot::Snapshot;
 use crate::id::{BlobId, SnapshotId};
 use crate::repo::index::MasterIndex;
@@ -149,27 +149,37 @@ fn matches(m: &globset::GlobMatcher, b: &[u8]) -> bool {
     m.is_match(Path::new(std::ffi::OsStr::from_bytes(b)))
 }
 
+/// A name test for `find`: an exact name (looked up, not scanned for) when the glob has no
+/// special characters, else the glob.
+enum NameGlob {
+    Exact(Vec<u8>),
+    Glob(Matcher),
+    Any,
+}
+
+fn name_glob(p: &str) -> Result<NameGlob> {
+    if !p.contains(['*', '?', '[', ']', '{', '}', '\\']) {
+        return Ok(NameGlob::Exact(p.as_bytes().to_vec()));
+    }
+    let m = glob(p)?;
+    Ok(NameGlob::Glob(Box::new(move |n| matches(&m, n))))
+}
+
 /// (name test, path test) for a `find` pattern: a pattern without `/` tests names; one with
 /// `/` tests whole paths (anchored at `/`, else at any depth), and its last part, when it is
 /// a plain name glob, serves as a quick name test first.
-fn find_matchers(pattern: &str) -> Result<(Matcher, Matcher)> {
+fn find_matchers(pattern: &str) -> Result<(NameGlob, Matcher)> {
     let p = pattern.trim_end_matches('/');
     if p.is_empty() {
         bail!("give a pattern: a name glob like '*.conf' or a path glob like '/etc/**'");
     }
     if !p.contains('/') {
-        let m = glob(p)?;
-        return Ok((Box::new(move |n| matches(&m, n)), Box::new(|_| true)));
+        return Ok((name_glob(p)?, Box::new(|_| true)));
     }
     let full = if p.starts_with('/') { p.to_string() } else { format!("**/{p}") };
     let pm = glob(&full)?;
     let last = &p[p.rfind('/').expect("contains /") + 1..];
-    let name: Matcher = if last.is_empty() || last.contains("**") || p.contains('{') {
-        Box::new(|_| true)
-    } else {
-        let nm = glob(last)?;
-        Box::new(move |n| matches(&nm, n))
-    };
+    let name = if last.is_empty() || last.contains("**") || p.contains('{') { NameGlob::Any } else { name_glob(last)? };
     Ok((name, Box::new(move |path| matches(&pm, path))))
 }
 
@@ -183,7 +193,13 @@ pub fn find(g: &Global, a: FindArgs) -> Result<ExitCode> {
     };
     let repo = open(g)?;
     let watch = crate::clock::stopwatch();
-    let hits = with_catalog(g, &repo, true, |c| c.find(&ff, &*name_ok, &*path_ok))?;
+    let any = |_: &[u8]| true;
+    let names = match &name_ok {
+        NameGlob::Exact(n) => NameTest::Exact(n),
+        NameGlob::Glob(m) => NameTest::Matching(&**m),
+        NameGlob::Any => NameTest::Matching(&any),
+    };
+    let hits = with_catalog(g, &repo, true, |c| c.find(&ff, names, &*path_ok))?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for h in &hits {
         let n = &h.node;

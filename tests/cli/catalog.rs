@@ -122,7 +122,7 @@ fn diff_names_added_removed_modified_and_metadata_changes() {
     assert!(r.stdout.contains(&format!("M    {conf}\n")), "{}", r.stdout);
     assert!(r.stdout.contains(&format!("+    {new}\n")), "{}", r.stdout);
     assert!(!r.stdout.contains("hosts"), "{}", r.stdout);
-    let d = lines(&e.ok(&["diff", &s2, &s3, "--json"]));
+    let d = lines(&e.ok(&["diff", &s2, &s3, s(&src), "--json"]));
     let changes: Vec<_> = d.iter().filter(|c| c["message_type"] == "change").collect();
     assert_eq!(changes.len(), 1, "{d:?}");
     assert_eq!((changes[0]["change"].as_str(), changes[0]["path"].as_str()), (Some("metadata"), Some(conf.as_str())));
