@@ -221,7 +221,7 @@ impl Catalog {
         let mut direct = self.conn.prepare_cached("SELECT tid FROM entries WHERE nid = ?1 AND removed = 0")?;
         let mut stack = direct.query_map([nid], |r| r.get(0))?.collect::<rusqlite::Result<Vec<i64>>>()?;
         let mut derived = self.conn.prepare_cached(
-            "SELECT t.tid FROM trees t WHERE t.base = ?1
+            "SELECT t.tid FROM trees t WHERE t.base = ?1 AND t.base IS NOT NULL
              AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.tid = t.tid AND e.nid = ?2 AND e.removed = 1)",
         )?;
         let mut out = Vec::new();
@@ -239,7 +239,7 @@ impl Catalog {
     /// Directory nodes whose subtree is `tid`, with their names.
     fn dirs_holding(&self, tid: i64) -> Result<Vec<(i64, Rc<[u8]>)>> {
         let mut st = self.conn.prepare_cached(
-            "SELECT n.nid, m.name FROM nodes n JOIN names m ON m.name_id = n.name_id WHERE n.subtree = ?1",
+            "SELECT n.nid, m.name FROM nodes n JOIN names m ON m.name_id = n.name_id WHERE n.subtree = ?1 AND n.subtree IS NOT NULL",
         )?;
         let v = st
             .query_map([tid], |r| Ok((r.get(0)?, Rc::from(r.get::<_, Vec<u8>>(1)?))))?
