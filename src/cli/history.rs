@@ -409,7 +409,9 @@ pub fn as_of(
     let rows = with_catalog(g, repo, false, |c| c.snapshots())?;
     let hit = rows.iter().rev().find(|r| r.snap.time_ns <= t && f.matches(&r.snap) && covers(&r.snap, path));
     match hit {
-        Some(r) => Ok((r.id, r.snap.clone())),
+        // The catalog chose the snapshot; its manifest comes from the repository itself,
+        // authenticated, so a tampered catalog cannot point a restore at another tree.
+        Some(r) => Ok((r.id, repo.load_snapshot(&r.id)?)),
         None => Err(anyhow::Error::new(crate::repo::RepoError::Invalid(format!(
             "no snapshot{} at or before {}{}",
             if f.hosts.is_empty() && f.tags.is_empty() && f.paths.is_empty() { "" } else { " matching the filters" },
