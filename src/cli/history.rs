@@ -514,32 +514,36 @@ pub fn catalog(g: &Global, cmd: CatalogCommand) -> Result<ExitCode> {
     let src = RepoSource { repo: &repo, index: OnceCell::new() };
     let id = repo.id().0;
     let watch = crate::clock::stopwatch();
-    let (cat, synced) = match (&cmd, &path) {
-        (CatalogCommand::Rebuild, Some(p)) => {
-            let (mut cat, _) = Catalog::open_or_rebuild(p, &id)?;
-            cat.clear()?;
-            let s = cat.sync(&src, true)?;
-            (cat, s)
-        }
-        (_, Some(p)) => {
-            let (mut cat, why) = Catalog::open_or_rebuild(p, &id)?;
+    let mut verify_secs = 0.0;
+    let mut cat = match &path {
+        Some(p) => {
+            let (cat, why) = Catalog::open_or_rebuild(p, &id)?;
             if let Some(why) = why {
                 eprintln!("warning: {why}; rebuilding it from the repository");
             }
-            let s = cat.sync(&src, true)?;
-            (cat, s)
+            // Check the whole file; a damaged one is rebuilt like any other.
+            let check = crate::clock::stopwatch();
+            let verified = cat.verify();
+            verify_secs = check.elapsed().as_secs_f64();
+            match verified {
+                Err(e) if e.is_corrupt() => {
+                    eprintln!("warning: {e}; rebuilding it from the repository");
+                    drop(cat);
+                    Catalog::delete_files(p)?;
+                    Catalog::open(p, &id)?
+                }
+                other => other.map(|_| cat)?,
+            }
         }
-        (_, None) => {
-            let mut cat = Catalog::in_memory(&id)?;
-            let s = cat.sync(&src, true)?;
-            (cat, s)
-        }
+        None => Catalog::in_memory(&id)?,
     };
-    let secs = watch.elapsed().as_secs_f64();
+    if let CatalogCommand::Rebuild = cmd {
+        cat.clear()?;
+    }
+    let synced = cat.sync(&src, true)?;
+    synced.warnings.iter().for_each(|w| eprintln!("warning: {w}"));
+    let secs = watch.elapsed().as_secs_f64() - verify_secs;
     let info = cat.info()?;
-    let watch = crate::clock::stopwatch();
-    cat.verify()?;
-    let verify_secs = watch.elapsed().as_secs_f64();
     // Closing the last connection folds the write-ahead log into the file.
     drop(cat);
     let file_bytes = path.as_ref().map(|p| catalog_bytes(p)).unwrap_or(0);

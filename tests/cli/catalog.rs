@@ -236,6 +236,14 @@ fn catalog_is_private_rebuildable_and_survives_deletion_and_damage() {
     let r = e.ok(&["find", "*", "--json"]);
     assert_eq!(r.stdout, before);
     assert!(r.stderr.contains("rebuilding"), "{}", r.stderr);
+    // `catalog info` checks the whole file, and rebuilds a damaged one too.
+    let mut bytes = std::fs::read(&file).unwrap();
+    let n = bytes.len();
+    bytes[n / 2..].iter_mut().for_each(|b| *b = 0xa5);
+    std::fs::write(&file, &bytes).unwrap();
+    let r = e.ok(&["catalog", "info", "--json"]);
+    assert!(r.stderr.contains("rebuilding"), "{}", r.stderr);
+    assert_eq!((r.json()["snapshots"].as_u64(), r.json()["integrity"].as_str()), (Some(3), Some("ok")));
     // Without a cache, an in-memory catalog answers the same.
     assert_eq!(e.ok(&["find", "*", "--json", "--no-cache"]).stdout, before);
     let _ = src;
