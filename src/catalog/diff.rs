@@ -3,7 +3,7 @@
 //! Top-down from the two nodes at the path: two directories' members are merged by name;
 //! a member with the same node id on both sides is identical, subtree included, and is
 //! skipped without reading further. A worklist instead of recursion keeps any depth safe.
-//! The result is sorted by path.
+//! The result is sorted by path components, so a directory's entries follow it.
 
 use super::query::NodeInfo;
 use super::{Catalog, Result};
@@ -62,7 +62,12 @@ impl Catalog {
             }
             _ => compare(&base, a, b, &mut out, &mut work),
         }
+        let mut seen = std::collections::HashSet::new();
         while let Some(p) = work.pop() {
+            // Trees cannot hold themselves; a catalog that says one does is damaged.
+            if !seen.insert((p.a, p.b)) {
+                continue;
+            }
             let left = p.a.map(|t| self.children(t)).transpose()?.unwrap_or_default();
             let right = p.b.map(|t| self.children(t)).transpose()?.unwrap_or_default();
             let (mut i, mut j) = (0, 0);
@@ -80,7 +85,8 @@ impl Catalog {
                 compare(&child, l, r, &mut out, &mut work);
             }
         }
-        out.sort_by(|x, y| x.path.cmp(&y.path));
+        // By components, so a directory's entries follow it directly (`/a/b` before `/a.c`).
+        out.sort_by(|x, y| x.path.split(|b| *b == b'/').cmp(y.path.split(|b| *b == b'/')));
         Ok(out)
     }
 }

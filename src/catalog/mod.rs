@@ -196,7 +196,8 @@ impl Catalog {
         self.conn.busy_timeout(Duration::from_secs(600))?;
         let mode: String = self.conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(self.unusable(format!("cannot use WAL mode (got {mode})")));
+            // Not damage: the file system cannot do it. The caller falls back to memory.
+            return Err(CatalogError::Invalid(format!("SQLite cannot use WAL mode here (got {mode})")));
         }
         // Derived data: losing the last transactions to a power cut is harmless (the next
         // sync redoes them), but the file must never be damaged, which WAL + NORMAL ensures.

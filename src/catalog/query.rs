@@ -383,12 +383,20 @@ impl Climb<'_> {
     fn places(&mut self, tid: i64) -> Result<Places> {
         // (tree, its parents as (parent tree, directory name)) once they are known.
         let mut stack: Vec<(i64, Option<Parents>)> = vec![(tid, None)];
+        let mut open = HashSet::new();
         while let Some((t, parents)) = stack.pop() {
             if self.memo.contains_key(&t) {
                 continue;
             }
             match parents {
                 None => {
+                    // A tree above itself: only a damaged catalog can say so.
+                    if !open.insert(t) {
+                        return Err(CatalogError::Unusable {
+                            path: "catalog".into(),
+                            reason: "a directory inside itself".into(),
+                        });
+                    }
                     let mut ps = Vec::new();
                     for (nid, name) in self.cat.dirs_holding(t)? {
                         for p in self.cat.trees_holding(nid)? {

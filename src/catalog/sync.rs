@@ -133,11 +133,15 @@ impl Catalog {
                 continue;
             }
             let base = reference_root(&tx, &snap)?;
-            match index_tree(&tx, src, &snap.tree, base, stats) {
+            // Counted apart, and added only if the snapshot's transaction commits.
+            let mut mine = SyncStats::default();
+            match index_tree(&tx, src, &snap.tree, base, &mut mine) {
                 Ok(root) => {
                     tx.execute("UPDATE snapshots SET root = ?1 WHERE sid = ?2", [root, sid])?;
                     tx.commit()?;
                     stats.snapshots_indexed += 1;
+                    stats.trees_indexed += mine.trees_indexed;
+                    stats.nodes_added += mine.nodes_added;
                 }
                 Err(CatalogError::Source(e)) => {
                     let short = hex::encode(&id[..4.min(id.len())]);

@@ -63,7 +63,13 @@ pub fn with_catalog<T>(
     trees: bool,
     f: impl Fn(&Catalog) -> std::result::Result<T, CatalogError>,
 ) -> Result<T> {
-    let warn = |s: &catalog::SyncStats| s.warnings.iter().for_each(|w| eprintln!("warning: {w}"));
+    // Printed once, even when a damaged catalog makes the work run twice.
+    let warned = std::cell::Cell::new(false);
+    let warn = |s: &catalog::SyncStats| {
+        if !warned.replace(!s.warnings.is_empty() || warned.get()) {
+            s.warnings.iter().for_each(|w| eprintln!("warning: {w}"));
+        }
+    };
     let src = RepoSource { repo, index: OnceCell::new() };
     let id = repo.id().0;
     let in_memory = |why: Option<String>| -> Result<T> {
