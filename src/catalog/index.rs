@@ -119,13 +119,16 @@ impl Base {
     }
 }
 
-/// One directory being indexed: its nodes, the tids of the subtrees found so far, and the
-/// tree at the same path in the reference snapshot.
+/// A tree as the catalog knows it: its tid and its content key.
+type Known = (i64, [u8; 16]);
+
+/// One directory being indexed: its nodes, the subtrees found so far, and the tree at the
+/// same path in the reference snapshot.
 struct Frame {
     id: [u8; 32],
     nodes: Vec<Node>,
     next: usize,
-    subtids: Vec<Option<i64>>,
+    subtrees: Vec<Option<Known>>,
     base: Option<Base>,
 }
 
@@ -134,7 +137,7 @@ impl Frame {
         let nodes = src.tree(id).map_err(CatalogError::Source)?;
         let n = nodes.len();
         let base = base.map(|b| Base::load(tx, b)).transpose()?;
-        Ok(Frame { id: *id, nodes, next: 0, subtids: vec![None; n], base })
+        Ok(Frame { id: *id, nodes, next: 0, subtrees: vec![None; n], base })
     }
 
     /// The base of child directory `name`: the subtree of the base's member of that name.
@@ -148,8 +151,17 @@ impl Frame {
     }
 }
 
-fn tree_tid(tx: &Transaction, id: &[u8; 32]) -> Result<Option<i64>> {
-    Ok(tx.prepare_cached("SELECT tid FROM trees WHERE id = ?1")?.query_row([&id[..]], |r| r.get(0)).optional()?)
+/// The catalog tree a tree blob was indexed as.
+fn known(tx: &Transaction, id: &[u8; 32]) -> Result<Option<Known>> {
+    let row: Option<(i64, Vec<u8>)> = tx
+        .prepare_cached("SELECT b.tid, t.ckey FROM blobs b JOIN trees t ON t.tid = b.tid WHERE b.id = ?1")?
+        .query_row([&id[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    row.map(|(tid, ckey)| Ok((tid, ckey.try_into().map_err(|_| bad("a content key of the wrong length"))?))).transpose()
+}
+
+fn bad(reason: &str) -> CatalogError {
+    CatalogError::Unusable { path: "catalog".into(), reason: reason.into() }
 }
 
 /// Indexes tree `root` and everything below it the catalog lacks, as deltas against the
@@ -161,7 +173,7 @@ pub(super) fn index_tree(
     base: Option<i64>,
     stats: &mut SyncStats,
 ) -> Result<i64> {
-    if let Some(tid) = tree_tid(tx, root)? {
+    if let Some((tid, _)) = known(tx, root)? {
         return Ok(tid);
     }
     let mut stack = vec![Frame::load(tx, src, root, base)?];
@@ -170,8 +182,8 @@ pub(super) fn index_tree(
         while top.next < top.nodes.len() {
             let node = &top.nodes[top.next];
             if let (NodeKind::Dir, Some(sub)) = (node.kind, node.subtree) {
-                match tree_tid(tx, &sub)? {
-                    Some(tid) => top.subtids[top.next] = Some(tid),
+                match known(tx, &sub)? {
+                    Some(k) => top.subtrees[top.next] = Some(k),
                     None => {
                         let child_base = top.child_base(tx, &node.name)?;
                         let frame = Frame::load(tx, src, &sub, child_base)?;
@@ -183,26 +195,37 @@ pub(super) fn index_tree(
             top.next += 1;
         }
         let frame = stack.pop().expect("checked above");
-        let tid = insert_tree(tx, &frame, stats)?;
+        let k = insert_tree(tx, &frame, stats)?;
         match stack.last_mut() {
-            None => return Ok(tid),
+            None => return Ok(k.0),
             Some(parent) => {
-                parent.subtids[parent.next] = Some(tid);
+                parent.subtrees[parent.next] = Some(k);
                 parent.next += 1;
             }
         }
     }
 }
 
-/// Stores a tree: as a delta against its base when the chain stays short, else in full.
-fn insert_tree(tx: &Transaction, f: &Frame, stats: &mut SyncStats) -> Result<i64> {
+/// Stores a tree blob: under the catalog tree of the same content if there is one (it
+/// differs from one already indexed only in inodes, ctimes, devices or link counts), else
+/// as a new tree, a delta against its base when the chain stays short, else in full.
+fn insert_tree(tx: &Transaction, f: &Frame, stats: &mut SyncStats) -> Result<Known> {
+    let keys: Vec<[u8; 16]> =
+        f.nodes.iter().zip(&f.subtrees).map(|(n, sub)| node_key(n, sub.map(|(_, c)| c))).collect();
+    let ckey = content_key(&keys);
+    let same_content: Option<i64> =
+        tx.prepare_cached("SELECT tid FROM trees WHERE ckey = ?1")?.query_row([&ckey[..]], |r| r.get(0)).optional()?;
+    if let Some(tid) = same_content {
+        tx.prepare_cached("INSERT INTO blobs(id, tid) VALUES (?1, ?2)")?.execute(params![&f.id[..], tid])?;
+        return Ok((tid, ckey));
+    }
     let mut nids = Vec::with_capacity(f.nodes.len());
-    for (node, sub) in f.nodes.iter().zip(&f.subtids) {
-        let key = node_key(node);
-        let same = f.base.as_ref().and_then(|b| b.by_key.get(&key[..])).filter(|m| m.subtree == *sub);
+    for ((node, sub), key) in f.nodes.iter().zip(&f.subtrees).zip(&keys) {
+        let sub = sub.map(|(tid, _)| tid);
+        let same = f.base.as_ref().and_then(|b| b.by_key.get(&key[..])).filter(|m| m.subtree == sub);
         nids.push(match same {
             Some(m) => m.nid,
-            None => node_id(tx, node, &key, *sub, stats)?,
+            None => node_id(tx, node, key, sub, stats)?,
         });
     }
     let mut rows: Vec<(i64, bool)> = nids.iter().map(|n| (*n, false)).collect();
@@ -218,19 +241,30 @@ fn insert_tree(tx: &Transaction, f: &Frame, stats: &mut SyncStats) -> Result<i64
             rows = delta;
         }
     }
-    tx.prepare_cached("INSERT INTO trees(id, base, depth, chain_rows) VALUES (?1, ?2, ?3, ?4)")?.execute(params![
-        &f.id[..],
+    tx.prepare_cached("INSERT INTO trees(ckey, base, depth, chain_rows) VALUES (?1, ?2, ?3, ?4)")?.execute(params![
+        &ckey[..],
         base,
         depth,
         chain_rows
     ])?;
     let tid = tx.last_insert_rowid();
+    tx.prepare_cached("INSERT INTO blobs(id, tid) VALUES (?1, ?2)")?.execute(params![&f.id[..], tid])?;
     let mut add = tx.prepare_cached("INSERT OR IGNORE INTO entries(tid, nid, removed) VALUES (?1, ?2, ?3)")?;
     for (nid, removed) in rows {
         add.execute(params![tid, nid, removed])?;
     }
     stats.trees_indexed += 1;
-    Ok(tid)
+    Ok((tid, ckey))
+}
+
+/// A tree's content key: its members' identities, in name order.
+fn content_key(keys: &[[u8; 16]]) -> [u8; 16] {
+    let mut h = blake3::Hasher::new();
+    h.update(&(keys.len() as u64).to_le_bytes());
+    keys.iter().for_each(|k| {
+        h.update(k);
+    });
+    first16(h.finalize())
 }
 
 fn name_id(tx: &Transaction, name: &[u8]) -> Result<i64> {
@@ -309,9 +343,11 @@ fn first16(h: blake3::Hash) -> [u8; 16] {
 }
 
 /// A node's identity in the catalog: everything a user would call a different version
-/// (name, kind, mode, owner, mtime, size, xattrs, content, subtree), but not the inode,
-/// device, ctime or link count, which change without the file changing.
-fn node_key(n: &Node) -> [u8; 16] {
+/// (name, kind, mode, owner, mtime, size, xattrs, content, and for a directory the content
+/// key of its tree), but not the inode, device, ctime or link count, which change without
+/// the file changing. (The subtree's blob id would bring those back: it hashes the
+/// children's inodes.)
+fn node_key(n: &Node, subtree: Option<[u8; 16]>) -> [u8; 16] {
     let mut h = blake3::Hasher::new();
     let mut bytes = |b: &[u8]| {
         h.update(&(b.len() as u64).to_le_bytes());
@@ -337,6 +373,6 @@ fn node_key(n: &Node) -> [u8; 16] {
     for c in &n.content {
         bytes(c);
     }
-    bytes(n.subtree.as_ref().map(|s| &s[..]).unwrap_or(&[]));
+    bytes(subtree.as_ref().map(|s| &s[..]).unwrap_or(&[]));
     first16(h.finalize())
 }

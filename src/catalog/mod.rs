@@ -109,12 +109,13 @@ CREATE INDEX snapshots_time ON snapshots(time_ns);
 CREATE INDEX snapshots_root ON snapshots(root);
 CREATE TABLE trees(
     tid INTEGER PRIMARY KEY AUTOINCREMENT,
-    id BLOB NOT NULL UNIQUE,
+    ckey BLOB NOT NULL UNIQUE,
     base INTEGER,
     depth INTEGER NOT NULL,
     chain_rows INTEGER NOT NULL
 );
 CREATE INDEX trees_base ON trees(base) WHERE base IS NOT NULL;
+CREATE TABLE blobs(id BLOB PRIMARY KEY, tid INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE names(name_id INTEGER PRIMARY KEY AUTOINCREMENT, name BLOB NOT NULL UNIQUE);
 CREATE TABLE nodes(
     nid INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -288,7 +289,8 @@ impl Catalog {
     pub fn clear(&mut self) -> Result<()> {
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute_batch(
-            "DELETE FROM snapshots; DELETE FROM entries; DELETE FROM nodes; DELETE FROM names; DELETE FROM trees;",
+            "DELETE FROM snapshots; DELETE FROM entries; DELETE FROM nodes; DELETE FROM names; DELETE FROM trees;
+             DELETE FROM blobs;",
         )?;
         tx.commit()?;
         self.conn.execute_batch("VACUUM")?;

@@ -229,6 +229,7 @@ fn collect_garbage(tx: &Transaction) -> Result<()> {
     tx.execute_batch(
         "DELETE FROM trees WHERE tid NOT IN (SELECT tid FROM temp.live);
          DELETE FROM entries WHERE tid NOT IN (SELECT tid FROM temp.live);
+         DELETE FROM blobs WHERE tid NOT IN (SELECT tid FROM temp.live);
          DELETE FROM nodes WHERE nid NOT IN (SELECT nid FROM entries);
          DELETE FROM names WHERE name_id NOT IN (SELECT name_id FROM nodes);
          DELETE FROM temp.live;",

@@ -234,3 +234,31 @@ fn names_only_forgotten_snapshots_had_are_gone() {
         .unwrap()
         .is_empty());
 }
+
+#[test]
+fn inode_and_ctime_changes_make_no_new_versions_even_of_directories() {
+    let mut f = Fake::default();
+    let r = f.etc("one", 1);
+    f.snap("h", 100, r);
+    // The same files with new inodes and ctimes (say, a backup of a fresh LVM snapshot):
+    // new tree blobs, the same content.
+    let mut a = file("a.conf", "one", 1);
+    a.inode = 99;
+    a.ctime = Time { sec: 5, nsec: 0 };
+    let sub = f.dir("sub", vec![file("b.conf", "b", 1)]);
+    let big = (0..50).map(|i| file(&format!("f{i}"), "x", 1)).collect();
+    let big = f.dir("big", big);
+    let etc = f.dir("etc", vec![a, sub, big]);
+    f.snap("h", 200, vec![etc]);
+    let mut cat = Catalog::in_memory(&[7; 32]).unwrap();
+    cat.sync(&f, true).unwrap();
+    let info: HashMap<_, _> = cat.info().unwrap().into_iter().collect();
+    assert_eq!(info["trees"], 4, "the new blobs map to the trees already there");
+    for p in [&b"/etc"[..], b"/etc/a.conf", b"/etc/big"] {
+        let v = cat.versions(p, &[]).unwrap();
+        assert_eq!((v.len(), v[0].snapshots), (1, 2), "{}", String::from_utf8_lossy(p));
+    }
+    let snaps = cat.snapshots().unwrap();
+    let (x, y) = (cat.node_at(&snaps[0], b"/").unwrap(), cat.node_at(&snaps[1], b"/").unwrap());
+    assert!(cat.diff(b"/", x.as_ref(), y.as_ref()).unwrap().is_empty());
+}
