@@ -262,3 +262,27 @@ fn inode_and_ctime_changes_make_no_new_versions_even_of_directories() {
     let (x, y) = (cat.node_at(&snaps[0], b"/").unwrap(), cat.node_at(&snaps[1], b"/").unwrap());
     assert!(cat.diff(b"/", x.as_ref(), y.as_ref()).unwrap().is_empty());
 }
+
+#[test]
+fn an_old_schema_or_a_stranger_database_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let mut f = Fake::default();
+    let r = f.etc("one", 1);
+    f.snap("h", 100, r);
+    {
+        let mut cat = Catalog::open(&path, &[7; 32]).unwrap();
+        cat.sync(&f, true).unwrap();
+        cat.conn.pragma_update(None, "user_version", 7).unwrap();
+    }
+    let (mut cat, why) = Catalog::open_or_rebuild(&path, &[7; 32]).unwrap();
+    assert!(why.unwrap().contains("schema version 7"));
+    assert_eq!(cat.sync(&f, true).unwrap().snapshots_indexed, 1);
+    drop(cat);
+    // Some other program's database where the catalog should be.
+    Catalog::delete_files(&path).unwrap();
+    rusqlite::Connection::open(&path).unwrap().execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);").unwrap();
+    let (cat, why) = Catalog::open_or_rebuild(&path, &[7; 32]).unwrap();
+    assert!(why.unwrap().contains("other SQLite database"));
+    assert_eq!(cat.info().unwrap()[0], ("snapshots".to_string(), 0));
+}
