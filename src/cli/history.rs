@@ -66,7 +66,7 @@ pub fn with_catalog<T>(
     // Printed once, even when a damaged catalog makes the work run twice.
     let warned = std::cell::Cell::new(false);
     let warn = |s: &catalog::SyncStats| {
-        if !warned.replace(!s.warnings.is_empty() || warned.get()) {
+        if !s.warnings.is_empty() && !warned.replace(true) {
             s.warnings.iter().for_each(|w| eprintln!("warning: {w}"));
         }
     };
