@@ -393,3 +393,20 @@ fn commands_syncing_one_catalog_at_once_agree() {
     let info = e.ok(&["catalog", "info", "--json"]).json();
     assert_eq!((info["snapshots"].as_u64(), info["integrity"].as_str()), (Some(3), Some("ok")));
 }
+
+#[test]
+fn a_damaged_snapshot_is_left_out_with_a_warning_and_the_rest_answers() {
+    let e = Env::new();
+    let (_src, [s1, s2, _]) = three_days(&e);
+    let f = e.repo.join("snapshots").join(&s2);
+    let mut bytes = std::fs::read(&f).unwrap();
+    let n = bytes.len();
+    bytes[n - 5] ^= 0x40;
+    std::fs::write(&f, &bytes).unwrap();
+    let r = e.ok(&["find", "hosts", "--json"]);
+    assert!(r.stderr.contains(&format!("snapshot {} left out of the catalog", &s2[..8])), "{}", r.stderr);
+    let hits = lines(&r);
+    assert_eq!(hits.len(), 2);
+    assert!(hits.iter().any(|h| h["snapshot"] == s1.as_str()));
+    assert!(hits.iter().all(|h| h["snapshot"] != s2.as_str()));
+}
