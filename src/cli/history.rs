@@ -315,16 +315,9 @@ fn resolve(rows: &[Rc<SnapRow>], spec: &str) -> Result<Rc<SnapRow>> {
     if spec == "latest" {
         return rows.last().cloned().ok_or_else(|| anyhow!("the repository has no snapshots"));
     }
-    let s = spec.to_ascii_lowercase();
-    if s.len() < 8 || s.len() > 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!("{spec:?} is not a snapshot id: give `latest`, a full id or at least 8 hex digits");
-    }
-    let found: Vec<_> = rows.iter().filter(|r| r.id.to_hex().starts_with(&s)).collect();
-    match found.as_slice() {
-        [one] => Ok((*one).clone()),
-        [] => bail!("no snapshot with id {spec}"),
-        _ => bail!("snapshot id prefix {spec} is ambiguous"),
-    }
+    let ids: Vec<SnapshotId> = rows.iter().map(|r| r.id).collect();
+    let id = crate::repo::snapshots::match_id(spec, &ids)?;
+    Ok(rows.iter().find(|r| r.id == id).expect("match_id picks one of these").clone())
 }
 
 fn size_of(n: &Option<NodeInfo>) -> serde_json::Value {

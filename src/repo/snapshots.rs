@@ -71,18 +71,24 @@ impl Repository {
                 .rfind(|(_, s)| filter.matches(s))
                 .ok_or_else(|| RepoError::Invalid("no snapshot matches (the repository has none that fit)".into()));
         }
-        let spec_l = spec.to_ascii_lowercase();
-        if spec_l.len() < 8 || spec_l.len() > 64 || !spec_l.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(RepoError::Invalid(format!(
-                "{spec:?} is not a snapshot id: give `latest`, a full id or at least 8 hex digits"
-            )));
-        }
-        let ids: Vec<SnapshotId> =
-            self.list_snapshot_ids()?.into_iter().filter(|id| id.to_hex().starts_with(&spec_l)).collect();
-        match ids.as_slice() {
-            [one] => Ok((*one, self.load_snapshot(one)?)),
-            [] => Err(RepoError::Invalid(format!("no snapshot with id {spec}"))),
-            _ => Err(RepoError::Invalid(format!("snapshot id prefix {spec} is ambiguous"))),
-        }
+        let id = match_id(spec, &self.list_snapshot_ids()?)?;
+        Ok((id, self.load_snapshot(&id)?))
+    }
+}
+
+/// The one id among `ids` that `spec` names: a full id or a unique prefix of at least 8
+/// hex digits (`latest` is for the caller, which knows the times).
+pub fn match_id(spec: &str, ids: &[SnapshotId]) -> Result<SnapshotId> {
+    let spec_l = spec.to_ascii_lowercase();
+    if spec_l.len() < 8 || spec_l.len() > 64 || !spec_l.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(RepoError::Invalid(format!(
+            "{spec:?} is not a snapshot id: give `latest`, a full id or at least 8 hex digits"
+        )));
+    }
+    let found: Vec<&SnapshotId> = ids.iter().filter(|id| id.to_hex().starts_with(&spec_l)).collect();
+    match found.as_slice() {
+        [one] => Ok(**one),
+        [] => Err(RepoError::Invalid(format!("no snapshot with id {spec}"))),
+        _ => Err(RepoError::Invalid(format!("snapshot id prefix {spec} is ambiguous"))),
     }
 }
