@@ -132,8 +132,12 @@ fn kdf(a: &KdfArgs) -> KdfParams {
 }
 
 pub(super) fn print_json(v: &impl serde::Serialize) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer(&mut out, v)?;
+    json_line(&mut std::io::stdout().lock(), v)
+}
+
+/// One JSON document and a newline: `--json` output, one line of NDJSON.
+pub(super) fn json_line(out: &mut impl Write, v: &impl serde::Serialize) -> Result<()> {
+    serde_json::to_writer(&mut *out, v)?;
     writeln!(out)?;
     Ok(())
 }
@@ -264,11 +268,17 @@ pub(super) fn time_of(s: &Snapshot) -> jiff::Zoned {
     ts.to_zoned(jiff::tz::TimeZone::fixed(off))
 }
 
+/// A snapshot's time in RFC 3339, with the UTC offset of the host that took it.
+pub(super) fn rfc3339_of(s: &Snapshot) -> String {
+    let z = time_of(s);
+    z.timestamp().display_with_offset(z.offset()).to_string()
+}
+
 fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> serde_json::Value {
     json!({
         "id": id.to_hex(),
         "short_id": id.short(),
-        "time": time_of(s).timestamp().display_with_offset(time_of(s).offset()).to_string(),
+        "time": rfc3339_of(s),
         "host": s.host,
         "username": s.username,
         "uid": s.uid,
@@ -353,8 +363,7 @@ fn ls(g: &Global, a: LsArgs) -> Result<ExitCode> {
     }
     let mut emit = |path: &[u8], n: &Node| -> Result<()> {
         if g.json {
-            serde_json::to_writer(&mut out, &node_json(path, n))?;
-            writeln!(out)?;
+            json_line(&mut out, &node_json(path, n))?;
         } else if a.long {
             let t = jiff::Timestamp::new(n.mtime.sec, n.mtime.nsec as i32)
                 .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())

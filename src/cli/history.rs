@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
 
 use super::args::*;
-use super::commands::{cache_base, clean_path, filter, open, print_json, time_of};
+use super::commands::{cache_base, clean_path, filter, json_line, open, print_json, rfc3339_of, time_of};
 use super::exit::ExitCode;
 use crate::catalog::{self, covers, BoxError, Catalog, CatalogError, FindFilter, NameTest, NodeInfo, SnapRow};
 use crate::format::snapshot::Snapshot;
@@ -123,8 +123,7 @@ fn rfc3339(ns: i64) -> String {
 }
 
 fn snap_time(s: &SnapRow) -> String {
-    let z = time_of(&s.snap);
-    z.timestamp().display_with_offset(z.offset()).to_string()
+    rfc3339_of(&s.snap)
 }
 
 fn local_time(s: &SnapRow) -> String {
@@ -219,8 +218,7 @@ pub fn find(g: &Global, a: FindArgs) -> Result<ExitCode> {
                 "size": n.size,
                 "mtime": rfc3339(n.mtime_ns),
             });
-            serde_json::to_writer(&mut out, &doc)?;
-            writeln!(out)?;
+            json_line(&mut out, &doc)?;
         } else {
             write!(
                 out,
@@ -280,8 +278,7 @@ pub fn versions(g: &Global, a: VersionsArgs) -> Result<ExitCode> {
                 "change": v.change,
                 "after_gap": v.after_gap,
             });
-            serde_json::to_writer(&mut out, &doc)?;
-            writeln!(out)?;
+            json_line(&mut out, &doc)?;
         } else {
             writeln!(
                 out,
@@ -360,8 +357,7 @@ pub fn diff(g: &Global, a: DiffArgs) -> Result<ExitCode> {
                 "size_before": size_of(&e.before),
                 "size_after": size_of(&e.after),
             });
-            serde_json::to_writer(&mut out, &doc)?;
-            writeln!(out)?;
+            json_line(&mut out, &doc)?;
         } else {
             let slash = if kind == "dir" { "/" } else { "" };
             write!(out, "{}    ", e.kind.mark())?;
@@ -378,8 +374,7 @@ pub fn diff(g: &Global, a: DiffArgs) -> Result<ExitCode> {
             "added": n("added"), "removed": n("removed"), "modified": n("modified"),
             "metadata": n("metadata"), "type": n("type"),
         });
-        serde_json::to_writer(&mut out, &doc)?;
-        writeln!(out)?;
+        json_line(&mut out, &doc)?;
     } else {
         eprintln!(
             "{} -> {}: {} added, {} removed, {} modified, {} metadata only, {} type changed",
