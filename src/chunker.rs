@@ -4,9 +4,8 @@
 //! the repository's chunker key (see `crypto`), so chunk boundaries, and hence chunk sizes,
 //! depend on a secret and cannot be used to fingerprint known files. The crate's own
 //! `StreamCDC` only offers a 64-bit XOR seed and copies its whole buffer after every chunk,
-//! so the streaming loop is ours: one buffer of twice the maximum chunk size, reused across
-//! files, refilled only when less than one maximum chunk is buffered (each byte is copied
-//! at most once).
+//! so the streaming loop is ours: one buffer of a maximum chunk plus a window, reused across
+//! files, read a short window ahead of the next cut (see [`Chunker::chunk_stream`]).
 
 use std::io::Read;
 
@@ -56,23 +55,36 @@ impl Chunker {
 
     /// Reads `src` to its end, calling `emit` with each chunk in order. Returns bytes read.
     /// Read errors and errors from `emit` stop the loop and are returned.
+    ///
+    /// Reads run only a short window (twice the average chunk) ahead of the next cut, so a
+    /// chunk is still in this core's cache when it is cut, hashed and handed on; reading a
+    /// whole maximum chunk ahead made every byte travel to memory and back. A cut found
+    /// inside the window is final: the gear scan runs left to right and a boundary found in
+    /// a prefix is the first boundary of the whole stream too (`cut_gear` only uses the
+    /// length to stop). When the window holds no boundary, it is doubled, up to the
+    /// maximum chunk, and scanned again, so boundaries do not depend on how reads return.
     pub fn chunk_stream<E: From<std::io::Error>>(
         &mut self,
         mut src: impl Read,
         mut emit: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<u64, E> {
         let max = self.params.max as usize;
-        if self.buf.len() != 2 * max {
-            self.buf = vec![0u8; 2 * max];
+        let window = (2 * self.params.avg as usize).clamp(1, max);
+        // Room for a maximum chunk plus a window: what is left is moved to the front only
+        // when a window would not fit after it.
+        if self.buf.len() != max + window {
+            self.buf = vec![0u8; max + window];
         }
-        let (mut start, mut end, mut eof, mut total) = (0usize, 0usize, false, 0u64);
+        let (mut start, mut end, mut eof, mut total, mut want) = (0usize, 0usize, false, 0u64, window);
         loop {
-            if !eof && end - start < max {
-                self.buf.copy_within(start..end, 0);
-                end -= start;
-                start = 0;
-                while !eof && end < self.buf.len() {
-                    match src.read(&mut self.buf[end..]) {
+            if !eof && end - start < want {
+                if start + want > self.buf.len() {
+                    self.buf.copy_within(start..end, 0);
+                    end -= start;
+                    start = 0;
+                }
+                while !eof && end - start < want {
+                    match src.read(&mut self.buf[end..start + want]) {
                         Ok(0) => eof = true,
                         Ok(n) => end += n,
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -84,9 +96,14 @@ impl Chunker {
                 return Ok(total);
             }
             let n = self.cut(&self.buf[start..end]);
+            if n == end - start && !eof && n < max {
+                want = (2 * want).min(max);
+                continue;
+            }
             emit(&self.buf[start..start + n])?;
             total += n as u64;
             start += n;
+            want = window;
         }
     }
 }
@@ -130,6 +147,47 @@ mod tests {
                 prop_assert!(ch.len() <= 4096);
                 if i + 1 < cs.len() { prop_assert!(ch.len() >= 256); }
             }
+        }
+    }
+
+    /// Hands out at most `step` bytes per read, to test that boundaries do not depend on how
+    /// reads return.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.step).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn boundaries_match_a_scan_of_the_whole_input(
+            data in proptest::collection::vec(any::<u8>(), 0..40000),
+            step in 1usize..5000,
+        ) {
+            let c = Chunker::new(small(), gear(3));
+            let mut whole = Vec::new();
+            let mut rest = &data[..];
+            while !rest.is_empty() {
+                let n = c.cut(rest);
+                whole.push(rest[..n].to_vec());
+                rest = &rest[n..];
+            }
+            let mut c = c;
+            let mut streamed = Vec::new();
+            c.chunk_stream::<std::io::Error>(Trickle { data: &data, step }, |b| {
+                streamed.push(b.to_vec());
+                Ok(())
+            })
+            .unwrap();
+            prop_assert_eq!(streamed, whole);
         }
     }
 

@@ -8,30 +8,30 @@ use std::cell::RefCell;
 
 use crate::format::Compression;
 
-/// A reusable compression context at a fixed level, with a reusable output buffer.
+/// A reusable compression context at a fixed level.
 pub struct Compressor {
     ctx: Option<zstd::bulk::Compressor<'static>>,
-    scratch: Vec<u8>,
 }
 
 impl Compressor {
     /// `level` 0 means "store raw"; otherwise a zstd level (1..=22, negative for fast modes).
     pub fn new(level: i32) -> std::io::Result<Self> {
         let ctx = if level == 0 { None } else { Some(zstd::bulk::Compressor::new(level)?) };
-        Ok(Compressor { ctx, scratch: Vec::new() })
+        Ok(Compressor { ctx })
     }
 
-    /// Appends the bytes to store to `out` and says how they were encoded. Allocates nothing
-    /// once the scratch buffer has grown to the largest blob.
+    /// Appends the bytes to store to `out` and says how they were encoded. Compresses
+    /// straight into `out`'s spare capacity (no intermediate copy); allocates nothing once
+    /// `out` has room for the worst case.
     pub fn compress_into(&mut self, data: &[u8], out: &mut Vec<u8>) -> Compression {
         if let Some(ctx) = self.ctx.as_mut() {
-            self.scratch.clear();
-            self.scratch.reserve(zstd::zstd_safe::compress_bound(data.len()));
-            if let Ok(n) = ctx.compress_to_buffer(data, &mut self.scratch) {
-                if n < data.len() {
-                    out.extend_from_slice(&self.scratch[..n]);
-                    return Compression::Zstd;
-                }
+            let start = out.len();
+            out.reserve(zstd::zstd_safe::compress_bound(data.len()));
+            let mut cursor = std::io::Cursor::new(&mut *out);
+            cursor.set_position(start as u64);
+            match ctx.compress_to_buffer(data, &mut cursor) {
+                Ok(n) if n < data.len() => return Compression::Zstd,
+                _ => out.truncate(start),
             }
         }
         out.extend_from_slice(data);

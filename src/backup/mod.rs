@@ -30,7 +30,7 @@ use crate::format::tree::{self, Node, NodeKind};
 use crate::format::BlobType;
 use crate::id::{BlobId, SnapshotId};
 use crate::progress::Progress;
-use crate::repo::writer::{claim, BlobSink, RawBlob};
+use crate::repo::writer::{claim, BlobBatcher, BlobSink, RawBlobs};
 use crate::repo::{MasterIndex, RepoError, Repository};
 use crate::source::exclude::Patterns;
 use crate::source::{self, Names};
@@ -119,7 +119,7 @@ struct Ctx {
     repo: Arc<Repository>,
     index: Arc<MasterIndex>,
     known: Arc<Mutex<HashSet<BlobId>>>,
-    blobs: Option<Sender<RawBlob>>,
+    blobs: Option<Sender<RawBlobs>>,
     counters: Counters,
     warnings: Mutex<Vec<String>>,
     progress: Arc<dyn Progress>,
@@ -134,15 +134,18 @@ impl Ctx {
         self.warnings.lock().expect("poisoned").push(msg);
     }
 
+    /// A batcher for one stage's blobs; `None` on a dry run.
+    fn batcher(&self) -> Option<BlobBatcher> {
+        self.blobs.clone().map(BlobBatcher::new)
+    }
+
     /// Stores a blob unless it is known; returns nothing (the id is the caller's).
-    fn store_blob(&self, blob_type: BlobType, id: BlobId, data: &[u8]) {
+    fn store_blob(&self, out: Option<&mut BlobBatcher>, blob_type: BlobType, id: BlobId, data: &[u8]) {
         if !claim(&self.known, id) {
             return;
         }
-        match &self.blobs {
-            Some(tx) => {
-                let _ = tx.send(RawBlob { blob_type, id, data: data.to_vec() });
-            }
+        match out {
+            Some(b) => b.push(blob_type, id, data),
             None => {
                 self.counters.dry_blobs.fetch_add(1, Ordering::Relaxed);
                 self.counters.dry_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -298,8 +301,9 @@ fn parent_and_seq(
 fn reader(ctx: Arc<Ctx>, rx: Receiver<FileJob>) {
     let keys = ctx.repo.keys().clone();
     let mut chunker = Chunker::new(ctx.repo.config().chunker, keys.gear_table());
+    let mut batch = ctx.batcher();
     for job in rx {
-        let out = read_file(&ctx, &mut chunker, job.dir.as_ref(), &job.name, &job.path, job.node);
+        let out = read_file(&ctx, &mut chunker, &mut batch, job.dir.as_ref(), &job.name, &job.path, job.node);
         ctx.progress.add_item();
         let _ = job.result.send(out);
     }
@@ -308,28 +312,29 @@ fn reader(ctx: Arc<Ctx>, rx: Receiver<FileJob>) {
 fn read_file(
     ctx: &Ctx,
     chunker: &mut Chunker,
+    batch: &mut Option<BlobBatcher>,
     dir: &OwnedFd,
     name: &CString,
     path: &[u8],
     mut node: Node,
 ) -> Option<Node> {
     use std::os::fd::AsFd;
-    let shown = String::from_utf8_lossy(path).into_owned();
+    let shown = || String::from_utf8_lossy(path); // only when warning: it scans the name
     let file = match source::open_file_at(dir.as_fd(), name) {
         Ok(f) => f,
         Err(e) => {
-            ctx.warn(format!("{shown}: cannot read: {e}"));
+            ctx.warn(format!("{}: cannot read: {e}", shown()));
             return None;
         }
     };
     let before = match source::fstat(&file) {
         Ok(st) if source::kind_of(&st) == NodeKind::File => st,
         Ok(_) => {
-            ctx.warn(format!("{shown}: replaced by something else than a file while backing up; skipped"));
+            ctx.warn(format!("{}: replaced by something else than a file while backing up; skipped", shown()));
             return None;
         }
         Err(e) => {
-            ctx.warn(format!("{shown}: cannot read: {e}"));
+            ctx.warn(format!("{}: cannot read: {e}", shown()));
             return None;
         }
     };
@@ -337,7 +342,7 @@ fn read_file(
     let mut content = Vec::new();
     let read = chunker.chunk_stream::<std::io::Error>(&file, |chunk| {
         let id = keys.blob_id(BlobType::Data, chunk);
-        ctx.store_blob(BlobType::Data, id, chunk);
+        ctx.store_blob(batch.as_mut(), BlobType::Data, id, chunk);
         content.push(id.0);
         ctx.progress.add_bytes(chunk.len() as u64);
         Ok(())
@@ -345,19 +350,19 @@ fn read_file(
     let read = match read {
         Ok(n) => n,
         Err(e) => {
-            ctx.warn(format!("{shown}: read failed: {e}"));
+            ctx.warn(format!("{}: read failed: {e}", shown()));
             return None;
         }
     };
     ctx.counters.bytes.fetch_add(read, Ordering::Relaxed);
     match source::fstat(&file) {
         Ok(after) if source::same_file_unchanged(&before, &after) && after.st_size as u64 == read => {}
-        _ => ctx.warn(format!("{shown}: changed while being read; the saved copy may be inconsistent")),
+        _ => ctx.warn(format!("{}: changed while being read; the saved copy may be inconsistent", shown())),
     }
     node = source::node_from_stat(&node.name, &before, &ctx.names);
     match source::read_xattrs_fd(file.as_fd()) {
         Ok(x) => node.xattrs = x,
-        Err(e) => ctx.warn(format!("{shown}: cannot read extended attributes: {e}")),
+        Err(e) => ctx.warn(format!("{}: cannot read extended attributes: {e}", shown())),
     }
     node.size = read;
     node.content = content;
@@ -367,6 +372,7 @@ fn read_file(
 /// Finisher thread: turns completed directories into tree blobs, in post-order.
 fn finisher(ctx: Arc<Ctx>, rx: Receiver<DirJob>) {
     let keys = ctx.repo.keys().clone();
+    let mut batch = ctx.batcher();
     for job in rx {
         let mut nodes = Vec::with_capacity(job.entries.len());
         for e in job.entries {
@@ -381,7 +387,7 @@ fn finisher(ctx: Arc<Ctx>, rx: Receiver<DirJob>) {
         }
         let bytes = tree::encode(&nodes);
         let id = keys.blob_id(BlobType::Tree, &bytes);
-        ctx.store_blob(BlobType::Tree, id, &bytes);
+        ctx.store_blob(batch.as_mut(), BlobType::Tree, id, &bytes);
         let c = &ctx.counters;
         match job.parent_subtree {
             None => c.dirs_new.fetch_add(1, Ordering::Relaxed),

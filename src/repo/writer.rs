@@ -32,11 +32,83 @@ use crate::id::{BlobId, PackId};
 /// How many packs one index file covers at most.
 pub const INDEX_FLUSH_PACKS: usize = 32;
 
-/// A plaintext blob on its way into the repository.
-pub struct RawBlob {
-    pub blob_type: BlobType,
-    pub id: BlobId,
-    pub data: Vec<u8>,
+/// Recycled pack buffers kept at most (each is about one pack target size).
+const SPARE_BUFFERS: usize = 1;
+
+/// Plaintext blobs on their way into the repository, travelling together: most files are a
+/// few KiB, and one message per blob (an allocation, a channel hand-off and often a thread
+/// wake-up each) cost more CPU than packing them did.
+pub struct RawBlobs {
+    data: Vec<u8>,
+    /// Type, id and end offset in `data` of each blob, in order.
+    blobs: Vec<(BlobType, BlobId, usize)>,
+}
+
+impl RawBlobs {
+    /// A batch holding just this blob (no copy).
+    pub fn one(blob_type: BlobType, id: BlobId, data: Vec<u8>) -> Self {
+        let end = data.len();
+        RawBlobs { data, blobs: vec![(blob_type, id, end)] }
+    }
+
+    fn with_capacity(bytes: usize) -> Self {
+        RawBlobs { data: Vec::with_capacity(bytes), blobs: Vec::new() }
+    }
+
+    /// Each blob's type, id and bytes.
+    fn iter(&self) -> impl Iterator<Item = (BlobType, BlobId, &[u8])> {
+        let mut start = 0;
+        self.blobs.iter().map(move |&(t, id, end)| {
+            let bytes = &self.data[start..end];
+            start = end;
+            (t, id, bytes)
+        })
+    }
+}
+
+/// Gathers blobs into [`RawBlobs`] batches of about [`BlobBatcher::BYTES`] for one sender;
+/// sends what it holds when dropped, so a stage's last blobs reach the sink before the
+/// stage's thread ends.
+pub struct BlobBatcher {
+    tx: Sender<RawBlobs>,
+    cur: RawBlobs,
+}
+
+impl BlobBatcher {
+    /// A batch is sent once it holds this many bytes (a chunk of average size or more
+    /// goes at once).
+    pub const BYTES: usize = 512 << 10;
+
+    pub fn new(tx: Sender<RawBlobs>) -> Self {
+        BlobBatcher { tx, cur: RawBlobs::with_capacity(0) }
+    }
+
+    /// Queues a copy of `data` as blob `id`.
+    pub fn push(&mut self, blob_type: BlobType, id: BlobId, data: &[u8]) {
+        if self.cur.data.capacity() - self.cur.data.len() < data.len() {
+            self.flush();
+            self.cur = RawBlobs::with_capacity(data.len().max(Self::BYTES));
+        }
+        self.cur.data.extend_from_slice(data);
+        self.cur.blobs.push((blob_type, id, self.cur.data.len()));
+        if self.cur.data.len() >= Self::BYTES {
+            self.flush();
+        }
+    }
+
+    /// Sends the blobs gathered so far. A closed sink (it failed) drops them; the sink
+    /// reports its error when finished.
+    pub fn flush(&mut self) {
+        if !self.cur.blobs.is_empty() {
+            let _ = self.tx.send(std::mem::replace(&mut self.cur, RawBlobs::with_capacity(0)));
+        }
+    }
+}
+
+impl Drop for BlobBatcher {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 /// One pack being filled.
@@ -49,12 +121,14 @@ struct PackBuilder {
 }
 
 impl PackBuilder {
-    fn new(repo: &Repository, capacity: usize) -> Self {
+    fn new(repo: &Repository, mut buf: Vec<u8>, capacity: usize) -> Self {
         let id = PackId::random();
+        buf.clear();
+        buf.reserve(capacity);
         PackBuilder {
             id,
             cipher: repo.keys().object_cipher(crypto::KEY_TYPE_PACK, id.as_bytes()),
-            buf: Vec::with_capacity(capacity),
+            buf,
             entries: Vec::new(),
             index: Vec::new(),
         }
@@ -121,11 +195,18 @@ pub struct SinkTotals {
 struct Shared {
     repo: Arc<Repository>,
     pending: Mutex<Vec<IndexPack>>,
+    /// Pack buffers handed back by the uploaders, for the packers to fill again.
+    spare: Mutex<Vec<Vec<u8>>>,
     error: Mutex<Option<super::RepoError>>,
     stats: SinkStats,
 }
 
 impl Shared {
+    /// A buffer for the next pack: a recycled one when there is one.
+    fn buffer(&self) -> Vec<u8> {
+        self.spare.lock().expect("poisoned").pop().unwrap_or_default()
+    }
+
     fn fail(&self, e: super::RepoError) {
         let mut g = self.error.lock().expect("poisoned");
         if g.is_none() {
@@ -135,7 +216,12 @@ impl Shared {
 
     fn upload(&self, id: PackId, bytes: Vec<u8>, ip: IndexPack) -> Result<()> {
         let size = bytes.len() as u64;
-        self.repo.store().put_new(&pack_path(&id), bytes)?;
+        if let Some(buf) = self.repo.store().put_new_reclaim(&pack_path(&id), bytes)? {
+            let mut spare = self.spare.lock().expect("poisoned");
+            if spare.len() < SPARE_BUFFERS {
+                spare.push(buf);
+            }
+        }
         self.stats.packs.fetch_add(1, Ordering::Relaxed);
         self.stats.data_added.fetch_add(size, Ordering::Relaxed);
         let full = {
@@ -156,7 +242,7 @@ impl Shared {
 
 /// Accepts blobs and stores them; see the module docs.
 pub struct BlobSink {
-    tx: Option<Sender<RawBlob>>,
+    tx: Option<Sender<RawBlobs>>,
     packers: Vec<JoinHandle<()>>,
     uploaders: Vec<JoinHandle<()>>,
     shared: Arc<Shared>,
@@ -169,10 +255,11 @@ impl BlobSink {
         let shared = Arc::new(Shared {
             repo,
             pending: Mutex::new(Vec::new()),
+            spare: Mutex::new(Vec::new()),
             error: Mutex::new(None),
             stats: SinkStats::default(),
         });
-        let (tx, rx) = bounded::<RawBlob>(threads * 2);
+        let (tx, rx) = bounded::<RawBlobs>(threads * 2);
         let (up_tx, up_rx) = bounded::<(PackId, Vec<u8>, IndexPack)>(1);
         let packers = (0..threads.max(1))
             .map(|i| {
@@ -207,7 +294,7 @@ impl BlobSink {
     }
 
     /// A handle to send blobs with.
-    pub fn sender(&self) -> Sender<RawBlob> {
+    pub fn sender(&self) -> Sender<RawBlobs> {
         self.tx.clone().expect("sink still open")
     }
 
@@ -256,7 +343,7 @@ pub fn claim(known: &Mutex<HashSet<BlobId>>, id: BlobId) -> bool {
     known.lock().expect("poisoned").insert(id)
 }
 
-fn packer(shared: Arc<Shared>, level: i32, rx: Receiver<RawBlob>, up: Sender<(PackId, Vec<u8>, IndexPack)>) {
+fn packer(shared: Arc<Shared>, level: i32, rx: Receiver<RawBlobs>, up: Sender<(PackId, Vec<u8>, IndexPack)>) {
     let target = shared.repo.config().pack_target_size as usize;
     let mut compressor = match Compressor::new(level) {
         Ok(c) => c,
@@ -267,23 +354,26 @@ fn packer(shared: Arc<Shared>, level: i32, rx: Receiver<RawBlob>, up: Sender<(Pa
     // could pass 2 GiB; a blob that alone could is refused (chunks are at most 8 MiB, so only
     // an absurd tree blob could be).
     const LIMIT: u64 = (u32::MAX / 2) as u64;
-    for blob in rx {
-        let worst = zstd::zstd_safe::compress_bound(blob.data.len()) as u64 + crypto::TAG_LEN as u64;
-        if worst > LIMIT {
-            return shared.fail(super::RepoError::Invalid(format!("blob {} is too large to store", blob.id)));
-        }
-        if current.as_ref().is_some_and(|p| p.buf.len() as u64 + worst > LIMIT)
-            && up.send(current.take().expect("checked").finish()).is_err()
-        {
-            return;
-        }
-        let p = current.get_or_insert_with(|| PackBuilder::new(&shared.repo, target + target / 8));
-        p.add(blob.blob_type, blob.id, &blob.data, &mut compressor, shared.repo.cache());
-        let st = &shared.stats;
-        st.blobs_added.fetch_add(1, Ordering::Relaxed);
-        st.data_added_raw.fetch_add(blob.data.len() as u64, Ordering::Relaxed);
-        if p.buf.len() >= target && up.send(current.take().expect("just used").finish()).is_err() {
-            return;
+    for batch in rx {
+        for (blob_type, id, data) in batch.iter() {
+            let worst = zstd::zstd_safe::compress_bound(data.len()) as u64 + crypto::TAG_LEN as u64;
+            if worst > LIMIT {
+                return shared.fail(super::RepoError::Invalid(format!("blob {id} is too large to store")));
+            }
+            if current.as_ref().is_some_and(|p| p.buf.len() as u64 + worst > LIMIT)
+                && up.send(current.take().expect("checked").finish()).is_err()
+            {
+                return;
+            }
+            let p =
+                current.get_or_insert_with(|| PackBuilder::new(&shared.repo, shared.buffer(), target + target / 8));
+            p.add(blob_type, id, data, &mut compressor, shared.repo.cache());
+            let st = &shared.stats;
+            st.blobs_added.fetch_add(1, Ordering::Relaxed);
+            st.data_added_raw.fetch_add(data.len() as u64, Ordering::Relaxed);
+            if p.buf.len() >= target && up.send(current.take().expect("just used").finish()).is_err() {
+                return;
+            }
         }
     }
     if let Some(p) = current.take() {

@@ -301,11 +301,22 @@ impl Store {
 
     /// Writes a new object; fails with `AlreadyExists` rather than replace one.
     pub fn put_new(&self, path: &str, data: Vec<u8>) -> Result<()> {
+        self.put_new_reclaim(path, data).map(drop)
+    }
+
+    /// [`Self::put_new`], handing the buffer back (emptied) for reuse when the store kept no
+    /// reference to it, so a writer can recycle its pack buffers instead of faulting in
+    /// fresh pages for every pack.
+    pub fn put_new_reclaim(&self, path: &str, data: Vec<u8>) -> Result<Option<Vec<u8>>> {
         let data = Bytes::from(data);
         let n = data.len();
         self.retrying(|| self.put_new_once(path, data.clone()))?;
         self.uploaded(n);
-        Ok(())
+        Ok(data.try_into_mut().ok().map(|b| {
+            let mut v = Vec::from(b);
+            v.clear();
+            v
+        }))
     }
 
     /// The whole object.
