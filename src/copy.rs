@@ -18,7 +18,7 @@ use crate::format::snapshot::Snapshot;
 use crate::format::tree::{self, NodeKind};
 use crate::format::BlobType;
 use crate::id::{BlobId, SnapshotId};
-use crate::repo::writer::{claim, BlobSink, RawBlobs};
+use crate::repo::writer::{claim, BlobSink, RawBlob};
 use crate::repo::{MasterIndex, RepoError, Repository, Result};
 
 /// What `copy` did with each source snapshot.
@@ -73,7 +73,7 @@ impl Copier<'_> {
     fn store(&self, blob_type: BlobType, data: &[u8]) -> BlobId {
         let id = self.dst.keys().blob_id(blob_type, data);
         if claim(&self.sink.known(), id) {
-            let _ = self.sink.sender().send(RawBlobs::one(blob_type, id, data.to_vec()));
+            let _ = self.sink.sender().send(RawBlob { blob_type, id, data: data.to_vec() });
         }
         id
     }
@@ -94,7 +94,7 @@ impl Copier<'_> {
             .chunk_stream::<std::io::Error>(reader, |chunk| {
                 let id = dst.keys().blob_id(BlobType::Data, chunk);
                 if claim(&known, id) {
-                    let _ = tx.send(RawBlobs::one(BlobType::Data, id, chunk.to_vec()));
+                    let _ = tx.send(RawBlob { blob_type: BlobType::Data, id, data: chunk.to_vec() });
                 }
                 out.push(id.0);
                 Ok(())

@@ -19,7 +19,7 @@ mod walk;
 use std::collections::HashSet;
 use std::ffi::CString;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -30,7 +30,7 @@ use crate::format::tree::{self, Node, NodeKind};
 use crate::format::BlobType;
 use crate::id::{BlobId, SnapshotId};
 use crate::progress::Progress;
-use crate::repo::writer::{claim, BlobBatcher, BlobSink, RawBlobs};
+use crate::repo::writer::{claim, BlobSink, BlobWriter, RawBlob};
 use crate::repo::{MasterIndex, RepoError, Repository};
 use crate::source::exclude::Patterns;
 use crate::source::{self, Names};
@@ -119,7 +119,8 @@ struct Ctx {
     repo: Arc<Repository>,
     index: Arc<MasterIndex>,
     known: Arc<Mutex<HashSet<BlobId>>>,
-    blobs: Option<Sender<RawBlobs>>,
+    /// Readers busy with a file; fewer than `opts.threads` means a core is free.
+    active: AtomicUsize,
     counters: Counters,
     warnings: Mutex<Vec<String>>,
     progress: Arc<dyn Progress>,
@@ -134,23 +135,48 @@ impl Ctx {
         self.warnings.lock().expect("poisoned").push(msg);
     }
 
-    /// A batcher for one stage's blobs; `None` on a dry run.
-    fn batcher(&self) -> Option<BlobBatcher> {
-        self.blobs.clone().map(BlobBatcher::new)
-    }
-
-    /// Stores a blob unless it is known; returns nothing (the id is the caller's).
-    fn store_blob(&self, out: Option<&mut BlobBatcher>, blob_type: BlobType, id: BlobId, data: &[u8]) {
+    /// Stores a blob unless it is known; returns nothing (the id is the caller's). `out` is
+    /// `None` on a dry run.
+    fn store_blob(&self, out: Option<&mut Out>, blob_type: BlobType, id: BlobId, data: &[u8]) {
         if !claim(&self.known, id) {
             return;
         }
         match out {
-            Some(b) => b.push(blob_type, id, data),
+            Some(out) => {
+                let spare_core = self.active.load(Ordering::Relaxed) < self.opts.threads;
+                out.store(spare_core, blob_type, id, data)
+            }
             None => {
                 self.counters.dry_blobs.fetch_add(1, Ordering::Relaxed);
                 self.counters.dry_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
             }
         }
+    }
+}
+
+/// Where one stage's blobs go: compressed and packed on the stage's own thread, where the
+/// chunk is still in cache and nothing is copied; or, while some reader has no file to work
+/// on (one large file, the end of a backup), handed to the sink's packer threads so every
+/// core compresses.
+struct Out {
+    writer: BlobWriter,
+    offload: Sender<RawBlob>,
+}
+
+impl Out {
+    fn new(sink: &BlobSink) -> Self {
+        Out { writer: sink.writer(), offload: sink.sender() }
+    }
+
+    fn store(&mut self, spare_core: bool, blob_type: BlobType, id: BlobId, data: &[u8]) {
+        if spare_core && !self.offload.is_full() {
+            match self.offload.try_send(RawBlob { blob_type, id, data: data.to_vec() }) {
+                Ok(()) => return,
+                Err(crossbeam_channel::TrySendError::Full(_)) => {}
+                Err(crossbeam_channel::TrySendError::Disconnected(_)) => return, // the sink failed
+            }
+        }
+        self.writer.write(blob_type, id, data);
     }
 }
 
@@ -192,7 +218,7 @@ pub fn run(
         repo: repo.clone(),
         index: index.clone(),
         known,
-        blobs: sink.as_ref().map(|s| s.sender()),
+        active: AtomicUsize::new(0),
         counters: Counters::default(),
         warnings: Mutex::new(Vec::new()),
         progress,
@@ -204,15 +230,18 @@ pub fn run(
     let (dir_tx, dir_rx) = bounded::<DirJob>(1024);
     let readers: Vec<_> = (0..threads)
         .map(|i| {
-            let (ctx, rx) = (ctx.clone(), file_rx.clone());
-            std::thread::Builder::new().name(format!("coffer-read-{i}")).spawn(move || reader(ctx, rx)).expect("spawn")
+            let (ctx, rx, out) = (ctx.clone(), file_rx.clone(), sink.as_ref().map(Out::new));
+            std::thread::Builder::new()
+                .name(format!("coffer-read-{i}"))
+                .spawn(move || reader(ctx, rx, out))
+                .expect("spawn")
         })
         .collect();
     drop(file_rx);
-    let fin_ctx = ctx.clone();
+    let (fin_ctx, fin_out) = (ctx.clone(), sink.as_ref().map(Out::new));
     let finisher = std::thread::Builder::new()
         .name("coffer-trees".into())
-        .spawn(move || finisher(fin_ctx, dir_rx))
+        .spawn(move || finisher(fin_ctx, dir_rx, fin_out))
         .expect("spawn");
 
     let walk_ctx = ctx.clone();
@@ -232,7 +261,6 @@ pub fn run(
         r.join().map_err(|_| BackupError::Invalid("a reader thread panicked".into()))?;
     }
     let ctx = Arc::try_unwrap(ctx).map_err(|_| BackupError::Invalid("backup stages still running".into()))?;
-    drop(ctx.blobs);
     let root = root.and_then(|n| n.subtree).ok_or_else(|| BackupError::Invalid("no root tree was produced".into()))?;
 
     let c = &ctx.counters;
@@ -298,21 +326,22 @@ fn parent_and_seq(
 }
 
 /// Reader thread: reads and chunks files.
-fn reader(ctx: Arc<Ctx>, rx: Receiver<FileJob>) {
+fn reader(ctx: Arc<Ctx>, rx: Receiver<FileJob>, mut out: Option<Out>) {
     let keys = ctx.repo.keys().clone();
     let mut chunker = Chunker::new(ctx.repo.config().chunker, keys.gear_table());
-    let mut batch = ctx.batcher();
     for job in rx {
-        let out = read_file(&ctx, &mut chunker, &mut batch, job.dir.as_ref(), &job.name, &job.path, job.node);
+        ctx.active.fetch_add(1, Ordering::Relaxed);
+        let node = read_file(&ctx, &mut chunker, &mut out, job.dir.as_ref(), &job.name, &job.path, job.node);
+        ctx.active.fetch_sub(1, Ordering::Relaxed);
         ctx.progress.add_item();
-        let _ = job.result.send(out);
+        let _ = job.result.send(node);
     }
 }
 
 fn read_file(
     ctx: &Ctx,
     chunker: &mut Chunker,
-    batch: &mut Option<BlobBatcher>,
+    out: &mut Option<Out>,
     dir: &OwnedFd,
     name: &CString,
     path: &[u8],
@@ -342,7 +371,7 @@ fn read_file(
     let mut content = Vec::new();
     let read = chunker.chunk_stream::<std::io::Error>(&file, |chunk| {
         let id = keys.blob_id(BlobType::Data, chunk);
-        ctx.store_blob(batch.as_mut(), BlobType::Data, id, chunk);
+        ctx.store_blob(out.as_mut(), BlobType::Data, id, chunk);
         content.push(id.0);
         ctx.progress.add_bytes(chunk.len() as u64);
         Ok(())
@@ -370,9 +399,8 @@ fn read_file(
 }
 
 /// Finisher thread: turns completed directories into tree blobs, in post-order.
-fn finisher(ctx: Arc<Ctx>, rx: Receiver<DirJob>) {
+fn finisher(ctx: Arc<Ctx>, rx: Receiver<DirJob>, mut out: Option<Out>) {
     let keys = ctx.repo.keys().clone();
-    let mut batch = ctx.batcher();
     for job in rx {
         let mut nodes = Vec::with_capacity(job.entries.len());
         for e in job.entries {
@@ -387,7 +415,7 @@ fn finisher(ctx: Arc<Ctx>, rx: Receiver<DirJob>) {
         }
         let bytes = tree::encode(&nodes);
         let id = keys.blob_id(BlobType::Tree, &bytes);
-        ctx.store_blob(batch.as_mut(), BlobType::Tree, id, &bytes);
+        ctx.store_blob(out.as_mut(), BlobType::Tree, id, &bytes);
         let c = &ctx.counters;
         match job.parent_subtree {
             None => c.dirs_new.fetch_add(1, Ordering::Relaxed),

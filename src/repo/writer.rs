@@ -1,9 +1,16 @@
 //! Writing blobs: compress -> encrypt -> pack -> upload -> index.
 //!
-//! A [`BlobSink`] runs `threads` packer threads, each filling its own pack (so no lock is
-//! held while compressing or encrypting), and `uploaders` upload threads that write finished
-//! packs to storage. The write ordering that keeps the repository valid at every instant
-//! (docs/format.md, "Write ordering"):
+//! Blobs are compressed by whichever thread has them, through a [`BlobWriter`] (one per
+//! thread, holding its zstd context and a scratch buffer): a backup's reader threads
+//! compress the chunks they just cut and hashed, still in their core's cache, and copy no
+//! plaintext anywhere. The compressed bytes are then appended to the one open pack under a
+//! short lock and sealed in place (AES-GCM, the nonce is the blob's offset). A
+//! [`BlobSink`] also runs `threads` packer threads that take [`RawBlob`] from a queue, for
+//! callers with one producer (`copy`) and for a backup reader that has a large file while
+//! other cores are idle. `uploaders` threads write finished packs to storage.
+//!
+//! The write ordering that keeps the repository valid at every instant (docs/format.md,
+//! "Write ordering"):
 //! 1. a pack is written, and durable, before any index file lists it;
 //! 2. an index file is written every [`INDEX_FLUSH_PACKS`] packs and at the end, so a crashed
 //!    backup leaves at most that many packs unindexed (reclaimable leftovers), and the next
@@ -11,8 +18,8 @@
 //! 3. the snapshot is written by the caller only after [`BlobSink::finish`] returned, i.e.
 //!    after every index file it depends on is durable.
 //!
-//! Queues between the stages are bounded, so memory stays flat: at most
-//! `threads` open packs plus a few finished ones waiting for upload.
+//! Queues between the stages are bounded, so memory stays flat: one open pack, one
+//! finished pack waiting per uploader, one recycled pack buffer.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,7 +33,7 @@ use crate::compress::Compressor;
 use crate::crypto::{self, ObjectCipher, PACK_HEADER_NONCE};
 use crate::format::index::{IndexBlob, IndexFile, IndexPack};
 use crate::format::pack::{self, PackEntry};
-use crate::format::BlobType;
+use crate::format::{BlobType, Compression};
 use crate::id::{BlobId, PackId};
 
 /// How many packs one index file covers at most.
@@ -35,80 +42,11 @@ pub const INDEX_FLUSH_PACKS: usize = 32;
 /// Recycled pack buffers kept at most (each is about one pack target size).
 const SPARE_BUFFERS: usize = 1;
 
-/// Plaintext blobs on their way into the repository, travelling together: most files are a
-/// few KiB, and one message per blob (an allocation, a channel hand-off and often a thread
-/// wake-up each) cost more CPU than packing them did.
-pub struct RawBlobs {
-    data: Vec<u8>,
-    /// Type, id and end offset in `data` of each blob, in order.
-    blobs: Vec<(BlobType, BlobId, usize)>,
-}
-
-impl RawBlobs {
-    /// A batch holding just this blob (no copy).
-    pub fn one(blob_type: BlobType, id: BlobId, data: Vec<u8>) -> Self {
-        let end = data.len();
-        RawBlobs { data, blobs: vec![(blob_type, id, end)] }
-    }
-
-    fn with_capacity(bytes: usize) -> Self {
-        RawBlobs { data: Vec::with_capacity(bytes), blobs: Vec::new() }
-    }
-
-    /// Each blob's type, id and bytes.
-    fn iter(&self) -> impl Iterator<Item = (BlobType, BlobId, &[u8])> {
-        let mut start = 0;
-        self.blobs.iter().map(move |&(t, id, end)| {
-            let bytes = &self.data[start..end];
-            start = end;
-            (t, id, bytes)
-        })
-    }
-}
-
-/// Gathers blobs into [`RawBlobs`] batches of about [`BlobBatcher::BYTES`] for one sender;
-/// sends what it holds when dropped, so a stage's last blobs reach the sink before the
-/// stage's thread ends.
-pub struct BlobBatcher {
-    tx: Sender<RawBlobs>,
-    cur: RawBlobs,
-}
-
-impl BlobBatcher {
-    /// A batch is sent once it holds this many bytes (a chunk of average size or more
-    /// goes at once).
-    pub const BYTES: usize = 512 << 10;
-
-    pub fn new(tx: Sender<RawBlobs>) -> Self {
-        BlobBatcher { tx, cur: RawBlobs::with_capacity(0) }
-    }
-
-    /// Queues a copy of `data` as blob `id`.
-    pub fn push(&mut self, blob_type: BlobType, id: BlobId, data: &[u8]) {
-        if self.cur.data.capacity() - self.cur.data.len() < data.len() {
-            self.flush();
-            self.cur = RawBlobs::with_capacity(data.len().max(Self::BYTES));
-        }
-        self.cur.data.extend_from_slice(data);
-        self.cur.blobs.push((blob_type, id, self.cur.data.len()));
-        if self.cur.data.len() >= Self::BYTES {
-            self.flush();
-        }
-    }
-
-    /// Sends the blobs gathered so far. A closed sink (it failed) drops them; the sink
-    /// reports its error when finished.
-    pub fn flush(&mut self) {
-        if !self.cur.blobs.is_empty() {
-            let _ = self.tx.send(std::mem::replace(&mut self.cur, RawBlobs::with_capacity(0)));
-        }
-    }
-}
-
-impl Drop for BlobBatcher {
-    fn drop(&mut self) {
-        self.flush();
-    }
+/// A plaintext blob on its way to a packer thread.
+pub struct RawBlob {
+    pub blob_type: BlobType,
+    pub id: BlobId,
+    pub data: Vec<u8>,
 }
 
 /// One pack being filled.
@@ -134,30 +72,25 @@ impl PackBuilder {
         }
     }
 
-    /// Compresses one blob onto the end of the pack and seals it in place; the nonce is its
-    /// offset. Returns the stored length.
-    fn add(
+    /// Appends one encoded blob (`stored` bytes, before encryption) and seals it in place;
+    /// the nonce is its offset. Returns where its sealed bytes are in the pack.
+    fn append(
         &mut self,
         blob_type: BlobType,
         id: BlobId,
-        data: &[u8],
-        compressor: &mut Compressor,
-        cache: Option<&super::cache::Cache>,
-    ) -> u32 {
-        let raw_len = data.len() as u32;
+        compression: Compression,
+        raw_len: u32,
+        stored: &[u8],
+    ) -> std::ops::Range<usize> {
         let start = self.buf.len();
         let offset = start as u32;
-        let compression = compressor.compress_into(data, &mut self.buf);
+        self.buf.extend_from_slice(stored);
         let ctx = crypto::blob_context(blob_type as u8, compression as u8, &id, raw_len);
         self.cipher.seal_tail(u64::from(offset), &ctx, &mut self.buf, start);
         let stored_len = (self.buf.len() - start) as u32;
-        if let (BlobType::Tree, Some(c)) = (blob_type, cache) {
-            // The next backup reads this tree as its parent: keep it local (see repo::cache).
-            c.put("trees", &id.to_hex(), &self.buf[start..]);
-        }
         self.entries.push(PackEntry { blob_type, compression, id: id.0, stored_len, raw_len });
         self.index.push(IndexBlob { blob_type, compression, id: id.0, offset, stored_len, raw_len });
-        stored_len
+        start..self.buf.len()
     }
 
     /// Appends the encrypted header and the trailer.
@@ -197,6 +130,11 @@ struct Shared {
     pending: Mutex<Vec<IndexPack>>,
     /// Pack buffers handed back by the uploaders, for the packers to fill again.
     spare: Mutex<Vec<Vec<u8>>>,
+    /// The pack being filled; every writer appends to it.
+    open: Mutex<Option<PackBuilder>>,
+    /// A pack is finished once it holds this many bytes.
+    target: usize,
+    level: i32,
     error: Mutex<Option<super::RepoError>>,
     stats: SinkStats,
 }
@@ -240,9 +178,80 @@ impl Shared {
     }
 }
 
+/// Compresses blobs on the calling thread and appends them to the sink's open pack.
+/// Dropping a writer flushes nothing: the open pack is the sink's, finished by
+/// [`BlobSink::finish`] (every writer must be dropped before that).
+pub struct BlobWriter {
+    shared: Arc<Shared>,
+    up: Sender<Upload>,
+    compressor: Compressor,
+    scratch: Vec<u8>,
+}
+
+/// A finished pack on its way to storage.
+type Upload = (PackId, Vec<u8>, IndexPack);
+
+// Offsets and lengths are u32 on disk (docs/format.md). A pack is finished before it could
+// pass 2 GiB; a blob that alone could is refused (chunks are at most 8 MiB, so only an
+// absurd tree blob could be).
+const LIMIT: usize = (u32::MAX / 2) as usize;
+
+impl BlobWriter {
+    /// Stores one blob (the caller has claimed its id). Failures are the sink's: they are
+    /// kept and reported by [`BlobSink::finish`], and [`BlobSink::failed`] tells callers
+    /// to stop early.
+    pub fn write(&mut self, blob_type: BlobType, id: BlobId, data: &[u8]) {
+        if let Err(e) = self.try_write(blob_type, id, data) {
+            self.shared.fail(e);
+        }
+    }
+
+    fn try_write(&mut self, blob_type: BlobType, id: BlobId, data: &[u8]) -> Result<()> {
+        self.scratch.clear();
+        let compression = self.compressor.compress_into(data, &mut self.scratch);
+        let sealed_len = self.scratch.len() + crypto::TAG_LEN;
+        if sealed_len > LIMIT {
+            return Err(super::RepoError::Invalid(format!("blob {id} is too large to store")));
+        }
+        let shared = &self.shared;
+        let mut done = Vec::new();
+        let mut tree_copy = None;
+        {
+            let mut open = shared.open.lock().expect("poisoned");
+            if open.as_ref().is_some_and(|p| p.buf.len() + sealed_len > LIMIT) {
+                done.push(open.take().expect("checked"));
+            }
+            let p = open.get_or_insert_with(|| {
+                PackBuilder::new(&shared.repo, shared.buffer(), shared.target + shared.target / 8)
+            });
+            let at = p.append(blob_type, id, compression, data.len() as u32, &self.scratch);
+            if blob_type == BlobType::Tree && shared.repo.cache().is_some() {
+                tree_copy = Some(p.buf[at].to_vec());
+            }
+            if p.buf.len() >= shared.target {
+                done.push(open.take().expect("just used"));
+            }
+        }
+        if let (Some(bytes), Some(c)) = (tree_copy, shared.repo.cache()) {
+            // The next backup reads this tree as its parent: keep it local (see repo::cache).
+            c.put("trees", &id.to_hex(), &bytes);
+        }
+        let st = &shared.stats;
+        st.blobs_added.fetch_add(1, Ordering::Relaxed);
+        st.data_added_raw.fetch_add(data.len() as u64, Ordering::Relaxed);
+        for p in done {
+            if self.up.send(p.finish()).is_err() {
+                return Err(super::RepoError::Invalid("the upload threads stopped".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Accepts blobs and stores them; see the module docs.
 pub struct BlobSink {
-    tx: Option<Sender<RawBlobs>>,
+    tx: Option<Sender<RawBlob>>,
+    up: Option<Sender<Upload>>,
     packers: Vec<JoinHandle<()>>,
     uploaders: Vec<JoinHandle<()>>,
     shared: Arc<Shared>,
@@ -252,27 +261,40 @@ pub struct BlobSink {
 impl BlobSink {
     /// Starts the packer and uploader threads. `known` holds every blob already stored.
     pub fn start(repo: Arc<Repository>, level: i32, threads: usize, uploaders: usize, known: HashSet<BlobId>) -> Self {
+        let target = repo.config().pack_target_size as usize;
         let shared = Arc::new(Shared {
             repo,
             pending: Mutex::new(Vec::new()),
             spare: Mutex::new(Vec::new()),
+            open: Mutex::new(None),
+            target,
+            level,
             error: Mutex::new(None),
             stats: SinkStats::default(),
         });
-        let (tx, rx) = bounded::<RawBlobs>(threads * 2);
-        let (up_tx, up_rx) = bounded::<(PackId, Vec<u8>, IndexPack)>(1);
-        let packers = (0..threads.max(1))
-            .map(|i| {
-                let (rx, up_tx, shared) = (rx.clone(), up_tx.clone(), shared.clone());
+        let (tx, rx) = bounded::<RawBlob>(threads * 2);
+        let (up_tx, up_rx) = bounded::<Upload>(1);
+        let mut sink = BlobSink {
+            tx: Some(tx),
+            up: Some(up_tx),
+            packers: Vec::new(),
+            uploaders: Vec::new(),
+            shared,
+            known: Arc::new(Mutex::new(known)),
+        };
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            let writer = sink.writer();
+            sink.packers.push(
                 std::thread::Builder::new()
                     .name(format!("coffer-pack-{i}"))
-                    .spawn(move || packer(shared, level, rx, up_tx))
-                    .expect("spawn packer")
-            })
-            .collect();
-        let uploaders = (0..uploaders.max(1))
-            .map(|i| {
-                let (rx, shared) = (up_rx.clone(), shared.clone());
+                    .spawn(move || packer(writer, rx))
+                    .expect("spawn packer"),
+            );
+        }
+        for i in 0..uploaders.max(1) {
+            let (rx, shared) = (up_rx.clone(), sink.shared.clone());
+            sink.uploaders.push(
                 std::thread::Builder::new()
                     .name(format!("coffer-upload-{i}"))
                     .spawn(move || {
@@ -282,19 +304,34 @@ impl BlobSink {
                             }
                         }
                     })
-                    .expect("spawn uploader")
-            })
-            .collect();
-        BlobSink { tx: Some(tx), packers, uploaders, shared, known: Arc::new(Mutex::new(known)) }
+                    .expect("spawn uploader"),
+            );
+        }
+        sink
     }
 
-    /// The set of blobs stored or being stored; callers claim a blob with [`Self::claim`].
+    /// The set of blobs stored or being stored; callers claim a blob with [`claim`].
     pub fn known(&self) -> Arc<Mutex<HashSet<BlobId>>> {
         self.known.clone()
     }
 
-    /// A handle to send blobs with.
-    pub fn sender(&self) -> Sender<RawBlobs> {
+    /// A writer that compresses on the calling thread. A zstd context that cannot be made
+    /// (out of memory) stores raw and fails the sink.
+    pub fn writer(&self) -> BlobWriter {
+        let compressor = Compressor::new(self.shared.level).unwrap_or_else(|e| {
+            self.shared.fail(super::RepoError::Invalid(format!("zstd: {e}")));
+            Compressor::new(0).expect("level 0 needs no context")
+        });
+        BlobWriter {
+            shared: self.shared.clone(),
+            up: self.up.clone().expect("sink still open"),
+            compressor,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// A handle to send blobs to the packer threads with.
+    pub fn sender(&self) -> Sender<RawBlob> {
         self.tx.clone().expect("sink still open")
     }
 
@@ -307,8 +344,9 @@ impl BlobSink {
         &self.shared.stats
     }
 
-    /// Flushes every open pack, waits for all uploads, writes the last index file.
-    /// Returns only when everything sent is durable, or the first error.
+    /// Flushes the open pack, waits for all uploads, writes the last index file. Returns
+    /// only when everything sent is durable, or the first error. Every [`BlobWriter`] and
+    /// [`Self::sender`] handle must have been dropped.
     pub fn finish(mut self) -> Result<SinkTotals> {
         drop(self.tx.take());
         for h in self.packers.drain(..) {
@@ -316,6 +354,13 @@ impl BlobSink {
                 self.shared.fail(super::RepoError::Invalid("a packer thread panicked".into()));
             }
         }
+        let last = self.shared.open.lock().expect("poisoned").take();
+        if let (Some(p), Some(up)) = (last, self.up.as_ref()) {
+            if up.send(p.finish()).is_err() {
+                self.shared.fail(super::RepoError::Invalid("the upload threads stopped".into()));
+            }
+        }
+        drop(self.up.take());
         for h in self.uploaders.drain(..) {
             if h.join().is_err() {
                 self.shared.fail(super::RepoError::Invalid("an uploader thread panicked".into()));
@@ -343,40 +388,9 @@ pub fn claim(known: &Mutex<HashSet<BlobId>>, id: BlobId) -> bool {
     known.lock().expect("poisoned").insert(id)
 }
 
-fn packer(shared: Arc<Shared>, level: i32, rx: Receiver<RawBlobs>, up: Sender<(PackId, Vec<u8>, IndexPack)>) {
-    let target = shared.repo.config().pack_target_size as usize;
-    let mut compressor = match Compressor::new(level) {
-        Ok(c) => c,
-        Err(e) => return shared.fail(super::RepoError::Invalid(format!("zstd: {e}"))),
-    };
-    let mut current: Option<PackBuilder> = None;
-    // Offsets and lengths are u32 on disk (docs/format.md). A pack is finished before it
-    // could pass 2 GiB; a blob that alone could is refused (chunks are at most 8 MiB, so only
-    // an absurd tree blob could be).
-    const LIMIT: u64 = (u32::MAX / 2) as u64;
-    for batch in rx {
-        for (blob_type, id, data) in batch.iter() {
-            let worst = zstd::zstd_safe::compress_bound(data.len()) as u64 + crypto::TAG_LEN as u64;
-            if worst > LIMIT {
-                return shared.fail(super::RepoError::Invalid(format!("blob {id} is too large to store")));
-            }
-            if current.as_ref().is_some_and(|p| p.buf.len() as u64 + worst > LIMIT)
-                && up.send(current.take().expect("checked").finish()).is_err()
-            {
-                return;
-            }
-            let p =
-                current.get_or_insert_with(|| PackBuilder::new(&shared.repo, shared.buffer(), target + target / 8));
-            p.add(blob_type, id, data, &mut compressor, shared.repo.cache());
-            let st = &shared.stats;
-            st.blobs_added.fetch_add(1, Ordering::Relaxed);
-            st.data_added_raw.fetch_add(data.len() as u64, Ordering::Relaxed);
-            if p.buf.len() >= target && up.send(current.take().expect("just used").finish()).is_err() {
-                return;
-            }
-        }
-    }
-    if let Some(p) = current.take() {
-        let _ = up.send(p.finish());
+/// Packer thread: stores the blobs sent to the sink.
+fn packer(mut writer: BlobWriter, rx: Receiver<RawBlob>) {
+    for blob in rx {
+        writer.write(blob.blob_type, blob.id, &blob.data);
     }
 }
