@@ -5,8 +5,10 @@
 //!   file whether its content must be read (change detection against the parent snapshot:
 //!   size, mtime, ctime and inode equal, and every chunk still indexed, means the old
 //!   content list is reused without opening the file), and queues [`FileJob`]s;
-//! - readers (`threads`) open, chunk and hash files, claim each new chunk id and pass the
-//!   chunk to the [`BlobSink`], which compresses, encrypts, packs and uploads in parallel;
+//! - readers (`threads`) open, chunk and hash files, claim each new chunk id, and compress
+//!   and seal the chunk into the [`BlobSink`]'s open pack themselves (see [`Out`]: while a
+//!   reader is idle, the others hand chunks to the sink's packer threads instead); the
+//!   sink's upload threads write finished packs;
 //! - the finisher (one thread) receives directories in post-order, waits for their entries,
 //!   encodes each tree blob and stores it if new (unchanged directories deduplicate).
 //!
@@ -226,7 +228,7 @@ pub fn run(
         opts: opts.clone(),
     });
 
-    let (file_tx, file_rx) = bounded::<FileJob>(threads * 64);
+    let (file_tx, file_rx) = bounded::<Vec<FileJob>>(threads * 4);
     let (dir_tx, dir_rx) = bounded::<DirJob>(1024);
     let readers: Vec<_> = (0..threads)
         .map(|i| {
@@ -326,10 +328,10 @@ fn parent_and_seq(
 }
 
 /// Reader thread: reads and chunks files.
-fn reader(ctx: Arc<Ctx>, rx: Receiver<FileJob>, mut out: Option<Out>) {
+fn reader(ctx: Arc<Ctx>, rx: Receiver<Vec<FileJob>>, mut out: Option<Out>) {
     let keys = ctx.repo.keys().clone();
     let mut chunker = Chunker::new(ctx.repo.config().chunker, keys.gear_table());
-    for job in rx {
+    for job in rx.iter().flatten() {
         ctx.active.fetch_add(1, Ordering::Relaxed);
         let node = read_file(&ctx, &mut chunker, &mut out, job.dir.as_ref(), &job.name, &job.path, job.node);
         ctx.active.fetch_sub(1, Ordering::Relaxed);
@@ -369,13 +371,22 @@ fn read_file(
     };
     let keys = ctx.repo.keys().clone();
     let mut content = Vec::new();
-    let read = chunker.chunk_stream::<std::io::Error>(&file, |chunk| {
+    let mut emit = |chunk: &[u8]| -> std::io::Result<()> {
         let id = keys.blob_id(BlobType::Data, chunk);
         ctx.store_blob(out.as_mut(), BlobType::Data, id, chunk);
         content.push(id.0);
         ctx.progress.add_bytes(chunk.len() as u64);
         Ok(())
-    });
+    };
+    // Read the size fstat gave, then stop: this saves the read that would only return
+    // end-of-file (most files are small, so that is one syscall in six), and a file that grew
+    // meanwhile is caught by the fstat below like any other change. A file that reports no
+    // size (procfs, sysfs) is read to its end.
+    use std::io::Read;
+    let read = match before.st_size as u64 {
+        0 => chunker.chunk_stream(&file, &mut emit),
+        size => chunker.chunk_stream((&file).take(size), &mut emit),
+    };
     let read = match read {
         Ok(n) => n,
         Err(e) => {

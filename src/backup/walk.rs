@@ -102,10 +102,37 @@ fn find<'a>(nodes: Option<&'a [Node]>, name: &[u8]) -> Option<&'a Node> {
     nodes.binary_search_by(|n| n.name.as_slice().cmp(name)).ok().map(|i| &nodes[i])
 }
 
-/// Senders the walker feeds.
+/// Senders the walker feeds. Files go to the readers in small batches (one hand-off, and
+/// at most one wake-up of the walker when the queue has room again, per batch instead of
+/// per file); a batch is sent before any directory job, so the finisher never waits for a
+/// file that is still held here.
 pub(super) struct Queues<'a> {
-    files: &'a Sender<FileJob>,
+    files: &'a Sender<Vec<FileJob>>,
     dirs: &'a Sender<DirJob>,
+    batch: std::cell::RefCell<Vec<FileJob>>,
+}
+
+/// Files per batch: small enough that readers share a directory's files.
+const FILE_BATCH: usize = 16;
+
+impl Queues<'_> {
+    fn file(&self, job: FileJob) {
+        let mut b = self.batch.borrow_mut();
+        b.push(job);
+        if b.len() >= FILE_BATCH {
+            // A closed queue means the readers are gone; the finisher then sees a dropped
+            // sender.
+            let _ = self.files.send(std::mem::take(&mut *b));
+        }
+    }
+
+    fn dir(&self, job: DirJob) -> Result<(), BackupError> {
+        let files = std::mem::take(&mut *self.batch.borrow_mut());
+        if !files.is_empty() {
+            let _ = self.files.send(files);
+        }
+        self.dirs.send(job).map_err(|_| BackupError::Invalid("tree thread stopped".into()))
+    }
 }
 
 /// Walks every root; returns the channel that will deliver the root tree's node.
@@ -114,10 +141,10 @@ pub(super) fn walk_roots(
     roots: &[Vec<u8>],
     parent_root: Option<&[Node]>,
     parent_tree_id: Option<BlobId>,
-    files: &Sender<FileJob>,
+    files: &Sender<Vec<FileJob>>,
     dirs: &Sender<DirJob>,
 ) -> Result<Receiver<Option<Node>>, BackupError> {
-    let q = Queues { files, dirs };
+    let q = Queues { files, dirs, batch: Default::default() };
     let trie = build_trie(roots);
     if trie.is_root {
         return Err(BackupError::Invalid("backing up `/` itself: name the directories below it instead".into()));
@@ -127,7 +154,7 @@ pub(super) fn walk_roots(
     let (tx, rx) = bounded(1);
     let parent_subtree = parent_tree_id;
     let job = DirJob { node: Node::new(Vec::new(), NodeKind::Dir), entries, parent_subtree, result: tx };
-    q.dirs.send(job).map_err(|_| BackupError::Invalid("tree thread stopped".into()))?;
+    q.dir(job)?;
     Ok(rx)
 }
 
@@ -167,9 +194,7 @@ fn walk_virtual(
 fn send_dir(q: &Queues<'_>, node: Node, entries: Vec<Pending>, pnode: Option<&Node>) -> Result<Pending, BackupError> {
     let (tx, rx) = bounded(1);
     let parent_subtree = pnode.and_then(|p| p.subtree).map(BlobId);
-    q.dirs
-        .send(DirJob { node, entries, parent_subtree, result: tx })
-        .map_err(|_| BackupError::Invalid("tree thread stopped".into()))?;
+    q.dir(DirJob { node, entries, parent_subtree, result: tx })?;
     Ok(Pending::Later(rx))
 }
 
@@ -255,8 +280,7 @@ fn file_entry(
     }
     let (tx, rx) = bounded(1);
     let job = FileJob { dir: dir.clone(), name: name.to_owned(), path: path.to_vec(), node, result: tx };
-    // A closed queue means the readers are gone; the finisher then sees a dropped sender.
-    let _ = q.files.send(job);
+    q.file(job);
     Pending::Later(rx)
 }
 
