@@ -73,7 +73,7 @@ impl DirState {
             }
             if let (Some(node), Some(fd)) = (&cur.node, cur.fd()) {
                 let file = std::fs::File::from(fd.as_fd().try_clone_to_owned().expect("dup"));
-                if let Err(e) = meta::apply_fd(&file, node, ctx.is_root) {
+                if let Err(e) = meta::apply_fd(&file, node, &ctx.owners) {
                     ctx.error(&cur.path, format!("cannot set directory metadata: {e}"));
                 }
             }

@@ -3,11 +3,13 @@
 //! Order matters: owner first (chown clears setuid/setgid), then mode, then extended
 //! attributes, then times (anything else would touch them again).
 
+use std::collections::HashMap;
 use std::ffi::{CStr, OsStr};
 use std::fs::File;
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::Mutex;
 
 use rustix::fs::Timespec;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timestamps, XattrFlags};
@@ -91,17 +93,34 @@ pub(super) fn create_special(dir: BorrowedFd<'_>, name: &CStr, node: &Node, is_r
     }
 }
 
-/// The owner to restore: by name where this system knows the name, else the number.
-fn owner(node: &Node) -> (Uid, Gid) {
-    let uid = (!node.user.is_empty())
-        .then(|| uzers::get_user_by_name(OsStr::from_bytes(&node.user)).map(|u| u.uid()))
-        .flatten()
-        .unwrap_or(node.uid);
-    let gid = (!node.group.is_empty())
-        .then(|| uzers::get_group_by_name(OsStr::from_bytes(&node.group)).map(|g| g.gid()))
-        .flatten()
-        .unwrap_or(node.gid);
-    (Uid::from_raw(uid), Gid::from_raw(gid))
+/// Who restores, and the owner names this system knows, looked up once per name and
+/// restore (each lookup reads /etc/passwd or /etc/group again through NSS: ten syscalls,
+/// for every file of a tree owned by one user).
+pub(super) struct Owners {
+    pub(super) is_root: bool,
+    users: Mutex<HashMap<Vec<u8>, Option<u32>>>,
+    groups: Mutex<HashMap<Vec<u8>, Option<u32>>>,
+}
+
+impl Owners {
+    pub(super) fn new(is_root: bool) -> Self {
+        Owners { is_root, users: Mutex::default(), groups: Mutex::default() }
+    }
+
+    /// The owner to restore: by name where this system knows the name, else the number.
+    fn of(&self, node: &Node) -> (Uid, Gid) {
+        let look = |cache: &Mutex<HashMap<Vec<u8>, Option<u32>>>, name: &[u8], find: &dyn Fn(&OsStr) -> Option<u32>| {
+            if name.is_empty() {
+                return None;
+            }
+            let mut c = cache.lock().expect("poisoned");
+            *c.entry(name.to_vec()).or_insert_with(|| find(OsStr::from_bytes(name)))
+        };
+        let uid = look(&self.users, &node.user, &|n| uzers::get_user_by_name(n).map(|u| u.uid())).unwrap_or(node.uid);
+        let gid =
+            look(&self.groups, &node.group, &|n| uzers::get_group_by_name(n).map(|g| g.gid())).unwrap_or(node.gid);
+        (Uid::from_raw(uid), Gid::from_raw(gid))
+    }
 }
 
 fn times(node: &Node) -> Timestamps {
@@ -115,9 +134,10 @@ fn ignorable_xattr_error(e: Errno, is_root: bool) -> bool {
 }
 
 /// Owner, mode, xattrs and times of an open file or directory.
-pub(super) fn apply_fd(f: &File, node: &Node, is_root: bool) -> io::Result<()> {
+pub(super) fn apply_fd(f: &File, node: &Node, owners: &Owners) -> io::Result<()> {
+    let is_root = owners.is_root;
     if is_root {
-        let (u, g) = owner(node);
+        let (u, g) = owners.of(node);
         rustix::fs::fchown(f, Some(u), Some(g))?;
     }
     rustix::fs::fchmod(f, Mode::from_raw_mode(node.mode & 0o7777))?;
@@ -148,9 +168,10 @@ fn chmod_nofollow(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()>
 }
 
 /// Metadata of a symlink, FIFO or device node, by name (never following a symlink).
-pub(super) fn apply_at(dir: BorrowedFd<'_>, name: &CStr, node: &Node, is_root: bool) -> io::Result<()> {
+pub(super) fn apply_at(dir: BorrowedFd<'_>, name: &CStr, node: &Node, owners: &Owners) -> io::Result<()> {
+    let is_root = owners.is_root;
     if is_root {
-        let (u, g) = owner(node);
+        let (u, g) = owners.of(node);
         rustix::fs::chownat(dir, name, Some(u), Some(g), AtFlags::SYMLINK_NOFOLLOW)?;
     }
     if node.kind != NodeKind::Symlink {

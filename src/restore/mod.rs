@@ -86,7 +86,7 @@ struct Ctx {
     other: AtomicU64,
     bytes: AtomicU64,
     verified: AtomicU64,
-    is_root: bool,
+    owners: meta::Owners,
 }
 
 impl Ctx {
@@ -149,7 +149,7 @@ pub fn run(
         other: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
         verified: AtomicU64::new(0),
-        is_root: rustix::process::geteuid().is_root(),
+        owners: meta::Owners::new(rustix::process::geteuid().is_root()),
     });
     let threads = opts.threads.max(1);
     let (tx, rx) = bounded::<FileJob>(threads * 16);
@@ -296,8 +296,8 @@ impl Walker<'_> {
             }
             NodeKind::Socket => Ok(()),
             _ => {
-                meta::create_special(fd, &name, &node, self.ctx.is_root)?;
-                meta::apply_at(fd, &name, &node, self.ctx.is_root)?;
+                meta::create_special(fd, &name, &node, self.ctx.owners.is_root)?;
+                meta::apply_at(fd, &name, &node, &self.ctx.owners)?;
                 self.ctx.other.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
@@ -347,7 +347,7 @@ fn restore_file(ctx: &Ctx, job: &FileJob) -> std::io::Result<()> {
         verify_file(ctx, &file, &job.node)?;
         ctx.verified.fetch_add(1, Ordering::Relaxed);
     }
-    meta::apply_fd(&file, &job.node, ctx.is_root)?;
+    meta::apply_fd(&file, &job.node, &ctx.owners)?;
     if !damaged.is_empty() {
         return Err(std::io::Error::other(format!("restored with damaged content: {}", damaged.join("; "))));
     }
