@@ -326,3 +326,20 @@ fn a_repository_without_hard_links_works_end_to_end() {
     env.assert_restores(&src, "out");
     assert_ne!(env.run(&["init", "--no-hardlinks", "--kdf-memory", "19", "--kdf-iterations", "2"]).code, 0);
 }
+
+#[test]
+fn one_large_file_is_shared_between_readers_and_restores_exactly() {
+    // With two readers and one file, the idle reader's core is used by handing chunks to
+    // the packer threads; a second file of text takes the reader's own compression path.
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("big"), noise(7, 24 << 20)).unwrap();
+    let text: Vec<u8> = (0..3_000_000u32).flat_map(|i| format!("line {}\n", i % 5000).into_bytes()).collect();
+    std::fs::write(src.join("text"), &text).unwrap();
+    let s = env.backup(&[&src], &["--threads", "2"]);
+    assert_eq!(s["files_new"], 2, "{s}");
+    assert!(s["data_added"].as_u64().unwrap() < (24 << 20) + text.len() as u64 / 2, "text is compressed: {s}");
+    env.assert_restores(&src, "out");
+    env.assert_clean();
+}
