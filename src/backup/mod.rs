@@ -172,10 +172,10 @@ impl Out {
 
     fn store(&mut self, spare_core: bool, blob_type: BlobType, id: BlobId, data: &[u8]) {
         if spare_core && !self.offload.is_full() {
-            match self.offload.try_send(RawBlob { blob_type, id, data: data.to_vec() }) {
-                Ok(()) => return,
-                Err(crossbeam_channel::TrySendError::Full(_)) => {}
-                Err(crossbeam_channel::TrySendError::Disconnected(_)) => return, // the sink failed
+            // Full, or no packer left (they only end by panicking, which fails the backup):
+            // store it here.
+            if self.offload.try_send(RawBlob { blob_type, id, data: data.to_vec() }).is_ok() {
+                return;
             }
         }
         self.writer.write(blob_type, id, data);
@@ -378,15 +378,9 @@ fn read_file(
         ctx.progress.add_bytes(chunk.len() as u64);
         Ok(())
     };
-    // Read the size fstat gave, then stop: this saves the read that would only return
-    // end-of-file (most files are small, so that is one syscall in six), and a file that grew
-    // meanwhile is caught by the fstat below like any other change. A file that reports no
-    // size (procfs, sysfs) is read to its end.
-    use std::io::Read;
-    let read = match before.st_size as u64 {
-        0 => chunker.chunk_stream(&file, &mut emit),
-        size => chunker.chunk_stream((&file).take(size), &mut emit),
-    };
+    // Read to the end, not just the size fstat gave: on network and FUSE file systems that
+    // cache attributes, fstat can lag behind the content, and a file would be cut short.
+    let read = chunker.chunk_stream(&file, &mut emit);
     let read = match read {
         Ok(n) => n,
         Err(e) => {

@@ -18,8 +18,9 @@
 //! 3. the snapshot is written by the caller only after [`BlobSink::finish`] returned, i.e.
 //!    after every index file it depends on is durable.
 //!
-//! Queues between the stages are bounded, so memory stays flat: one open pack, one
-//! finished pack waiting per uploader, one recycled pack buffer.
+//! Queues between the stages are bounded, so memory stays flat: one open pack; one pack in
+//! the upload queue and one per upload thread; when storage is slower than compression, one
+//! finished pack per writing thread waiting to be queued; one recycled pack buffer.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -207,12 +208,12 @@ impl BlobWriter {
     }
 
     fn try_write(&mut self, blob_type: BlobType, id: BlobId, data: &[u8]) -> Result<()> {
+        if zstd::zstd_safe::compress_bound(data.len()) + crypto::TAG_LEN > LIMIT {
+            return Err(super::RepoError::Invalid(format!("blob {id} is too large to store")));
+        }
         self.scratch.clear();
         let compression = self.compressor.compress_into(data, &mut self.scratch);
         let sealed_len = self.scratch.len() + crypto::TAG_LEN;
-        if sealed_len > LIMIT {
-            return Err(super::RepoError::Invalid(format!("blob {id} is too large to store")));
-        }
         let shared = &self.shared;
         let mut done = Vec::new();
         let mut tree_copy = None;
@@ -354,6 +355,9 @@ impl BlobSink {
                 self.shared.fail(super::RepoError::Invalid("a packer thread panicked".into()));
             }
         }
+        // Left now: this sink and the upload threads. A writer still alive would keep the
+        // upload queue open, and the wait below would never end.
+        debug_assert_eq!(Arc::strong_count(&self.shared), 1 + self.uploaders.len(), "a BlobWriter outlived its sink");
         let last = self.shared.open.lock().expect("poisoned").take();
         if let (Some(p), Some(up)) = (last, self.up.as_ref()) {
             if up.send(p.finish()).is_err() {

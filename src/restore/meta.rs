@@ -113,8 +113,13 @@ impl Owners {
             if name.is_empty() {
                 return None;
             }
-            let mut c = cache.lock().expect("poisoned");
-            *c.entry(name.to_vec()).or_insert_with(|| find(OsStr::from_bytes(name)))
+            if let Some(hit) = cache.lock().expect("poisoned").get(name) {
+                return *hit;
+            }
+            // Looked up without the lock: NSS may ask a directory server.
+            let found = find(OsStr::from_bytes(name));
+            cache.lock().expect("poisoned").insert(name.to_vec(), found);
+            found
         };
         let uid = look(&self.users, &node.user, &|n| uzers::get_user_by_name(n).map(|u| u.uid())).unwrap_or(node.uid);
         let gid =
