@@ -121,8 +121,10 @@ struct Ctx {
     repo: Arc<Repository>,
     index: Arc<MasterIndex>,
     known: Arc<Mutex<HashSet<BlobId>>>,
-    /// Readers busy with a file; fewer than `opts.threads` means a core is free.
+    /// Readers busy with a file; fewer than `opts.threads`, with no file waiting in
+    /// `queued`, means a core is free.
     active: AtomicUsize,
+    queued: Receiver<Vec<FileJob>>,
     counters: Counters,
     warnings: Mutex<Vec<String>>,
     progress: Arc<dyn Progress>,
@@ -145,7 +147,8 @@ impl Ctx {
         }
         match out {
             Some(out) => {
-                let spare_core = self.active.load(Ordering::Relaxed) < self.opts.threads;
+                let spare_core =
+                    self.active.load(Ordering::Relaxed) < self.opts.threads && self.queued.is_empty();
                 out.store(spare_core, blob_type, id, data)
             }
             None => {
@@ -213,14 +216,20 @@ pub fn run(
     let known: HashSet<BlobId> = index.blob_ids().copied().collect();
     let threads = opts.threads.max(1);
     let level = opts.compression_level.unwrap_or(repo.config().compression_level);
-    let sink =
-        (!opts.dry_run).then(|| BlobSink::start(repo.clone(), level, threads, opts.uploaders.max(1), known.clone()));
-    let known = sink.as_ref().map(|s| s.known()).unwrap_or_else(|| Arc::new(Mutex::new(known)));
+    let (sink, known) = if opts.dry_run {
+        (None, Arc::new(Mutex::new(known)))
+    } else {
+        let sink = BlobSink::start(repo.clone(), level, threads, opts.uploaders.max(1), known);
+        let known = sink.known();
+        (Some(sink), known)
+    };
+    let (file_tx, file_rx) = bounded::<Vec<FileJob>>(threads * 4);
     let ctx = Arc::new(Ctx {
         repo: repo.clone(),
         index: index.clone(),
         known,
         active: AtomicUsize::new(0),
+        queued: file_rx.clone(),
         counters: Counters::default(),
         warnings: Mutex::new(Vec::new()),
         progress,
@@ -228,7 +237,6 @@ pub fn run(
         opts: opts.clone(),
     });
 
-    let (file_tx, file_rx) = bounded::<Vec<FileJob>>(threads * 4);
     let (dir_tx, dir_rx) = bounded::<DirJob>(1024);
     let readers: Vec<_> = (0..threads)
         .map(|i| {
