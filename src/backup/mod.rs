@@ -147,8 +147,7 @@ impl Ctx {
         }
         match out {
             Some(out) => {
-                let spare_core =
-                    self.active.load(Ordering::Relaxed) < self.opts.threads && self.queued.is_empty();
+                let spare_core = self.active.load(Ordering::Relaxed) < self.opts.threads && self.queued.is_empty();
                 out.store(spare_core, blob_type, id, data)
             }
             None => {
