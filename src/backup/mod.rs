@@ -7,8 +7,8 @@
 //!   content list is reused without opening the file), and queues [`FileJob`]s;
 //! - readers (`threads`) open, chunk and hash files, claim each new chunk id, and compress
 //!   and seal the chunk into the [`BlobSink`]'s open pack themselves (see [`Out`]: while a
-//!   reader is idle, the others hand chunks to the sink's packer threads instead); the
-//!   sink's upload threads write finished packs;
+//!   reader is idle and no file waits, the others hand chunks to the sink's packer threads
+//!   instead); the sink's upload threads write finished packs;
 //! - the finisher (one thread) receives directories in post-order, waits for their entries,
 //!   encodes each tree blob and stores it if new (unchanged directories deduplicate).
 //!
@@ -160,8 +160,8 @@ impl Ctx {
 
 /// Where one stage's blobs go: compressed and packed on the stage's own thread, where the
 /// chunk is still in cache and nothing is copied; or, while some reader has no file to work
-/// on (one large file, the end of a backup), handed to the sink's packer threads so every
-/// core compresses.
+/// on and none is waiting (one large file, the end of a backup), handed to the sink's
+/// packer threads so every core compresses.
 struct Out {
     writer: BlobWriter,
     offload: Sender<RawBlob>,
