@@ -109,23 +109,28 @@ impl Owners {
 
     /// The owner to restore: by name where this system knows the name, else the number.
     fn of(&self, node: &Node) -> (Uid, Gid) {
-        let look = |cache: &Mutex<HashMap<Vec<u8>, Option<u32>>>, name: &[u8], find: &dyn Fn(&OsStr) -> Option<u32>| {
-            if name.is_empty() {
-                return None;
-            }
-            if let Some(hit) = cache.lock().expect("poisoned").get(name) {
-                return *hit;
-            }
-            // Looked up without the lock: NSS may ask a directory server.
-            let found = find(OsStr::from_bytes(name));
-            cache.lock().expect("poisoned").insert(name.to_vec(), found);
-            found
-        };
-        let uid = look(&self.users, &node.user, &|n| uzers::get_user_by_name(n).map(|u| u.uid())).unwrap_or(node.uid);
-        let gid =
-            look(&self.groups, &node.group, &|n| uzers::get_group_by_name(n).map(|g| g.gid())).unwrap_or(node.gid);
-        (Uid::from_raw(uid), Gid::from_raw(gid))
+        let uid = cached(&self.users, &node.user, |n| uzers::get_user_by_name(n).map(|u| u.uid()));
+        let gid = cached(&self.groups, &node.group, |n| uzers::get_group_by_name(n).map(|g| g.gid()));
+        (Uid::from_raw(uid.unwrap_or(node.uid)), Gid::from_raw(gid.unwrap_or(node.gid)))
     }
+}
+
+/// `find(name)`, remembered in `cache`; `None` for an empty name. The lookup runs without
+/// the lock held: NSS may ask a directory server.
+fn cached(
+    cache: &Mutex<HashMap<Vec<u8>, Option<u32>>>,
+    name: &[u8],
+    find: impl Fn(&OsStr) -> Option<u32>,
+) -> Option<u32> {
+    if name.is_empty() {
+        return None;
+    }
+    if let Some(hit) = cache.lock().expect("poisoned").get(name) {
+        return *hit;
+    }
+    let found = find(OsStr::from_bytes(name));
+    cache.lock().expect("poisoned").insert(name.to_vec(), found);
+    found
 }
 
 fn times(node: &Node) -> Timestamps {
