@@ -88,7 +88,7 @@ pub fn create_key_file(
     payload[32..].copy_from_slice(repo_id.as_bytes());
     let cipher = Aes256Gcm::new_from_slice(kek.as_ref()).expect("32-byte key");
     kf.sealed = cipher
-        .encrypt(Nonce::from_slice(&nonce), Payload { msg: payload.as_ref(), aad: &aad(&kf, key_id) })
+        .encrypt(&Nonce::from(nonce), Payload { msg: payload.as_ref(), aad: &aad(&kf, key_id) })
         .expect("AES-GCM encryption cannot fail");
     Ok(kf.encode())
 }
@@ -104,7 +104,7 @@ pub fn open_key_file(kf: &KeyFile, key_id: &KeyId, password: &[u8]) -> Result<(M
     let cipher = Aes256Gcm::new_from_slice(kek.as_ref()).expect("32-byte key");
     let plain = Zeroizing::new(
         cipher
-            .decrypt(Nonce::from_slice(&kf.nonce), Payload { msg: &kf.sealed, aad: &aad(kf, key_id) })
+            .decrypt(&Nonce::from(kf.nonce), Payload { msg: &kf.sealed, aad: &aad(kf, key_id) })
             .map_err(|_| CryptoError::Authentication)?,
     );
     let mut mk = [0u8; 32];

@@ -19,8 +19,8 @@ mod keyfile;
 
 pub use keyfile::{create_key_file, open_key_file, KdfParamsExt, KeyLabel, KDF_DEFAULT, KDF_FLOOR};
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce};
+use aes_gcm::aead::{AeadInOut, KeyInit};
+use aes_gcm::Aes256Gcm;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::format::BlobType;
@@ -139,10 +139,10 @@ pub struct ObjectCipher {
     object_id: [u8; 32],
 }
 
-fn nonce(counter: u64) -> [u8; 12] {
+fn nonce(counter: u64) -> aes_gcm::aead::Nonce<Aes256Gcm> {
     let mut n = [0u8; 12];
     n[..8].copy_from_slice(&counter.to_le_bytes());
-    n
+    n.into()
 }
 
 impl ObjectCipher {
@@ -159,7 +159,7 @@ impl ObjectCipher {
     /// Encrypts `buf` in place and appends the tag.
     pub fn seal(&self, counter: u64, context: &[u8], buf: &mut Vec<u8>) {
         self.cipher
-            .encrypt_in_place(Nonce::from_slice(&nonce(counter)), &self.aad(context), buf)
+            .encrypt_in_place(&nonce(counter), &self.aad(context), buf)
             .expect("AES-GCM encryption of a buffer below 64 GiB cannot fail");
     }
 
@@ -167,7 +167,7 @@ impl ObjectCipher {
     pub fn seal_tail(&self, counter: u64, context: &[u8], buf: &mut Vec<u8>, start: usize) {
         let tag = self
             .cipher
-            .encrypt_in_place_detached(Nonce::from_slice(&nonce(counter)), &self.aad(context), &mut buf[start..])
+            .encrypt_inout_detached(&nonce(counter), &self.aad(context), (&mut buf[start..]).into())
             .expect("AES-GCM encryption of a buffer below 64 GiB cannot fail");
         buf.extend_from_slice(&tag);
     }
@@ -175,7 +175,7 @@ impl ObjectCipher {
     /// Checks the tag and decrypts `buf` in place (the tag is removed).
     pub fn open(&self, counter: u64, context: &[u8], buf: &mut Vec<u8>) -> Result<(), CryptoError> {
         self.cipher
-            .decrypt_in_place(Nonce::from_slice(&nonce(counter)), &self.aad(context), buf)
+            .decrypt_in_place(&nonce(counter), &self.aad(context), buf)
             .map_err(|_| CryptoError::Authentication)
     }
 }
