@@ -400,7 +400,7 @@ fn read_file(
         Ok(after) if source::same_file_unchanged(&before, &after) && after.st_size as u64 == read => {}
         _ => ctx.warn(format!("{}: changed while being read; the saved copy may be inconsistent", shown())),
     }
-    node = source::node_from_stat(&node.name, &before, &ctx.names);
+    source::update_from_stat(&mut node, &before, &ctx.names);
     match source::read_xattrs_fd(file.as_fd()) {
         Ok(x) => node.xattrs = x,
         Err(e) => ctx.warn(format!("{}: cannot read extended attributes: {e}", shown())),

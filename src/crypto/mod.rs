@@ -174,9 +174,7 @@ impl ObjectCipher {
 
     /// Checks the tag and decrypts `buf` in place (the tag is removed).
     pub fn open(&self, counter: u64, context: &[u8], buf: &mut Vec<u8>) -> Result<(), CryptoError> {
-        self.cipher
-            .decrypt_in_place(&nonce(counter), &self.aad(context), buf)
-            .map_err(|_| CryptoError::Authentication)
+        self.cipher.decrypt_in_place(&nonce(counter), &self.aad(context), buf).map_err(|_| CryptoError::Authentication)
     }
 }
 

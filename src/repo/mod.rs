@@ -9,6 +9,7 @@ pub mod check;
 pub mod index;
 pub mod keys;
 pub mod packs;
+mod placebuf;
 pub mod readahead;
 pub mod snapshots;
 pub mod stats;

@@ -3,8 +3,9 @@
 //! Blobs are compressed by whichever thread has them, through a [`BlobWriter`] (one per
 //! thread, holding its zstd context and a scratch buffer): a backup's reader threads
 //! compress the chunks they just cut and hashed, still in their core's cache, and copy no
-//! plaintext anywhere. The compressed bytes are then appended to the one open pack under a
-//! short lock and sealed in place (AES-GCM, the nonce is the blob's offset). A
+//! plaintext anywhere. The writer then claims the blob's place in the one open pack (its
+//! offset, which is also its AES-GCM nonce) under a short lock, seals the blob in its own
+//! buffer with no lock held, and copies it into its place (see [`OpenPack`]). A
 //! [`BlobSink`] also runs `threads` packer threads that take [`RawBlob`] from a queue, for
 //! callers with one producer (`copy`) and for a backup reader that has a large file while
 //! other cores are idle. `uploaders` threads write finished packs to storage.
@@ -23,18 +24,19 @@
 //! finished pack per writing thread waiting to be queued; one recycled pack buffer.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
+use super::placebuf::PlaceBuf;
 use super::{pack_path, Repository, Result};
 use crate::compress::Compressor;
 use crate::crypto::{self, ObjectCipher, PACK_HEADER_NONCE};
 use crate::format::index::{IndexBlob, IndexFile, IndexPack};
 use crate::format::pack::{self, PackEntry};
-use crate::format::{BlobType, Compression};
+use crate::format::BlobType;
 use crate::id::{BlobId, PackId};
 
 /// How many packs one index file covers at most.
@@ -50,59 +52,77 @@ pub struct RawBlob {
     pub data: Vec<u8>,
 }
 
-/// One pack being filled.
-struct PackBuilder {
+/// One pack being filled. Writers claim a place in it under [`Shared::open`]'s lock (the
+/// place's offset is the blob's nonce), seal their blob outside any lock, then copy it to
+/// its place with no lock either ([`PlaceBuf`]); whoever drops the last reference to a
+/// closed pack finishes it. So no writer waits for another's AES-GCM pass or copy.
+struct OpenPack {
     id: PackId,
     cipher: ObjectCipher,
-    buf: Vec<u8>,
-    entries: Vec<PackEntry>,
-    index: Vec<IndexBlob>,
+    /// Places claimed and not yet filled, plus one while places are still handed out.
+    pending: AtomicUsize,
+    /// Bytes claimed so far (set under `Shared::open`).
+    len: AtomicUsize,
+    buf: PlaceBuf,
+    /// The header entries and index records, in offset order (pushed under `Shared::open`).
+    meta: Mutex<(Vec<PackEntry>, Vec<IndexBlob>)>,
 }
 
-impl PackBuilder {
-    fn new(repo: &Repository, mut buf: Vec<u8>, capacity: usize) -> Self {
+/// The pack places are claimed in, and the bytes claimed in it so far.
+struct Current {
+    pack: Arc<OpenPack>,
+    reserved: usize,
+}
+
+/// A place claimed in an open pack.
+struct Slot {
+    pack: Arc<OpenPack>,
+    offset: usize,
+}
+
+impl OpenPack {
+    fn new(repo: &Repository, buf: Vec<u8>, capacity: usize) -> Arc<Self> {
         let id = PackId::random();
-        buf.clear();
-        buf.reserve(capacity);
-        PackBuilder {
+        Arc::new(OpenPack {
             id,
             cipher: repo.keys().object_cipher(crypto::KEY_TYPE_PACK, id.as_bytes()),
-            buf,
-            entries: Vec::new(),
-            index: Vec::new(),
-        }
+            pending: AtomicUsize::new(1),
+            len: AtomicUsize::new(0),
+            buf: PlaceBuf::new(buf, capacity),
+            meta: Mutex::new((Vec::new(), Vec::new())),
+        })
     }
 
-    /// Appends one encoded blob (`stored` bytes, before encryption) and seals it in place;
-    /// the nonce is its offset. Returns where its sealed bytes are in the pack.
-    fn append(
-        &mut self,
-        blob_type: BlobType,
-        id: BlobId,
-        compression: Compression,
-        raw_len: u32,
-        stored: &[u8],
-    ) -> std::ops::Range<usize> {
-        let start = self.buf.len();
-        let offset = start as u32;
-        self.buf.extend_from_slice(stored);
-        let ctx = crypto::blob_context(blob_type as u8, compression as u8, &id, raw_len);
-        self.cipher.seal_tail(u64::from(offset), &ctx, &mut self.buf, start);
-        let stored_len = (self.buf.len() - start) as u32;
-        self.entries.push(PackEntry { blob_type, compression, id: id.0, stored_len, raw_len });
-        self.index.push(IndexBlob { blob_type, compression, id: id.0, offset, stored_len, raw_len });
-        start..self.buf.len()
+    /// Copies a sealed blob to the place `slot` claimed; returns the finished pack if that
+    /// was the last place of a closed pack.
+    #[allow(unsafe_code)] // PlaceBuf's contract, kept as the SAFETY note says
+    fn fill(slot: Slot, sealed: &[u8]) -> Option<Upload> {
+        // SAFETY: `claim` handed this place (offset, sealed length) to this slot alone, and
+        // the pack cannot be finished (taken) before this slot's reference is released below.
+        unsafe { slot.pack.buf.write_at(slot.offset, sealed) };
+        slot.pack.release()
     }
 
-    /// Appends the encrypted header and the trailer.
-    fn finish(mut self) -> (PackId, Vec<u8>, IndexPack) {
-        let mut header = pack::encode_header(&self.entries);
+    /// Drops one reference (a filled place, or the open one); the last finishes the pack.
+    fn release(&self) -> Option<Upload> {
+        (self.pending.fetch_sub(1, Ordering::AcqRel) == 1).then(|| self.finish())
+    }
+
+    /// Appends the encrypted header and the trailer. Only called by the last `release`.
+    #[allow(unsafe_code)] // PlaceBuf's contract, kept as the SAFETY note says
+    fn finish(&self) -> Upload {
+        // SAFETY: the last reference is gone, so no place is handed out any more and every
+        // place was filled by its writer before it released (`AcqRel` above orders those
+        // writes before this); places are contiguous from 0 to `len`.
+        let mut buf = unsafe { self.buf.take(self.len.load(Ordering::Acquire)) };
+        let (entries, index) = std::mem::take(&mut *self.meta.lock().expect("poisoned"));
+        let mut header = pack::encode_header(&entries);
         self.cipher.seal(PACK_HEADER_NONCE, b"pack header", &mut header);
         let header_len = header.len() as u32;
-        self.buf.extend_from_slice(&header);
-        self.buf.extend_from_slice(&pack::encode_trailer(header_len));
-        let ip = IndexPack { pack_id: self.id.0, pack_size: self.buf.len() as u64, blobs: self.index };
-        (self.id, self.buf, ip)
+        buf.extend_from_slice(&header);
+        buf.extend_from_slice(&pack::encode_trailer(header_len));
+        let ip = IndexPack { pack_id: self.id.0, pack_size: buf.len() as u64, blobs: index };
+        (self.id, buf, ip)
     }
 }
 
@@ -131,8 +151,8 @@ struct Shared {
     pending: Mutex<Vec<IndexPack>>,
     /// Pack buffers handed back by the uploaders, for the packers to fill again.
     spare: Mutex<Vec<Vec<u8>>>,
-    /// The pack being filled; every writer appends to it.
-    open: Mutex<Option<PackBuilder>>,
+    /// The pack places are claimed in; every writer uses it.
+    open: Mutex<Option<Current>>,
     /// A pack is finished once it holds this many bytes.
     target: usize,
     level: i32,
@@ -144,6 +164,46 @@ impl Shared {
     /// A buffer for the next pack: a recycled one when there is one.
     fn buffer(&self) -> Vec<u8> {
         self.spare.lock().expect("poisoned").pop().unwrap_or_default()
+    }
+
+    /// Claims the next place of `sealed_len` bytes for a blob and records its entry. Also
+    /// returns a pack this closed with no place left to fill (the blob did not fit in it).
+    fn claim(&self, entry: PackEntry, sealed_len: usize) -> (Slot, Option<Upload>) {
+        let mut open = self.open.lock().expect("poisoned");
+        let mut done = None;
+        // Leave a sixteenth of the room for the header, so finishing rarely reallocates.
+        let room = |c: &Current| (c.pack.buf.capacity() - c.pack.buf.capacity() / 16).min(LIMIT);
+        if open.as_ref().is_some_and(|c| c.reserved + sealed_len > room(c)) {
+            done = open.take().and_then(|c| c.pack.release());
+        }
+        let c = open.get_or_insert_with(|| Current {
+            // Room for the target and a large chunk; a larger blob gets a pack of its own.
+            pack: OpenPack::new(&self.repo, self.buffer(), (self.target + self.target / 2).max(sealed_len)),
+            reserved: 0,
+        });
+        let offset = c.reserved;
+        c.reserved += sealed_len;
+        c.pack.len.store(c.reserved, Ordering::Release);
+        c.pack.pending.fetch_add(1, Ordering::AcqRel);
+        {
+            let mut meta = c.pack.meta.lock().expect("poisoned");
+            meta.1.push(IndexBlob {
+                blob_type: entry.blob_type,
+                compression: entry.compression,
+                id: entry.id,
+                offset: offset as u32,
+                stored_len: entry.stored_len,
+                raw_len: entry.raw_len,
+            });
+            meta.0.push(entry);
+        }
+        let slot = Slot { pack: c.pack.clone(), offset };
+        if c.reserved >= self.target {
+            // Our own place is still pending, so closing cannot finish the pack here.
+            let closed = open.take().and_then(|c| c.pack.release());
+            debug_assert!(closed.is_none());
+        }
+        (slot, done)
     }
 
     fn fail(&self, e: super::RepoError) {
@@ -215,33 +275,23 @@ impl BlobWriter {
         let compression = self.compressor.compress_into(data, &mut self.scratch);
         let sealed_len = self.scratch.len() + crypto::TAG_LEN;
         let shared = &self.shared;
-        let mut done = Vec::new();
-        let mut tree_copy = None;
-        {
-            let mut open = shared.open.lock().expect("poisoned");
-            if open.as_ref().is_some_and(|p| p.buf.len() + sealed_len > LIMIT) {
-                done.push(open.take().expect("checked"));
+        let entry =
+            PackEntry { blob_type, compression, id: id.0, stored_len: sealed_len as u32, raw_len: data.len() as u32 };
+        let (slot, closed) = shared.claim(entry, sealed_len);
+        let ctx = crypto::blob_context(blob_type as u8, compression as u8, &id, data.len() as u32);
+        slot.pack.cipher.seal(slot.offset as u64, &ctx, &mut self.scratch);
+        let filled = OpenPack::fill(slot, &self.scratch);
+        if blob_type == BlobType::Tree {
+            if let Some(c) = shared.repo.cache() {
+                // The next backup reads this tree as its parent: keep it local (see repo::cache).
+                c.put("trees", &id.to_hex(), &self.scratch);
             }
-            let p = open.get_or_insert_with(|| {
-                PackBuilder::new(&shared.repo, shared.buffer(), shared.target + shared.target / 8)
-            });
-            let at = p.append(blob_type, id, compression, data.len() as u32, &self.scratch);
-            if blob_type == BlobType::Tree && shared.repo.cache().is_some() {
-                tree_copy = Some(p.buf[at].to_vec());
-            }
-            if p.buf.len() >= shared.target {
-                done.push(open.take().expect("just used"));
-            }
-        }
-        if let (Some(bytes), Some(c)) = (tree_copy, shared.repo.cache()) {
-            // The next backup reads this tree as its parent: keep it local (see repo::cache).
-            c.put("trees", &id.to_hex(), &bytes);
         }
         let st = &shared.stats;
         st.blobs_added.fetch_add(1, Ordering::Relaxed);
         st.data_added_raw.fetch_add(data.len() as u64, Ordering::Relaxed);
-        for p in done {
-            if self.up.send(p.finish()).is_err() {
+        for upload in [closed, filled].into_iter().flatten() {
+            if self.up.send(upload).is_err() {
                 return Err(super::RepoError::Invalid("the upload threads stopped".into()));
             }
         }
@@ -360,8 +410,14 @@ impl BlobSink {
         debug_assert_eq!(Arc::strong_count(&self.shared), 1 + self.uploaders.len(), "a BlobWriter outlived its sink");
         let last = self.shared.open.lock().expect("poisoned").take();
         if let (Some(p), Some(up)) = (last, self.up.as_ref()) {
-            if up.send(p.finish()).is_err() {
-                self.shared.fail(super::RepoError::Invalid("the upload threads stopped".into()));
+            // Every writer is gone, so only the open reference is left, unless a writer
+            // panicked between claiming a place and filling it.
+            let sent = match p.pack.release() {
+                Some(upload) => up.send(upload).map_err(|_| "the upload threads stopped"),
+                None => Err("a writer stopped with a blob half stored"),
+            };
+            if let Err(e) = sent {
+                self.shared.fail(super::RepoError::Invalid(e.into()));
             }
         }
         drop(self.up.take());
@@ -396,5 +452,73 @@ pub fn claim(known: &Mutex<HashSet<BlobId>>, id: BlobId) -> bool {
 fn packer(mut writer: BlobWriter, rx: Receiver<RawBlob>) {
     for blob in rx {
         writer.write(blob.blob_type, blob.id, &blob.data);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::InitOptions;
+    use crate::storage::Store;
+
+    /// Bytes of `len` for blob `n`: every third blob incompressible, the others compressible.
+    fn blob(n: u64, len: usize) -> Vec<u8> {
+        let mut out = vec![0u8; len];
+        if n % 3 == 0 {
+            blake3::Hasher::new().update(&n.to_le_bytes()).finalize_xof().fill(&mut out);
+        } else {
+            for (i, b) in out.iter_mut().enumerate() {
+                *b = b"coffer "[(i + n as usize) % 7];
+            }
+        }
+        out
+    }
+
+    /// Four writers and the packer threads store blobs of mixed sizes at once into 1 MiB
+    /// packs, so places are filled out of order, packs close while others still fill, and
+    /// blobs larger than a pack's room get packs of their own; every blob reads back.
+    #[test]
+    fn concurrent_writers_fill_packs_that_read_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::local(dir.path(), true, false).unwrap();
+        let opts = InitOptions { kdf: crypto::KDF_FLOOR, pack_size: 1 << 20, ..Default::default() };
+        let repo = Arc::new(Repository::init(store, b"pw", &opts).unwrap());
+        let sink = BlobSink::start(repo.clone(), 3, 2, 2, HashSet::new());
+        let sizes = [0usize, 1, 100, 4096, 70_000, 300_000, 900_000, 2_500_000];
+        let written: Vec<(BlobId, Vec<u8>)> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..5u64)
+                .map(|t| {
+                    let (mut w, tx, repo, known) = (sink.writer(), sink.sender(), repo.clone(), sink.known());
+                    s.spawn(move || {
+                        let mut out = Vec::new();
+                        for i in 0..60u64 {
+                            let n = t * 1000 + i;
+                            let data = blob(n, sizes[(n as usize * 7 + t as usize) % sizes.len()]);
+                            let id = repo.keys().blob_id(BlobType::Data, &data);
+                            if !claim(&known, id) {
+                                continue; // stored by another writer, as callers do
+                            }
+                            if t == 4 {
+                                tx.send(RawBlob { blob_type: BlobType::Data, id, data: data.clone() }).unwrap();
+                            } else {
+                                w.write(BlobType::Data, id, &data);
+                            }
+                            out.push((id, data));
+                        }
+                        out
+                    })
+                })
+                .collect();
+            threads.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        let totals = sink.finish().unwrap();
+        assert_eq!(totals.blobs_added, written.len() as u64);
+        assert!(written.len() > 100, "only {} distinct blobs", written.len());
+        assert!(totals.packs > 10, "expected many small packs, got {}", totals.packs);
+        let index = repo.load_index().unwrap();
+        assert_eq!(index.len(), written.len());
+        for (id, data) in &written {
+            assert_eq!(&repo.read_blob(&index, id).unwrap(), data, "blob {id}");
+        }
     }
 }

@@ -15,7 +15,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::sync::Mutex;
+use std::sync::RwLock;
 
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat};
 
@@ -79,36 +79,53 @@ pub fn kind_of(st: &Stat) -> NodeKind {
     }
 }
 
-/// Caches uid/gid -> name lookups (they hit NSS, which can be slow).
+/// Caches uid/gid -> name lookups (they hit NSS, which can be slow). Read-mostly: every
+/// walked and read file asks, from several threads, so hits take a shared lock and a miss
+/// looks the name up with no lock held.
 #[derive(Default)]
 pub struct Names {
-    users: Mutex<HashMap<u32, Vec<u8>>>,
-    groups: Mutex<HashMap<u32, Vec<u8>>>,
+    users: RwLock<HashMap<u32, Vec<u8>>>,
+    groups: RwLock<HashMap<u32, Vec<u8>>>,
 }
 
 impl Names {
     pub fn user(&self, uid: u32) -> Vec<u8> {
-        let mut m = self.users.lock().expect("poisoned");
-        m.entry(uid)
-            .or_insert_with(|| uzers::get_user_by_uid(uid).map(|u| u.name().as_bytes().to_vec()).unwrap_or_default())
-            .clone()
+        cached(&self.users, uid, |id| uzers::get_user_by_uid(id).map(|u| u.name().as_bytes().to_vec()))
     }
     pub fn group(&self, gid: u32) -> Vec<u8> {
-        let mut m = self.groups.lock().expect("poisoned");
-        m.entry(gid)
-            .or_insert_with(|| uzers::get_group_by_gid(gid).map(|g| g.name().as_bytes().to_vec()).unwrap_or_default())
-            .clone()
+        cached(&self.groups, gid, |id| uzers::get_group_by_gid(id).map(|g| g.name().as_bytes().to_vec()))
     }
+}
+
+/// The cached name of `id`, looked up (empty when it has none) on a miss.
+fn cached(map: &RwLock<HashMap<u32, Vec<u8>>>, id: u32, lookup: fn(u32) -> Option<Vec<u8>>) -> Vec<u8> {
+    if let Some(n) = map.read().expect("poisoned").get(&id) {
+        return n.clone();
+    }
+    let name = lookup(id).unwrap_or_default();
+    map.write().expect("poisoned").entry(id).or_insert(name).clone()
 }
 
 /// Fills a node's metadata from a stat. Content and subtree are left to the caller.
 pub fn node_from_stat(name: &[u8], st: &Stat, names: &Names) -> Node {
     let mut n = Node::new(name.to_vec(), kind_of(st));
+    update_from_stat(&mut n, st, names);
+    n
+}
+
+/// Sets a node's metadata from a newer stat of the same entry, in place: the owner names are
+/// looked up again only when the ids changed, and nothing is reallocated.
+pub fn update_from_stat(n: &mut Node, st: &Stat, names: &Names) {
+    n.kind = kind_of(st);
     n.mode = st.st_mode & 0o7777;
+    if n.user.is_empty() || n.uid != st.st_uid {
+        n.user = names.user(st.st_uid);
+    }
+    if n.group.is_empty() || n.gid != st.st_gid {
+        n.group = names.group(st.st_gid);
+    }
     n.uid = st.st_uid;
     n.gid = st.st_gid;
-    n.user = names.user(st.st_uid);
-    n.group = names.group(st.st_gid);
     n.mtime = Time { sec: st.st_mtime, nsec: st.st_mtime_nsec as u32 };
     n.ctime = Time { sec: st.st_ctime, nsec: st.st_ctime_nsec as u32 };
     n.dev = st.st_dev;
@@ -116,7 +133,6 @@ pub fn node_from_stat(name: &[u8], st: &Stat, names: &Names) -> Node {
     n.nlink = st.st_nlink;
     n.size = if n.kind == NodeKind::File { st.st_size as u64 } else { 0 };
     n.rdev = if matches!(n.kind, NodeKind::CharDevice | NodeKind::BlockDevice) { st.st_rdev } else { 0 };
-    n
 }
 
 /// The `/proc/self/fd/N/name` path of an entry, usable with the `l*` calls at any depth.
