@@ -19,7 +19,6 @@
 mod walk;
 
 use std::collections::HashSet;
-use std::ffi::CString;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -96,7 +95,7 @@ struct Counters {
 /// A file whose content must be read.
 struct FileJob {
     dir: Arc<OwnedFd>,
-    name: CString,
+    /// The full path, for warnings (the name is the node's).
     path: Vec<u8>,
     node: Node,
     result: Sender<Option<Node>>,
@@ -340,7 +339,7 @@ fn reader(ctx: Arc<Ctx>, rx: Receiver<Vec<FileJob>>, mut out: Option<Out>) {
     let mut chunker = Chunker::new(ctx.repo.config().chunker, keys.gear_table());
     for job in rx.iter().flatten() {
         ctx.active.fetch_add(1, Ordering::Relaxed);
-        let node = read_file(&ctx, &mut chunker, &mut out, job.dir.as_ref(), &job.name, &job.path, job.node);
+        let node = read_file(&ctx, &mut chunker, &mut out, job.dir.as_ref(), &job.path, job.node);
         ctx.active.fetch_sub(1, Ordering::Relaxed);
         ctx.progress.add_item();
         let _ = job.result.send(node);
@@ -352,13 +351,12 @@ fn read_file(
     chunker: &mut Chunker,
     out: &mut Option<Out>,
     dir: &OwnedFd,
-    name: &CString,
     path: &[u8],
     mut node: Node,
 ) -> Option<Node> {
     use std::os::fd::AsFd;
     let shown = || String::from_utf8_lossy(path); // only when warning: it scans the name
-    let file = match source::open_file_at(dir.as_fd(), name) {
+    let file = match source::open_file_at(dir.as_fd(), &node.name) {
         Ok(f) => f,
         Err(e) => {
             ctx.warn(format!("{}: cannot read: {e}", shown()));

@@ -176,7 +176,7 @@ fn walk_virtual(
         let st = source::stat_at(dir.as_fd(), &cname).map_err(|e| BackupError::Source { path: shown(), source: e })?;
         let pnode = find(parent, name);
         if child.is_root {
-            if let Some(p) = walk_entry(ctx, q, &dir, &cname, &path, &st, pnode, st.st_dev as u64) {
+            if let Some(p) = walk_entry(ctx, q, &dir, &cname, path.clone(), &st, pnode, st.st_dev as u64) {
                 entries.push(p);
             }
             continue;
@@ -220,12 +220,12 @@ fn walk_entry(
     q: &Queues<'_>,
     dir: &Arc<OwnedFd>,
     name: &CStr,
-    path: &[u8],
+    path: Vec<u8>,
     st: &Stat,
     pnode: Option<&Node>,
     root_dev: u64,
 ) -> Option<Pending> {
-    let shown = || String::from_utf8_lossy(path).into_owned();
+    let shown = || String::from_utf8_lossy(&path).into_owned();
     let mut node = source::node_from_stat(name.to_bytes(), st, &ctx.names);
     // Files' and directories' xattrs are read through the descriptor once they are open
     // (cheaper than a path lookup); everything else by path, without following symlinks.
@@ -236,8 +236,8 @@ fn walk_entry(
         }
     }
     match node.kind {
-        NodeKind::File => Some(file_entry(ctx, q, dir, name, path, node, pnode)),
-        NodeKind::Dir => dir_entry(ctx, q, dir, name, path, node, pnode, root_dev),
+        NodeKind::File => Some(file_entry(ctx, q, dir, path, node, pnode)),
+        NodeKind::Dir => dir_entry(ctx, q, dir, name, &path, node, pnode, root_dev),
         NodeKind::Symlink => match source::read_link_at(dir.as_fd(), name) {
             Ok(t) => {
                 node.link_target = t;
@@ -256,8 +256,7 @@ fn file_entry(
     ctx: &Arc<Ctx>,
     q: &Queues<'_>,
     dir: &Arc<OwnedFd>,
-    name: &CStr,
-    path: &[u8],
+    path: Vec<u8>,
     mut node: Node,
     pnode: Option<&Node>,
 ) -> Pending {
@@ -279,7 +278,7 @@ fn file_entry(
         c.files_new.fetch_add(1, Ordering::Relaxed);
     }
     let (tx, rx) = bounded(1);
-    let job = FileJob { dir: dir.clone(), name: name.to_owned(), path: path.to_vec(), node, result: tx };
+    let job = FileJob { dir: dir.clone(), path, node, result: tx };
     q.file(job);
     Pending::Later(rx)
 }
@@ -333,7 +332,7 @@ fn dir_entry(
             }
         };
         let cp = find(ptree.as_deref(), child.to_bytes());
-        if let Some(p) = walk_entry(ctx, q, &fd, &child, &cpath, &st, cp, root_dev) {
+        if let Some(p) = walk_entry(ctx, q, &fd, &child, cpath, &st, cp, root_dev) {
             entries.push(p);
         }
     }
@@ -346,7 +345,7 @@ const CACHEDIR_TAG: &[u8] = b"CACHEDIR.TAG";
 fn is_cache_dir(dir: std::os::fd::BorrowedFd<'_>, names: &[CString]) -> bool {
     const SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
     let Some(tag) = names.iter().find(|n| n.as_bytes() == CACHEDIR_TAG) else { return false };
-    let Ok(f) = source::open_file_at(dir, tag) else { return false };
+    let Ok(f) = source::open_file_at(dir, tag.as_bytes()) else { return false };
     let mut head = [0u8; 43];
     use std::io::Read;
     (&f).read_exact(&mut head).is_ok() && head == SIGNATURE

@@ -130,6 +130,9 @@ pub struct KdfArgs {
     /// Argon2id iterations for the new key (floor: 2)
     #[arg(long, default_value_t = 3)]
     pub kdf_iterations: u32,
+    /// Argon2id lanes for the new key, computed on up to that many cores (1 to 16)
+    #[arg(long, default_value_t = 4)]
+    pub kdf_parallelism: u32,
 }
 
 #[derive(Args, Debug)]

@@ -128,7 +128,11 @@ fn progress(g: &Global, verb: &str) -> Arc<dyn Progress> {
 }
 
 fn kdf(a: &KdfArgs) -> KdfParams {
-    KdfParams { memory_kib: a.kdf_memory.saturating_mul(1024), iterations: a.kdf_iterations, parallelism: 1 }
+    KdfParams {
+        memory_kib: a.kdf_memory.saturating_mul(1024),
+        iterations: a.kdf_iterations,
+        parallelism: a.kdf_parallelism,
+    }
 }
 
 pub(super) fn print_json(v: &impl serde::Serialize) -> Result<()> {

@@ -12,8 +12,10 @@ use crate::id::{KeyId, RepoId};
 /// 19 MiB, 2 iterations, 1 lane). Key files below it are refused, so a tampered key file
 /// cannot silently weaken the password's protection.
 pub const KDF_FLOOR: KdfParams = KdfParams { memory_kib: 19 * 1024, iterations: 2, parallelism: 1 };
-/// The parameters `init` and `key add` use unless told otherwise (about 0.3 s here).
-pub const KDF_DEFAULT: KdfParams = KdfParams { memory_kib: 64 * 1024, iterations: 3, parallelism: 1 };
+/// The parameters `init` and `key add` use unless told otherwise: RFC 9106's second
+/// recommended setting. The 4 lanes are computed in parallel (argon2's `parallel` feature),
+/// so opening takes about 0.05 s on 2 cores here instead of 0.1 s with one lane.
+pub const KDF_DEFAULT: KdfParams = KdfParams { memory_kib: 64 * 1024, iterations: 3, parallelism: 4 };
 /// Upper bounds, so a hostile key file cannot make `open` use unbounded memory or time.
 const KDF_MAX_MEMORY_KIB: u32 = 4 * 1024 * 1024;
 const KDF_MAX_ITERATIONS: u32 = 64;

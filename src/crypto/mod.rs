@@ -53,7 +53,7 @@ pub enum CryptoError {
     Authentication,
     #[error("wrong password (no key file matches it)")]
     WrongPassword,
-    #[error("key derivation parameters are below the floor ({0})")]
+    #[error("key derivation parameters are below the floor or above the ceiling ({0})")]
     KdfTooWeak(String),
     #[error("key derivation failed: {0}")]
     Kdf(String),

@@ -57,7 +57,7 @@ pub fn read_dir_names(dir: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
 
 /// Opens a regular file for reading without following a symlink or blocking on a FIFO,
 /// skipping atime updates where the kernel allows it.
-pub fn open_file_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<File> {
+pub fn open_file_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<File> {
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
     let fd = match rustix::fs::openat(dir, name, flags | OFlags::NOATIME, Mode::empty()) {
         Err(rustix::io::Errno::PERM) => rustix::fs::openat(dir, name, flags, Mode::empty())?,

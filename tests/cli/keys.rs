@@ -44,6 +44,29 @@ fn weak_kdf_parameters_are_refused() {
     let r = env.run(&["init", "--kdf-memory", "1", "--kdf-iterations", "1"]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("floor"), "{}", r.stderr);
+    for lanes in ["0", "17"] {
+        let r = env.run(&["init", "--kdf-memory", "19", "--kdf-iterations", "2", "--kdf-parallelism", lanes]);
+        assert_ne!(r.code, 0, "{lanes} lanes were accepted");
+        assert!(r.stderr.contains("parallelism"), "{}", r.stderr);
+    }
+    assert!(!env.repo.join("config").exists());
+}
+
+/// Key files with one lane and with many open alike: the lane count is the key file's own.
+#[test]
+fn key_files_with_different_lane_counts_open() {
+    let env = Env::uninit();
+    env.ok(&["init", "--kdf-memory", "19", "--kdf-iterations", "2", "--kdf-parallelism", "1"]);
+    let mut c = env.cmd(&["key", "add", "--kdf-memory", "19", "--kdf-iterations", "2", "--kdf-parallelism", "16"]);
+    c.env("COFFER_NEW_PASSWORD", "sixteen lanes");
+    assert_eq!(Env::run_cmd(c).code, 0);
+    assert_eq!(env.run(&["snapshots"]).code, 0);
+    let mut c = env.cmd(&["snapshots"]);
+    c.env("COFFER_PASSWORD", "sixteen lanes");
+    assert_eq!(Env::run_cmd(c).code, 0);
+    let mut c = env.cmd(&["snapshots"]);
+    c.env("COFFER_PASSWORD", "neither");
+    assert_eq!(Env::run_cmd(c).code, 12);
 }
 
 #[test]
