@@ -34,8 +34,9 @@ impl Chunker {
         Chunker { params, gear: Box::new(gear), gear_ls: Box::new(gear_ls), masks, buf: Vec::new() }
     }
 
-    /// Finds the length of the next chunk at the start of `data` (all of it at the end).
-    fn cut(&self, data: &[u8]) -> usize {
+    /// Finds the length of the next chunk at the start of `data` (all of it at the end):
+    /// the `fastcdc` crate's `cut_gear` over the whole of `data`.
+    fn cut_whole(&self, data: &[u8]) -> usize {
         let (mask_s, mask_l) = self.masks;
         let p = &self.params;
         let (_, n) = cut_gear(
@@ -51,6 +52,41 @@ impl Chunker {
             &self.gear_ls,
         );
         n
+    }
+
+    /// [`Self::cut_whole`], knowing that no boundary lies in the first `scanned` bytes (a
+    /// scan of that shorter prefix found none), so the scan resumes there instead of
+    /// starting over. `cut_gear` reads bytes in pairs, `hash = (hash << 2) + gear_ls[a] +
+    /// gear[b]`: a pair's contribution is multiplied by 4 per later pair and so is gone from
+    /// the 64-bit hash after 32 pairs. Re-hashing the 32 pairs before the resume point
+    /// therefore rebuilds the hash exactly. Resuming is done only past `avg` (where
+    /// `cut_gear` uses the large mask) and 32 pairs past `min`; otherwise the whole scan runs.
+    fn cut(&self, data: &[u8], scanned: usize) -> usize {
+        let (min, avg, max) = (self.params.min as usize, self.params.avg as usize, self.params.max as usize);
+        let resume = scanned.min(data.len()) / 2;
+        if scanned < avg || resume < min / 2 + 32 {
+            return self.cut_whole(data);
+        }
+        let remaining = data.len().min(max);
+        let (gear, gear_ls) = (&*self.gear, &*self.gear_ls);
+        let mut hash = 0u64;
+        for i in resume - 32..resume {
+            hash = (hash << 2).wrapping_add(gear_ls[data[2 * i] as usize]);
+            hash = hash.wrapping_add(gear[data[2 * i + 1] as usize]);
+        }
+        let mask_l = self.masks.1;
+        for i in resume..remaining / 2 {
+            let a = 2 * i;
+            hash = (hash << 2).wrapping_add(gear_ls[data[a] as usize]);
+            if hash & (mask_l << 1) == 0 {
+                return a;
+            }
+            hash = hash.wrapping_add(gear[data[a + 1] as usize]);
+            if hash & mask_l == 0 {
+                return a + 1;
+            }
+        }
+        remaining
     }
 
     /// Reads `src` to its end, calling `emit` with each chunk in order. Returns bytes read.
@@ -76,6 +112,8 @@ impl Chunker {
             self.buf = vec![0u8; max + window];
         }
         let (mut start, mut end, mut eof, mut total, mut want) = (0usize, 0usize, false, 0u64, window);
+        // Bytes after `start` already scanned without finding a boundary.
+        let mut scanned = 0;
         loop {
             if !eof && end - start < want {
                 if start + want > self.buf.len() {
@@ -95,8 +133,9 @@ impl Chunker {
             if start == end {
                 return Ok(total);
             }
-            let n = self.cut(&self.buf[start..end]);
+            let n = self.cut(&self.buf[start..end], scanned);
             if n == end - start && !eof && n < max {
+                scanned = n;
                 want = (2 * want).min(max);
                 continue;
             }
@@ -104,6 +143,7 @@ impl Chunker {
             total += n as u64;
             start += n;
             want = window;
+            scanned = 0;
         }
     }
 }
@@ -176,7 +216,7 @@ mod tests {
             let mut whole = Vec::new();
             let mut rest = &data[..];
             while !rest.is_empty() {
-                let n = c.cut(rest);
+                let n = c.cut_whole(rest);
                 whole.push(rest[..n].to_vec());
                 rest = &rest[n..];
             }
@@ -189,6 +229,44 @@ mod tests {
             .unwrap();
             prop_assert_eq!(streamed, whole);
         }
+    }
+
+    proptest! {
+        /// Resuming after a prefix with no boundary finds what a whole scan finds.
+        #[test]
+        fn a_resumed_scan_matches_a_whole_scan(
+            data in proptest::collection::vec(any::<u8>(), 0..12000),
+            permille in 0usize..=1000,
+            seed in any::<u8>(),
+        ) {
+            let c = Chunker::new(small(), gear(seed));
+            let whole = c.cut_whole(&data);
+            // Only bytes before the first boundary may be skipped.
+            let prefix = whole * permille / 1000;
+            prop_assert_eq!(c.cut(&data, prefix), whole);
+        }
+    }
+
+    /// Long stretches without a boundary (zeros never match a mask) and data with rare
+    /// boundaries take the resumed path often; chunks still match a whole scan.
+    #[test]
+    fn resumed_scans_on_sparse_boundaries_match_whole_scans() {
+        let c = Chunker::new(small(), gear(9));
+        let mut data = vec![0u8; 3000];
+        data.extend((0..30_000u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8));
+        data.extend(vec![7u8; 5000]);
+        let mut resumed = 0;
+        for start in (0..data.len()).step_by(97) {
+            let rest = &data[start..];
+            let whole = c.cut_whole(rest);
+            for prefix in (1024..whole.min(rest.len())).step_by(61) {
+                if c.cut_whole(&rest[..prefix]) == prefix {
+                    assert_eq!(c.cut(rest, prefix), whole, "start {start} prefix {prefix}");
+                    resumed += 1;
+                }
+            }
+        }
+        assert!(resumed > 1000, "only {resumed} resumed scans were checked");
     }
 
     #[test]
