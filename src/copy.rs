@@ -14,6 +14,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use crate::chunker::Chunker;
+use crate::compress::{plan_for_file, Plan};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{self, NodeKind};
 use crate::format::BlobType;
@@ -73,7 +74,7 @@ impl Copier<'_> {
     fn store(&self, blob_type: BlobType, data: &[u8]) -> BlobId {
         let id = self.dst.keys().blob_id(blob_type, data);
         if claim(&self.sink.known(), id) {
-            let _ = self.sink.sender().send(RawBlob { blob_type, id, data: data.to_vec() });
+            let _ = self.sink.sender().send(RawBlob { blob_type, id, data: data.to_vec(), plan: Plan::Try });
         }
         id
     }
@@ -90,11 +91,13 @@ impl Copier<'_> {
         let (dst, sink) = (self.dst, self.sink);
         let known = sink.known();
         let tx = sink.sender();
+        let mut plan = None; // as backup does, from the file's first bytes
         self.chunker
             .chunk_stream::<std::io::Error>(reader, |chunk| {
+                let plan = *plan.get_or_insert_with(|| plan_for_file(chunk));
                 let id = dst.keys().blob_id(BlobType::Data, chunk);
                 if claim(&known, id) {
-                    let _ = tx.send(RawBlob { blob_type: BlobType::Data, id, data: chunk.to_vec() });
+                    let _ = tx.send(RawBlob { blob_type: BlobType::Data, id, data: chunk.to_vec(), plan });
                 }
                 out.push(id.0);
                 Ok(())

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::chunker::Chunker;
+use crate::compress::{plan_for_file, Plan};
 use crate::format::snapshot::{Snapshot, Summary};
 use crate::format::tree::{self, Node, NodeKind};
 use crate::format::BlobType;
@@ -140,14 +141,14 @@ impl Ctx {
 
     /// Stores a blob unless it is known; returns nothing (the id is the caller's). `out` is
     /// `None` on a dry run.
-    fn store_blob(&self, out: Option<&mut Out>, blob_type: BlobType, id: BlobId, data: &[u8]) {
+    fn store_blob(&self, out: Option<&mut Out>, blob_type: BlobType, id: BlobId, data: &[u8], plan: Plan) {
         if !claim(&self.known, id) {
             return;
         }
         match out {
             Some(out) => {
                 let spare_core = self.active.load(Ordering::Relaxed) < self.opts.threads && self.queued.is_empty();
-                out.store(spare_core, blob_type, id, data)
+                out.store(spare_core, blob_type, id, data, plan)
             }
             None => {
                 self.counters.dry_blobs.fetch_add(1, Ordering::Relaxed);
@@ -171,15 +172,15 @@ impl Out {
         Out { writer: sink.writer(), offload: sink.sender() }
     }
 
-    fn store(&mut self, spare_core: bool, blob_type: BlobType, id: BlobId, data: &[u8]) {
+    fn store(&mut self, spare_core: bool, blob_type: BlobType, id: BlobId, data: &[u8], plan: Plan) {
         if spare_core && !self.offload.is_full() {
             // Full, or no packer left (they only end by panicking, which fails the backup):
             // store it here.
-            if self.offload.try_send(RawBlob { blob_type, id, data: data.to_vec() }).is_ok() {
+            if self.offload.try_send(RawBlob { blob_type, id, data: data.to_vec(), plan }).is_ok() {
                 return;
             }
         }
-        self.writer.write(blob_type, id, data);
+        self.writer.write(blob_type, id, data, plan);
     }
 }
 
@@ -376,9 +377,11 @@ fn read_file(
     };
     let keys = ctx.repo.keys().clone();
     let mut content = Vec::new();
+    let mut plan = None; // from the file's first bytes (see compress::plan_for_file)
     let mut emit = |chunk: &[u8]| -> std::io::Result<()> {
+        let plan = *plan.get_or_insert_with(|| plan_for_file(chunk));
         let id = keys.blob_id(BlobType::Data, chunk);
-        ctx.store_blob(out.as_mut(), BlobType::Data, id, chunk);
+        ctx.store_blob(out.as_mut(), BlobType::Data, id, chunk, plan);
         content.push(id.0);
         ctx.progress.add_bytes(chunk.len() as u64);
         Ok(())
@@ -425,7 +428,7 @@ fn finisher(ctx: Arc<Ctx>, rx: Receiver<DirJob>, mut out: Option<Out>) {
         }
         let bytes = tree::encode(&nodes);
         let id = keys.blob_id(BlobType::Tree, &bytes);
-        ctx.store_blob(out.as_mut(), BlobType::Tree, id, &bytes);
+        ctx.store_blob(out.as_mut(), BlobType::Tree, id, &bytes, Plan::Try);
         let c = &ctx.counters;
         match job.parent_subtree {
             None => c.dirs_new.fetch_add(1, Ordering::Relaxed),

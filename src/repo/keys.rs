@@ -16,6 +16,7 @@ pub struct KeyInfo {
     pub username: String,
     pub kdf_memory_kib: u32,
     pub kdf_iterations: u32,
+    pub kdf_parallelism: u32,
 }
 
 fn whoami() -> (String, String) {
@@ -110,6 +111,7 @@ impl Repository {
                 username: kf.user,
                 kdf_memory_kib: kf.kdf.memory_kib,
                 kdf_iterations: kf.kdf.iterations,
+                kdf_parallelism: kf.kdf.parallelism,
             });
         }
         Ok(out)

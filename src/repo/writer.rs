@@ -32,7 +32,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::placebuf::PlaceBuf;
 use super::{pack_path, Repository, Result};
-use crate::compress::Compressor;
+use crate::compress::{Compressor, Plan};
 use crate::crypto::{self, ObjectCipher, PACK_HEADER_NONCE};
 use crate::format::index::{IndexBlob, IndexFile, IndexPack};
 use crate::format::pack::{self, PackEntry};
@@ -50,6 +50,7 @@ pub struct RawBlob {
     pub blob_type: BlobType,
     pub id: BlobId,
     pub data: Vec<u8>,
+    pub plan: Plan,
 }
 
 /// One pack being filled. Writers claim a place in it under [`Shared::open`]'s lock (the
@@ -261,18 +262,18 @@ impl BlobWriter {
     /// Stores one blob (the caller has claimed its id). Failures are the sink's: they are
     /// kept and reported by [`BlobSink::finish`], and [`BlobSink::failed`] tells callers
     /// to stop early.
-    pub fn write(&mut self, blob_type: BlobType, id: BlobId, data: &[u8]) {
-        if let Err(e) = self.try_write(blob_type, id, data) {
+    pub fn write(&mut self, blob_type: BlobType, id: BlobId, data: &[u8], plan: Plan) {
+        if let Err(e) = self.try_write(blob_type, id, data, plan) {
             self.shared.fail(e);
         }
     }
 
-    fn try_write(&mut self, blob_type: BlobType, id: BlobId, data: &[u8]) -> Result<()> {
+    fn try_write(&mut self, blob_type: BlobType, id: BlobId, data: &[u8], plan: Plan) -> Result<()> {
         if zstd::zstd_safe::compress_bound(data.len()) + crypto::TAG_LEN > LIMIT {
             return Err(super::RepoError::Invalid(format!("blob {id} is too large to store")));
         }
         self.scratch.clear();
-        let compression = self.compressor.compress_into(data, &mut self.scratch);
+        let compression = self.compressor.compress_into(data, &mut self.scratch, plan);
         let sealed_len = self.scratch.len() + crypto::TAG_LEN;
         let shared = &self.shared;
         let entry =
@@ -451,7 +452,7 @@ pub fn claim(known: &Mutex<HashSet<BlobId>>, id: BlobId) -> bool {
 /// Packer thread: stores the blobs sent to the sink.
 fn packer(mut writer: BlobWriter, rx: Receiver<RawBlob>) {
     for blob in rx {
-        writer.write(blob.blob_type, blob.id, &blob.data);
+        writer.write(blob.blob_type, blob.id, &blob.data, blob.plan);
     }
 }
 
@@ -499,9 +500,10 @@ mod tests {
                                 continue; // stored by another writer, as callers do
                             }
                             if t == 4 {
-                                tx.send(RawBlob { blob_type: BlobType::Data, id, data: data.clone() }).unwrap();
+                                tx.send(RawBlob { blob_type: BlobType::Data, id, data: data.clone(), plan: Plan::Try })
+                                    .unwrap();
                             } else {
-                                w.write(BlobType::Data, id, &data);
+                                w.write(BlobType::Data, id, &data, Plan::Try);
                             }
                             out.push((id, data));
                         }

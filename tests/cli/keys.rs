@@ -60,6 +60,10 @@ fn key_files_with_different_lane_counts_open() {
     let mut c = env.cmd(&["key", "add", "--kdf-memory", "19", "--kdf-iterations", "2", "--kdf-parallelism", "16"]);
     c.env("COFFER_NEW_PASSWORD", "sixteen lanes");
     assert_eq!(Env::run_cmd(c).code, 0);
+    let keys = env.ok(&["key", "list", "--json"]).json();
+    let mut lanes: Vec<u64> = keys.as_array().unwrap().iter().map(|k| k["kdf_parallelism"].as_u64().unwrap()).collect();
+    lanes.sort();
+    assert_eq!(lanes, [1, 16]);
     assert_eq!(env.run(&["snapshots"]).code, 0);
     let mut c = env.cmd(&["snapshots"]);
     c.env("COFFER_PASSWORD", "sixteen lanes");
