@@ -31,7 +31,6 @@ const COMPRESSED_SIGNATURES: &[(usize, &[u8])] = &[
     (0, b"\x04\x22\x4d\x18"),   // lz4 frame
     (0, b"7z\xbc\xaf\x27\x1c"), // 7-Zip
     (0, b"Rar!\x1a\x07"),       // RAR
-    (0, b"PK\x03\x04"),         // zip (.jar, .docx, .odt, .epub, .apk)
     (0, b"\x89PNG\r\n\x1a\n"),  // PNG
     (0, b"\xff\xd8\xff"),       // JPEG
     (0, b"GIF8"),               // GIF
@@ -45,12 +44,15 @@ const COMPRESSED_SIGNATURES: &[(usize, &[u8])] = &[
 ];
 
 /// How to store the chunks of a file that starts with `head` (its first bytes): raw for
-/// the compressed formats above, else try zstd. bzip2 ("BZh" and a block size digit) is
-/// checked apart. A false match costs only space (the file is stored uncompressed).
+/// the compressed formats above, else try zstd. Two are checked apart: bzip2 ("BZh" and a
+/// block size digit), and zip (.jar, .docx, .odt, .apk) only when its first entry is
+/// compressed (method at offset 8 not 0): zip also packs data stored as is, in large files
+/// that compress (PyTorch checkpoints, NumPy `.npz`). A false match costs only space.
 pub fn plan_for_file(head: &[u8]) -> Plan {
     let signed = COMPRESSED_SIGNATURES.iter().any(|(at, sig)| head.get(*at..at + sig.len()) == Some(*sig));
     let bzip2 = head.len() >= 4 && &head[..3] == b"BZh" && (b'1'..=b'9').contains(&head[3]);
-    if signed || bzip2 {
+    let zip = head.len() >= 10 && head.starts_with(b"PK\x03\x04") && head[8..10] != [0, 0];
+    if signed || bzip2 || zip {
         Plan::StoreRaw
     } else {
         Plan::Try
@@ -156,7 +158,7 @@ mod tests {
             b"\x28\xb5\x2f\xfd\x04",
             b"\xfd7zXZ\x00\x00",
             b"BZh91AY&SY",
-            b"PK\x03\x04\x14\x00",
+            b"PK\x03\x04\x14\x00\x00\x00\x08\x00",
             b"\x89PNG\r\n\x1a\n\x00",
             b"\xff\xd8\xff\xe0",
             b"\x00\x00\x00\x18ftypmp42",
@@ -173,6 +175,7 @@ mod tests {
             b"RIFF\x24\x00\x00\x00WAVEfmt ",
             b"\x7fELF\x02\x01",
             b"PK\x05\x06",
+            b"PK\x03\x04\x14\x00\x00\x00\x00\x00", // zip whose first entry is stored as is
         ] {
             assert_eq!(plan_for_file(head), Plan::Try, "{head:?}");
         }

@@ -19,9 +19,10 @@
 //! 3. the snapshot is written by the caller only after [`BlobSink::finish`] returned, i.e.
 //!    after every index file it depends on is durable.
 //!
-//! Queues between the stages are bounded, so memory stays flat: one open pack; one pack in
-//! the upload queue and one per upload thread; when storage is slower than compression, one
-//! finished pack per writing thread waiting to be queued; one recycled pack buffer.
+//! Queues between the stages are bounded, so memory stays flat: one open pack, and at most
+//! one closed pack per writing thread still waiting for its last blobs; one pack in the upload
+//! queue and one per upload thread; when storage is slower than compression, one finished
+//! pack per writing thread waiting to be queued; one recycled pack buffer.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -159,6 +160,8 @@ struct Shared {
     level: i32,
     error: Mutex<Option<super::RepoError>>,
     stats: SinkStats,
+    /// Packs opened; at the end every one must have been uploaded (see `BlobSink::finish`).
+    packs_made: AtomicU64,
 }
 
 impl Shared {
@@ -171,16 +174,16 @@ impl Shared {
     /// returns a pack this closed with no place left to fill (the blob did not fit in it).
     fn claim(&self, entry: PackEntry, sealed_len: usize) -> (Slot, Option<Upload>) {
         let mut open = self.open.lock().expect("poisoned");
-        let mut done = None;
         // Leave a sixteenth of the room for the header, so finishing rarely reallocates.
         let room = |c: &Current| (c.pack.buf.capacity() - c.pack.buf.capacity() / 16).min(LIMIT);
-        if open.as_ref().is_some_and(|c| c.reserved + sealed_len > room(c)) {
-            done = open.take().and_then(|c| c.pack.release());
-        }
-        let c = open.get_or_insert_with(|| Current {
-            // Room for the target and a large chunk; a larger blob gets a pack of its own.
-            pack: OpenPack::new(&self.repo, self.buffer(), (self.target + self.target / 2).max(sealed_len)),
-            reserved: 0,
+        let full = open.take_if(|c| c.reserved + sealed_len > room(c));
+        let c = open.get_or_insert_with(|| {
+            self.packs_made.fetch_add(1, Ordering::Relaxed);
+            Current {
+                // Room for the target and a large chunk; a larger blob gets a pack of its own.
+                pack: OpenPack::new(&self.repo, self.buffer(), (self.target + self.target / 2).max(sealed_len)),
+                reserved: 0,
+            }
         });
         let offset = c.reserved;
         c.reserved += sealed_len;
@@ -204,7 +207,9 @@ impl Shared {
             let closed = open.take().and_then(|c| c.pack.release());
             debug_assert!(closed.is_none());
         }
-        (slot, done)
+        drop(open);
+        // The pack the blob did not fit in is finished (if nothing is pending) without the lock.
+        (slot, full.and_then(|c| c.pack.release()))
     }
 
     fn fail(&self, e: super::RepoError) {
@@ -323,6 +328,7 @@ impl BlobSink {
             level,
             error: Mutex::new(None),
             stats: SinkStats::default(),
+            packs_made: AtomicU64::new(0),
         });
         let (tx, rx) = bounded::<RawBlob>(threads * 2);
         let (up_tx, up_rx) = bounded::<Upload>(1);
@@ -429,6 +435,13 @@ impl BlobSink {
         }
         if let Some(e) = self.shared.error.lock().expect("poisoned").take() {
             return Err(e);
+        }
+        // A pack a writer claimed a place in and never filled (it panicked in between) is never
+        // finished; its blobs are claimed, so nobody else stores them. Never report success then.
+        let (made, stored) =
+            (self.shared.packs_made.load(Ordering::Relaxed), self.shared.stats.packs.load(Ordering::Relaxed));
+        if made != stored {
+            return Err(super::RepoError::Invalid(format!("{} of {made} packs were never finished", made - stored)));
         }
         let packs = std::mem::take(&mut *self.shared.pending.lock().expect("poisoned"));
         if !packs.is_empty() {
