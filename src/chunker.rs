@@ -98,7 +98,8 @@ impl Chunker {
     /// inside the window is final: the gear scan runs left to right and a boundary found in
     /// a prefix is the first boundary of the whole stream too (`cut_gear` only uses the
     /// length to stop). When the window holds no boundary, it is doubled, up to the
-    /// maximum chunk, and scanned again, so boundaries do not depend on how reads return.
+    /// maximum chunk, and the scan resumes where it stopped (`Chunker::cut`), so boundaries
+    /// do not depend on how reads return.
     pub fn chunk_stream<E: From<std::io::Error>>(
         &mut self,
         mut src: impl Read,

@@ -163,15 +163,6 @@ impl ObjectCipher {
             .expect("AES-GCM encryption of a buffer below 64 GiB cannot fail");
     }
 
-    /// Encrypts `buf[start..]` in place and appends the tag to `buf`.
-    pub fn seal_tail(&self, counter: u64, context: &[u8], buf: &mut Vec<u8>, start: usize) {
-        let tag = self
-            .cipher
-            .encrypt_inout_detached(&nonce(counter), &self.aad(context), (&mut buf[start..]).into())
-            .expect("AES-GCM encryption of a buffer below 64 GiB cannot fail");
-        buf.extend_from_slice(&tag);
-    }
-
     /// Checks the tag and decrypts `buf` in place (the tag is removed).
     pub fn open(&self, counter: u64, context: &[u8], buf: &mut Vec<u8>) -> Result<(), CryptoError> {
         self.cipher.decrypt_in_place(&nonce(counter), &self.aad(context), buf).map_err(|_| CryptoError::Authentication)
