@@ -89,6 +89,10 @@ id_type!(
     /// Identifies a repository; bound into every object's associated data.
     RepoId
 );
+id_type!(
+    /// Names a lock object under `locks/`: random.
+    LockId
+);
 
 #[cfg(test)]
 mod tests {

@@ -31,6 +31,8 @@ pub mod repo;
 #[cfg(feature = "app")]
 pub mod restore;
 #[cfg(feature = "app")]
+pub mod retention;
+#[cfg(feature = "app")]
 pub mod source;
 #[cfg(feature = "app")]
 pub mod storage;

@@ -47,6 +47,45 @@ pub fn parse_local(s: &str) -> Result<Timestamp, String> {
     parse(s, crate::clock::now(), &TimeZone::system())
 }
 
+/// A snapshot time as `backup --time` takes it (restic's form): RFC 3339 with fractional
+/// seconds and an offset (`2026-11-20T14:00:00.5+01:00`), kept with that offset; or local
+/// civil time `YYYY-MM-DD HH:MM:SS` (also `YYYY-MM-DD[ HH:MM]`) in `tz`, with the offset
+/// `tz` has then. Relative forms are refused: a snapshot's time is a point, not "2h".
+pub fn parse_snapshot_time(s: &str, tz: &TimeZone) -> Result<Zoned, String> {
+    let t = s.trim();
+    if let Ok(ts) = t.parse::<Timestamp>() {
+        let offset = rfc3339_offset(t).ok_or_else(|| format!("{t:?}: cannot read the UTC offset"))?;
+        return Ok(ts.to_zoned(TimeZone::fixed(offset)));
+    }
+    if let Some(civil) = parse_civil(t) {
+        let z = civil.to_zoned(tz.clone()).map_err(|e| format!("{t:?}: {e}"))?;
+        // Keep the offset the zone had then, as a fixed zone: that is what is stored.
+        return Ok(z.timestamp().to_zoned(TimeZone::fixed(z.offset())));
+    }
+    Err(format!(
+        "{t:?} is not a snapshot time: give RFC 3339 (2026-11-20T14:00:00+01:00) or local \"YYYY-MM-DD HH:MM:SS\""
+    ))
+}
+
+/// The offset at the end of an RFC 3339 timestamp: `Z` or `+HH:MM` / `-HH:MM`.
+fn rfc3339_offset(t: &str) -> Option<jiff::tz::Offset> {
+    if t.ends_with(['Z', 'z']) {
+        return Some(jiff::tz::Offset::UTC);
+    }
+    let tail = t.get(t.len().checked_sub(6)?..)?.as_bytes();
+    let sign = match tail[0] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let num = |b: &[u8]| -> Option<i32> { std::str::from_utf8(b).ok()?.parse().ok() };
+    if tail[3] != b':' {
+        return None;
+    }
+    let secs = sign * (num(&tail[1..3])? * 3600 + num(&tail[4..6])? * 60);
+    jiff::tz::Offset::from_seconds(secs).ok()
+}
+
 fn midnight(here: &Zoned, days_back: i64) -> Result<Timestamp, String> {
     let day = here.date().checked_sub(Span::new().days(days_back)).map_err(|e| e.to_string())?;
     day.to_zoned(here.time_zone().clone()).map(|z| z.timestamp()).map_err(|e| e.to_string())
@@ -128,6 +167,20 @@ mod tests {
         assert_eq!(p("now"), "2026-11-27T12:00:00Z");
         for bad in ["", "tomorrowish", "3 fortnights", "2026-13-01", "12:00", "ago"] {
             assert!(parse(bad, now, &ny()).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn snapshot_times_keep_their_offset() {
+        let z = parse_snapshot_time("2026-11-20T14:00:00.25+01:00", &ny()).unwrap();
+        assert_eq!(z.offset().seconds(), 3600);
+        assert_eq!(z.timestamp().to_string(), "2026-11-20T13:00:00.25Z");
+        let z = parse_snapshot_time("2026-07-01 14:00:30", &ny()).unwrap();
+        assert_eq!(z.offset().seconds(), -4 * 3600);
+        assert_eq!(z.timestamp().to_string(), "2026-07-01T18:00:30Z");
+        assert_eq!(parse_snapshot_time("2026-11-20T14:00:00Z", &ny()).unwrap().offset().seconds(), 0);
+        for bad in ["", "2h", "yesterday", "2026-13-01 00:00:00"] {
+            assert!(parse_snapshot_time(bad, &ny()).is_err(), "{bad:?} parsed");
         }
     }
 

@@ -2,6 +2,9 @@
 #![no_main]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Ok(f) = coffer::format::index::IndexFile::decode(data) {
-        assert_eq!(f.encode(), data);
+        // Older versions decode too, and are re-encoded in the current one.
+        if data.first() == Some(&coffer::format::index::VERSION) {
+            assert_eq!(f.encode(), data);
+        }
     }
 });

@@ -2,6 +2,9 @@
 #![no_main]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Ok(s) = coffer::format::snapshot::Snapshot::decode(data) {
-        assert_eq!(s.encode(), data);
+        // Older versions decode too, and are re-encoded in the current one.
+        if data.first() == Some(&coffer::format::snapshot::VERSION) {
+            assert_eq!(s.encode(), data);
+        }
     }
 });

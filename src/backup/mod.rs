@@ -56,6 +56,8 @@ pub struct BackupOptions {
     pub threads: usize,
     /// Packs uploaded at once.
     pub uploaders: usize,
+    /// The snapshot's time and UTC offset instead of now (`--time`, as `restic backup --time`).
+    pub time: Option<jiff::Zoned>,
 }
 
 /// Backup failures that stop the backup (unreadable files only warn).
@@ -296,9 +298,13 @@ pub fn run(
         summary.data_added_raw = c.dry_bytes.load(Ordering::Relaxed);
     }
     summary.duration_ns = watch.elapsed().as_nanos() as u64;
+    let (time, offset) = match &opts.time {
+        Some(z) => (z.timestamp(), z.offset()),
+        None => (started, jiff::tz::TimeZone::system().to_offset(started)),
+    };
     let snapshot = Snapshot {
-        time_ns: crate::clock::to_unix_ns(started),
-        utc_offset_s: jiff::tz::TimeZone::system().to_offset(started).seconds(),
+        time_ns: crate::clock::to_unix_ns(time),
+        utc_offset_s: offset.seconds(),
         host: opts.host.clone(),
         username: uzers::get_current_username().map(|u| u.to_string_lossy().into_owned()).unwrap_or_default(),
         uid: rustix::process::getuid().as_raw(),
@@ -311,6 +317,7 @@ pub fn run(
         seq,
         program_version: format!("coffer {}", env!("CARGO_PKG_VERSION")),
         summary,
+        original: None,
     };
     let snapshot_id = if opts.dry_run { None } else { Some(repo.save_snapshot(&snapshot)?) };
     let warnings = ctx.warnings.into_inner().expect("poisoned");

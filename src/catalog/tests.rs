@@ -65,6 +65,7 @@ impl Fake {
             seq: 1,
             program_version: "test".into(),
             summary: Default::default(),
+            original: None,
         };
         self.snaps.insert(id, s);
         id

@@ -167,6 +167,10 @@ pub struct BackupArgs {
     /// Compare against this snapshot instead of the latest one of this host and paths
     #[arg(long)]
     pub parent: Option<String>,
+    /// The snapshot's time instead of now: RFC 3339 ("2026-11-20T14:00:00+01:00") or local
+    /// "YYYY-MM-DD HH:MM:SS" (for imports and for testing retention)
+    #[arg(long, value_name = "TIME")]
+    pub time: Option<String>,
 }
 
 /// Which snapshots `latest` (and `snapshots`) consider.

@@ -168,6 +168,13 @@ fn backup(g: &Global, a: BackupArgs) -> Result<ExitCode> {
     if let Some(level) = a.compression {
         crate::repo::check_compression_level(level).map_err(|e| anyhow!(e))?;
     }
+    let time = match &a.time {
+        Some(t) => Some(
+            crate::timespec::parse_snapshot_time(t, &jiff::tz::TimeZone::system())
+                .map_err(|e| anyhow!("--time: {e}"))?,
+        ),
+        None => None,
+    };
     let repo = Arc::new(open(g)?);
     let excludes =
         Patterns::from_args(&a.excludes, &a.exclude_files).map_err(|e| anyhow!("bad exclude pattern: {e}"))?;
@@ -187,6 +194,7 @@ fn backup(g: &Global, a: BackupArgs) -> Result<ExitCode> {
         parent,
         threads: threads(g),
         uploaders: connections(g, &repo),
+        time,
     };
     let prog = progress(g, "backup");
     let res = backup::run(repo, opts, prog.clone())?;

@@ -22,6 +22,7 @@ fn repo_code(e: &RepoError) -> ExitCode {
     match e {
         RepoError::NotFound(_) => ExitCode::RepoNotFound,
         RepoError::WrongPassword => ExitCode::WrongPassword,
+        RepoError::Locked(_) => ExitCode::LockFailed,
         _ => ExitCode::Error,
     }
 }

@@ -1,6 +1,7 @@
 //! The repository config payload (object `config`, envelope type Config).
 //!
-//! Layout (docs/format.md, "Config"): version u8 (= 1, the repository format version);
+//! Layout (docs/format.md, "Config"): version u8 (the repository format version: 2, or 1 for
+//! repositories made before locks and prune existed);
 //! repo id (32); created (i64 Unix ns); chunker algorithm u8 (1 = FastCDC 2020 with a keyed
 //! gear table); chunk min, avg, max (u32 each); normalization level u8; default zstd level
 //! i32; pack target size u32.
@@ -8,7 +9,10 @@
 use super::codec::{Reader, Writer};
 use super::FormatError;
 
-pub const VERSION: u8 = 1;
+/// The repository format version `init` writes (docs/format.md, "Format version").
+pub const VERSION: u8 = 2;
+/// The oldest repository format version this release reads and writes.
+pub const OLDEST_VERSION: u8 = 1;
 pub const CHUNKER_FASTCDC2020_KEYED: u8 = 1;
 
 /// Chunker parameters fixed at `init` (changing them would defeat deduplication).
@@ -44,6 +48,8 @@ impl ChunkerParams {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
+    /// The format version the repository was created with (config is written once).
+    pub version: u8,
     pub repo_id: [u8; 32],
     pub created_ns: i64,
     pub chunker: ChunkerParams,
@@ -54,7 +60,7 @@ pub struct Config {
 impl Config {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
-        w.u8(VERSION);
+        w.u8(self.version);
         w.id(&self.repo_id);
         w.i64(self.created_ns);
         w.u8(CHUNKER_FASTCDC2020_KEYED);
@@ -70,7 +76,7 @@ impl Config {
     pub fn decode(b: &[u8]) -> Result<Self, FormatError> {
         let mut r = Reader::new(b);
         let version = r.u8()?;
-        if version != VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&version) {
             return Err(FormatError::UnsupportedVersion { what: "repository", version });
         }
         let repo_id = r.id()?;
@@ -79,7 +85,8 @@ impl Config {
             return Err(FormatError::Invalid("unknown chunker"));
         }
         let chunker = ChunkerParams { min: r.u32()?, avg: r.u32()?, max: r.u32()?, normalization: r.u8()? };
-        let c = Config { repo_id, created_ns, chunker, compression_level: r.i32()?, pack_target_size: r.u32()? };
+        let c =
+            Config { version, repo_id, created_ns, chunker, compression_level: r.i32()?, pack_target_size: r.u32()? };
         r.finish()?;
         Ok(c)
     }
@@ -93,9 +100,9 @@ mod tests {
 
     proptest! {
         #[test]
-        fn round_trip(repo_id in id(), created_ns in any::<i64>(), min in any::<u32>(), avg in any::<u32>(),
+        fn round_trip(version in OLDEST_VERSION..=VERSION, repo_id in id(), created_ns in any::<i64>(), min in any::<u32>(), avg in any::<u32>(),
                       max in any::<u32>(), n in any::<u8>(), level in any::<i32>(), pack in any::<u32>()) {
-            let c = Config { repo_id, created_ns, chunker: ChunkerParams { min, avg, max, normalization: n },
+            let c = Config { version, repo_id, created_ns, chunker: ChunkerParams { min, avg, max, normalization: n },
                 compression_level: level, pack_target_size: pack };
             prop_assert_eq!(Config::decode(&c.encode()).unwrap(), c);
         }

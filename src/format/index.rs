@@ -1,14 +1,38 @@
 //! Index files (`index/<id>`, envelope type Index): where each blob lives.
 //!
-//! Payload layout (docs/format.md, "Index files"): version u8 (= 1); a list (u32 count) of
-//! superseded index ids (32 bytes each; empty until index compaction exists); a list of packs,
-//! each: pack id (32), pack size u64, and a list of blobs: type u8, compression u8, id (32),
-//! offset u32, stored length u32, raw length u32.
+//! Payload layout (docs/format.md, "Index files"): version u8 (= 2; 1 is still read); in
+//! version 2 a kind u8 (0: the packs listed hold live blobs; 1: an *obsolete-packs record*, the
+//! packs listed are scheduled for deletion by prune); a list (u32 count) of superseded index
+//! ids (32 bytes each); a list of packs, each: pack id (32), pack size u64, and a list of
+//! blobs: type u8, compression u8, id (32), offset u32, stored length u32, raw length u32.
+//! Version 1 has no kind byte (every version-1 file is kind 0).
 
 use super::codec::{Reader, Writer};
 use super::{BlobType, Compression, FormatError};
 
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
+
+/// What the packs of an index file are (docs/format.md, "Index files").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum IndexKind {
+    /// The packs hold live blobs: readers and writers use them.
+    #[default]
+    Packs = 0,
+    /// An obsolete-packs record: prune removed these packs from the index and will delete
+    /// them. Writers never deduplicate against them; readers use them only for blobs no
+    /// live pack holds.
+    Obsolete = 1,
+}
+
+impl IndexKind {
+    fn from_u8(v: u8) -> Result<Self, FormatError> {
+        match v {
+            0 => Ok(IndexKind::Packs),
+            1 => Ok(IndexKind::Obsolete),
+            _ => Err(FormatError::Invalid("unknown index kind")),
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IndexBlob {
@@ -29,6 +53,7 @@ pub struct IndexPack {
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct IndexFile {
+    pub kind: IndexKind,
     pub supersedes: Vec<[u8; 32]>,
     pub packs: Vec<IndexPack>,
 }
@@ -37,6 +62,7 @@ impl IndexFile {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         w.u8(VERSION);
+        w.u8(self.kind as u8);
         w.len(self.supersedes.len());
         for id in &self.supersedes {
             w.id(id);
@@ -61,9 +87,11 @@ impl IndexFile {
     pub fn decode(b: &[u8]) -> Result<Self, FormatError> {
         let mut r = Reader::new(b);
         let version = r.u8()?;
-        if version != VERSION {
-            return Err(FormatError::UnsupportedVersion { what: "index", version });
-        }
+        let kind = match version {
+            1 => IndexKind::Packs,
+            VERSION => IndexKind::from_u8(r.u8()?)?,
+            _ => return Err(FormatError::UnsupportedVersion { what: "index", version }),
+        };
         let supersedes = r.list(32, |r| r.id())?;
         let packs = r.list(44, |r| {
             Ok(IndexPack {
@@ -82,7 +110,7 @@ impl IndexFile {
             })
         })?;
         r.finish()?;
-        Ok(IndexFile { supersedes, packs })
+        Ok(IndexFile { kind, supersedes, packs })
     }
 }
 
@@ -110,9 +138,19 @@ mod tests {
 
     proptest! {
         #[test]
-        fn round_trip(supersedes in proptest::collection::vec(id(), 0..3), packs in proptest::collection::vec(pack(), 0..5)) {
-            let f = IndexFile { supersedes, packs };
+        fn round_trip(kind in 0u8..2, supersedes in proptest::collection::vec(id(), 0..3), packs in proptest::collection::vec(pack(), 0..5)) {
+            let f = IndexFile { kind: IndexKind::from_u8(kind).unwrap(), supersedes, packs };
             prop_assert_eq!(IndexFile::decode(&f.encode()).unwrap(), f);
+        }
+
+        /// A version-1 file (no kind byte) reads as kind 0 with the same content.
+        #[test]
+        fn version_1_reads_as_packs(supersedes in proptest::collection::vec(id(), 0..3), packs in proptest::collection::vec(pack(), 0..5)) {
+            let f = IndexFile { kind: IndexKind::Packs, supersedes, packs };
+            let mut v1 = f.encode();
+            v1.remove(1);
+            v1[0] = 1;
+            prop_assert_eq!(IndexFile::decode(&v1).unwrap(), f);
         }
 
         #[test]

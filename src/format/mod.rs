@@ -10,6 +10,7 @@ pub mod config;
 pub mod envelope;
 pub mod index;
 pub mod keyfile;
+pub mod lock;
 pub mod pack;
 pub mod snapshot;
 pub mod tree;

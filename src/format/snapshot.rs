@@ -4,12 +4,13 @@
 //! UTC offset of the host at that time (i32 seconds); host, username (strings); uid, gid
 //! (u32); paths (list of bytes); tags, excludes (lists of strings); parent (optional id);
 //! root tree id (32); per-host sequence number u64; program version (string); summary
-//! (13 x u64, then partial u8).
+//! (13 x u64, then partial u8); in version 2, then the original snapshot (optional id: the
+//! snapshot this one replaced, as `tag` does; version 1 has no such field).
 
 use super::codec::{Reader, Writer};
 use super::FormatError;
 
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 
 /// What a backup did; stored with the snapshot and printed by `backup --json`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
@@ -52,6 +53,9 @@ pub struct Snapshot {
     pub seq: u64,
     pub program_version: String,
     pub summary: Summary,
+    /// The snapshot this one was made from by changing its metadata (`tag`), as restic's
+    /// `original`; the first of a chain when it was changed more than once.
+    pub original: Option<[u8; 32]>,
 }
 
 impl Snapshot {
@@ -93,13 +97,14 @@ impl Snapshot {
             w.u64(v);
         }
         w.u8(s.partial as u8);
+        w.opt_id(self.original.as_ref());
         w.into_bytes()
     }
 
     pub fn decode(b: &[u8]) -> Result<Self, FormatError> {
         let mut r = Reader::new(b);
         let version = r.u8()?;
-        if version != VERSION {
+        if !(1..=VERSION).contains(&version) {
             return Err(FormatError::UnsupportedVersion { what: "snapshot", version });
         }
         let time_ns = r.i64()?;
@@ -123,6 +128,7 @@ impl Snapshot {
             1 => true,
             _ => return Err(FormatError::Invalid("partial flag is neither 0 nor 1")),
         };
+        let original = if version >= 2 { r.opt_id()? } else { None };
         r.finish()?;
         let summary = Summary {
             files_new: v[0],
@@ -155,6 +161,7 @@ impl Snapshot {
             seq,
             program_version,
             summary,
+            original,
         })
     }
 }
@@ -172,7 +179,8 @@ mod tests {
                       paths in proptest::collection::vec(bytes(20), 0..3),
                       tags in proptest::collection::vec(text(5), 0..3),
                       parent in proptest::option::of(id()), tree in id(), seq in any::<u64>(),
-                      nums in proptest::array::uniform13(any::<u64>()), partial in any::<bool>()) {
+                      nums in proptest::array::uniform13(any::<u64>()), partial in any::<bool>(),
+                      original in proptest::option::of(id())) {
             let summary = Summary {
                 files_new: nums[0], files_changed: nums[1], files_unmodified: nums[2], dirs_new: nums[3],
                 dirs_changed: nums[4], dirs_unmodified: nums[5], total_files_processed: nums[6],
@@ -180,8 +188,15 @@ mod tests {
                 data_added_raw: nums[10], duration_ns: nums[11], errors: nums[12], partial,
             };
             let s = Snapshot { time_ns, utc_offset_s: off, host, username: user, uid, gid, paths,
-                tags: tags.clone(), excludes: tags, parent, tree, seq, program_version: "x".into(), summary };
-            prop_assert_eq!(Snapshot::decode(&s.encode()).unwrap(), s);
+                tags: tags.clone(), excludes: tags, parent, tree, seq, program_version: "x".into(), summary, original };
+            prop_assert_eq!(Snapshot::decode(&s.encode()).unwrap(), s.clone());
+            // Version 1 has no `original`: the same bytes less that field read back without it.
+            if s.original.is_none() {
+                let mut v1 = s.encode();
+                v1.pop();
+                v1[0] = 1;
+                prop_assert_eq!(Snapshot::decode(&v1).unwrap(), s);
+            }
         }
 
         #[test]

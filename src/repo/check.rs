@@ -52,9 +52,9 @@ pub fn check(repo: &Repository, read: ReadData, readers: usize, progress: &dyn P
         .store()
         .list("data")?
         .into_iter()
-        .filter_map(|(n, size)| {
-            let id = n.rsplit('/').next().and_then(PackId::from_name)?;
-            (pack_path(&id) == n).then_some((id, size))
+        .filter_map(|l| {
+            let id = l.path.rsplit('/').next().and_then(PackId::from_name)?;
+            (pack_path(&id) == l.path).then_some((id, l.size))
         })
         .collect();
     let index = load_index(repo, &mut r)?;
@@ -83,7 +83,8 @@ pub fn check(repo: &Repository, read: ReadData, readers: usize, progress: &dyn P
 }
 
 fn check_keys(repo: &Repository, r: &mut CheckReport) -> Result<()> {
-    for (name, _) in repo.store().list("keys")? {
+    for l in repo.store().list("keys")? {
+        let name = l.path;
         r.key_files += 1;
         match repo.store().get(&name) {
             Ok(b) => {

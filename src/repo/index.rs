@@ -1,15 +1,26 @@
 //! The in-memory master index: every blob the repository's index files know about.
 //!
-//! Built by reading all `index/` objects. Duplicates (the same blob in two packs, e.g. after
-//! two clients stored it concurrently) are fine: the first location wins and both are valid.
+//! Built by reading all `index/` objects (docs/format.md, "Index files"), in two steps:
+//! 1. every file is read; the union of the `supersedes` lists of all files names the files
+//!    a prune has replaced, which are ignored from then on (a superseded file still present
+//!    is one a prune was stopped before deleting);
+//! 2. the packs of the files left are entered. A pack named by an obsolete-packs record
+//!    (kind 1) is *obsolete*: prune has scheduled it for deletion. Its blobs go into a
+//!    fallback map that readers use only for blobs no live pack holds, and writers never
+//!    see: a backup never deduplicates against data a prune has marked for deletion.
+//!
+//! Duplicates (the same blob in two live packs, e.g. after two clients stored it
+//! concurrently) are fine: the first location wins and both are valid. A pack listed by
+//! several files (a backup that adopted an unindexed pack, a prune's rewrite) is one pack.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::{index_path, RepoError, Repository, Result};
 use crate::format::envelope::ObjectType;
-use crate::format::index::IndexFile;
+use crate::format::index::{IndexFile, IndexKind};
 use crate::format::{BlobType, Compression};
 use crate::id::{BlobId, IndexId, PackId};
+use crate::storage::{Listed, StorageError};
 
 /// Where one blob is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,53 +39,99 @@ pub struct BlobLoc {
 pub struct PackInfo {
     pub id: PackId,
     pub size: u64,
+    /// Named by an obsolete-packs record: scheduled for deletion by prune.
+    pub obsolete: bool,
+}
+
+/// One index file as read, for prune and check.
+#[derive(Clone, Debug)]
+pub struct FileInfo {
+    pub id: IndexId,
+    pub kind: IndexKind,
+    /// The storage's timestamp of the object, Unix ns (from the listing).
+    pub modified_ns: i64,
+    /// Superseded by another file: its content is ignored.
+    pub superseded: bool,
+    pub supersedes: Vec<IndexId>,
+    pub packs: Vec<PackId>,
 }
 
 #[derive(Default)]
 pub struct MasterIndex {
+    /// Blobs in live packs: what writers deduplicate against and readers use first.
     blobs: HashMap<BlobId, BlobLoc>,
+    /// Blobs found only in obsolete packs: readers' last resort.
+    fallback: HashMap<BlobId, BlobLoc>,
     packs: Vec<PackInfo>,
     pack_pos: HashMap<PackId, u32>,
-    /// The index files read, for `check`.
-    pub files: Vec<IndexId>,
+    /// The index files read, in listing order.
+    pub files: Vec<FileInfo>,
 }
 
 impl MasterIndex {
+    /// Where a blob can be read: a live pack, else an obsolete one not yet deleted.
     pub fn get(&self, id: &BlobId) -> Option<BlobLoc> {
+        self.blobs.get(id).or_else(|| self.fallback.get(id)).copied()
+    }
+    /// Where a blob is in a live pack (never an obsolete one).
+    pub fn get_live(&self, id: &BlobId) -> Option<BlobLoc> {
         self.blobs.get(id).copied()
     }
+    /// Whether a live pack holds the blob: what deduplication and change detection ask.
     pub fn contains(&self, id: &BlobId) -> bool {
         self.blobs.contains_key(id)
     }
     pub fn pack_id(&self, pos: u32) -> PackId {
         self.packs[pos as usize].id
     }
+    pub fn pack(&self, pos: u32) -> &PackInfo {
+        &self.packs[pos as usize]
+    }
+    /// Every pack the index names, live and obsolete.
     pub fn packs(&self) -> &[PackInfo] {
         &self.packs
     }
+    pub fn pack_pos(&self, id: &PackId) -> Option<u32> {
+        self.pack_pos.get(id).copied()
+    }
+    /// Number of blobs in live packs.
     pub fn len(&self) -> usize {
         self.blobs.len()
     }
     pub fn is_empty(&self) -> bool {
         self.blobs.is_empty()
     }
+    /// Blobs in live packs.
     pub fn blob_ids(&self) -> impl Iterator<Item = &BlobId> {
         self.blobs.keys()
     }
+    /// Blobs in live packs, with their locations.
     pub fn iter(&self) -> impl Iterator<Item = (&BlobId, &BlobLoc)> {
         self.blobs.iter()
     }
+    /// Blobs held only by obsolete packs, with their locations.
+    pub fn iter_fallback(&self) -> impl Iterator<Item = (&BlobId, &BlobLoc)> {
+        self.fallback.iter()
+    }
 
-    /// Adds the contents of one index file.
-    pub fn add_file(&mut self, f: &IndexFile) {
+    fn pack_entry(&mut self, id: PackId, size: u64, obsolete: bool) -> u32 {
+        let pos = *self.pack_pos.entry(id).or_insert_with(|| {
+            self.packs.push(PackInfo { id, size, obsolete });
+            (self.packs.len() - 1) as u32
+        });
+        pos
+    }
+
+    /// Enters the packs of one live index file (kind 0); packs in `obsolete` go to the
+    /// fallback map.
+    fn add_packs(&mut self, f: &IndexFile, obsolete: &HashSet<PackId>) {
         for p in &f.packs {
             let pid = PackId(p.pack_id);
-            let pos = *self.pack_pos.entry(pid).or_insert_with(|| {
-                self.packs.push(PackInfo { id: pid, size: p.pack_size });
-                (self.packs.len() - 1) as u32
-            });
+            let is_obsolete = obsolete.contains(&pid);
+            let pos = self.pack_entry(pid, p.pack_size, is_obsolete);
+            let map = if is_obsolete { &mut self.fallback } else { &mut self.blobs };
             for b in &p.blobs {
-                self.blobs.entry(BlobId(b.id)).or_insert(BlobLoc {
+                map.entry(BlobId(b.id)).or_insert(BlobLoc {
                     pack: pos,
                     blob_type: b.blob_type,
                     compression: b.compression,
@@ -85,16 +142,69 @@ impl MasterIndex {
             }
         }
     }
+
+    /// Builds the master index from every index file read (see the module docs).
+    pub fn build(files: Vec<(Listed, IndexId, IndexFile)>) -> MasterIndex {
+        let superseded: HashSet<IndexId> =
+            files.iter().flat_map(|(_, _, f)| f.supersedes.iter().map(|s| IndexId(*s))).collect();
+        let obsolete: HashSet<PackId> = files
+            .iter()
+            .filter(|(_, _, f)| f.kind == IndexKind::Obsolete)
+            .flat_map(|(_, _, f)| f.packs.iter().map(|p| PackId(p.pack_id)))
+            .collect();
+        let mut idx = MasterIndex::default();
+        let mut records = Vec::new();
+        for (listed, id, f) in files {
+            let is_superseded = f.kind == IndexKind::Packs && superseded.contains(&id);
+            idx.files.push(FileInfo {
+                id,
+                kind: f.kind,
+                modified_ns: listed.modified_ns,
+                superseded: is_superseded,
+                supersedes: f.supersedes.iter().map(|s| IndexId(*s)).collect(),
+                packs: f.packs.iter().map(|p| PackId(p.pack_id)).collect(),
+            });
+            match f.kind {
+                IndexKind::Packs if !is_superseded => idx.add_packs(&f, &obsolete),
+                IndexKind::Packs => {}
+                IndexKind::Obsolete => records.push(f),
+            }
+        }
+        // Obsolete packs no live file lists any more (prune's rewrite left them out): their
+        // entries come from the records themselves.
+        for f in &records {
+            idx.add_packs(f, &obsolete);
+        }
+        idx
+    }
+
+    /// Adds the packs of an index file this process has just written (kind 0).
+    pub fn add_file(&mut self, f: &IndexFile) {
+        self.add_packs(f, &HashSet::new());
+    }
+
+    /// Whether the blob is held by an obsolete pack and by no live one.
+    pub fn only_obsolete(&self, id: &BlobId) -> bool {
+        !self.blobs.contains_key(id) && self.fallback.contains_key(id)
+    }
 }
 
 /// Lists the index files in storage.
-pub fn list_index_ids(repo: &Repository) -> Result<Vec<IndexId>> {
+pub fn list_index_files(repo: &Repository) -> Result<Vec<(Listed, IndexId)>> {
     Ok(repo
         .store()
         .list("index")?
         .into_iter()
-        .filter_map(|(n, _)| n.strip_prefix("index/").and_then(IndexId::from_name))
+        .filter_map(|l| {
+            let id = l.path.strip_prefix("index/").and_then(IndexId::from_name)?;
+            Some((l, id))
+        })
         .collect())
+}
+
+/// Lists the index files in storage (ids only).
+pub fn list_index_ids(repo: &Repository) -> Result<Vec<IndexId>> {
+    Ok(list_index_files(repo)?.into_iter().map(|(_, id)| id).collect())
 }
 
 impl Repository {
@@ -107,20 +217,26 @@ impl Repository {
         })
     }
 
-    /// Loads every index file. Any damaged index file is an error naming it.
+    /// Loads every index file. Any damaged index file is an error naming it. A file that
+    /// was listed but is gone when read was deleted meanwhile by a prune, which wrote its
+    /// replacement first: it is skipped.
     pub fn load_index(&self) -> Result<MasterIndex> {
-        let mut idx = MasterIndex::default();
-        let ids = list_index_ids(self)?;
+        let listed = list_index_files(self)?;
         if let Some(c) = self.cache() {
+            let ids: HashSet<IndexId> = listed.iter().map(|(_, id)| *id).collect();
             c.retain("index", |n| IndexId::from_name(n).is_some_and(|id| ids.contains(&id)));
         }
-        for id in ids {
-            let f = self.load_index_file(&id)?;
-            idx.add_file(&f);
-            idx.files.push(id);
+        let mut files = Vec::with_capacity(listed.len());
+        for (l, id) in listed {
+            match self.load_index_file(&id) {
+                Ok(f) => files.push((l, id, f)),
+                Err(RepoError::Storage(StorageError::NotFound { .. })) => {}
+                Err(e) => return Err(e),
+            }
         }
+        let idx = MasterIndex::build(files);
         if let Some(c) = self.cache() {
-            c.retain("trees", |n| BlobId::from_name(n).is_some_and(|id| idx.contains(&id)));
+            c.retain("trees", |n| BlobId::from_name(n).is_some_and(|id| idx.get(&id).is_some()));
         }
         Ok(idx)
     }
@@ -131,5 +247,58 @@ impl Repository {
         let sealed = self.seal_object(ObjectType::Index, id.as_bytes(), &f.encode(), 3);
         self.store().put_new(&index_path(&id), sealed)?;
         Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::index::{IndexBlob, IndexPack};
+
+    fn pack(n: u8, blobs: &[u8]) -> IndexPack {
+        IndexPack {
+            pack_id: [n; 32],
+            pack_size: 100,
+            blobs: blobs
+                .iter()
+                .enumerate()
+                .map(|(i, b)| IndexBlob {
+                    blob_type: BlobType::Data,
+                    compression: Compression::None,
+                    id: [*b; 32],
+                    offset: i as u32 * 10,
+                    stored_len: 10,
+                    raw_len: 0,
+                })
+                .collect(),
+        }
+    }
+
+    fn file(n: u8, kind: IndexKind, supersedes: &[u8], packs: Vec<IndexPack>) -> (Listed, IndexId, IndexFile) {
+        let l = Listed { path: String::new(), size: 0, modified_ns: 0 };
+        (l, IndexId([n; 32]), IndexFile { kind, supersedes: supersedes.iter().map(|s| [*s; 32]).collect(), packs })
+    }
+
+    #[test]
+    fn superseded_files_are_ignored_and_obsolete_packs_are_only_a_fallback() {
+        let files = vec![
+            // An old file: packs 1 (blobs 10, 11) and 2 (blob 12).
+            file(1, IndexKind::Packs, &[], vec![pack(1, &[10, 11]), pack(2, &[12])]),
+            // A prune's record: pack 2 is obsolete.
+            file(3, IndexKind::Obsolete, &[], vec![pack(2, &[12])]),
+            // Its rewrite: pack 1 and a repacked pack 4 holding blob 11 again; supersedes file 1.
+            file(2, IndexKind::Packs, &[1], vec![pack(1, &[10, 11]), pack(4, &[11])]),
+            // A file no prune has seen stays live.
+            file(5, IndexKind::Packs, &[], vec![pack(5, &[13])]),
+        ];
+        let idx = MasterIndex::build(files);
+        assert!(idx.contains(&BlobId([10; 32])) && idx.contains(&BlobId([11; 32])));
+        assert!(idx.contains(&BlobId([13; 32])));
+        assert!(!idx.contains(&BlobId([12; 32])), "writers must not see obsolete packs");
+        assert!(idx.only_obsolete(&BlobId([12; 32])));
+        let loc = idx.get(&BlobId([12; 32])).expect("readers still find it");
+        assert!(idx.pack(loc.pack).obsolete);
+        assert!(idx.files.iter().find(|f| f.id == IndexId([1; 32])).unwrap().superseded);
+        assert!(!idx.files.iter().find(|f| f.id == IndexId([2; 32])).unwrap().superseded);
     }
 }

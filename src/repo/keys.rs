@@ -51,7 +51,8 @@ pub(crate) fn write_key_file(
 
 fn key_files(store: &Store) -> Result<Vec<(KeyId, String)>> {
     let mut out = Vec::new();
-    for (name, _) in store.list("keys")? {
+    for l in store.list("keys")? {
+        let name = l.path;
         if let Some(id) = name.strip_prefix("keys/").and_then(KeyId::from_name) {
             out.push((id, name));
         }

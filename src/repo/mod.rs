@@ -8,6 +8,7 @@ pub mod cache;
 pub mod check;
 pub mod index;
 pub mod keys;
+pub mod lock;
 pub mod packs;
 mod placebuf;
 pub mod readahead;
@@ -18,12 +19,12 @@ pub mod writer;
 use std::sync::Arc;
 
 use crate::compress;
-use crate::crypto::{self, CryptoError, Keys, ObjectCipher};
+use crate::crypto::{self, CryptoError, Keys};
 use crate::format::config::{ChunkerParams, Config};
 use crate::format::envelope::{self, Header, ObjectType};
 use crate::format::keyfile::KdfParams;
 use crate::format::{tree, BlobType, Compression, FormatError};
-use crate::id::{BlobId, IndexId, KeyId, PackId, RepoId, SnapshotId};
+use crate::id::{BlobId, IndexId, KeyId, LockId, PackId, RepoId, SnapshotId};
 use crate::storage::{StorageError, Store};
 
 pub use index::{BlobLoc, MasterIndex};
@@ -45,6 +46,14 @@ pub enum RepoError {
     Damaged { object: String, reason: String },
     #[error("{0}")]
     Invalid(String),
+    /// Another process holds what this one needs (a second prune): exit code 11.
+    #[error("{0}")]
+    Locked(String),
+    #[error(
+        "this process could not renew its lock for {secs} s (it was stopped, suspended or cut off), so a \
+         prune may have judged it over; it commits nothing more: run it again"
+    )]
+    SessionExpired { secs: u64 },
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
@@ -71,6 +80,9 @@ pub fn snapshot_path(id: &SnapshotId) -> String {
 }
 pub fn key_path(id: &KeyId) -> String {
     format!("keys/{id}")
+}
+pub fn lock_path(id: &LockId) -> String {
+    format!("locks/{id}")
 }
 pub const CONFIG_PATH: &str = "config";
 
@@ -122,6 +134,7 @@ impl Repository {
         let key_id = keys::write_key_file(&store, &master, repo_id, password, opts.kdf)?;
         let keys = Arc::new(Keys::derive(&master, repo_id));
         let config = Config {
+            version: crate::format::config::VERSION,
             repo_id: repo_id.0,
             created_ns: crate::clock::to_unix_ns(crate::clock::now()),
             chunker: opts.chunker,
@@ -225,29 +238,9 @@ impl Repository {
         }
     }
 
-    fn cipher(&self, t: ObjectType, id: &[u8; 32]) -> ObjectCipher {
-        self.keys.object_cipher(Self::key_type(t), id)
-    }
-
     /// Compresses (when it helps) and encrypts a small object (docs/format.md, "Object envelope").
     pub fn seal_object(&self, t: ObjectType, id: &[u8; 32], payload: &[u8], level: i32) -> Vec<u8> {
-        let (mut body, compression) = if level == 0 {
-            (payload.to_vec(), Compression::None)
-        } else {
-            let mut raw = (payload.len() as u64).to_le_bytes().to_vec();
-            match zstd::bulk::compress(payload, level) {
-                Ok(c) if c.len() + 8 < payload.len() => {
-                    raw.extend_from_slice(&c);
-                    (raw, Compression::Zstd)
-                }
-                _ => (payload.to_vec(), Compression::None),
-            }
-        };
-        let header = Header { object_type: t, compression }.encode();
-        self.cipher(t, id).seal(0, &header, &mut body);
-        let mut out = header.to_vec();
-        out.extend_from_slice(&body);
-        out
+        seal_envelope(&self.keys, t, id, payload, level)
     }
 
     /// Authenticates, decrypts and decompresses a small object.
@@ -333,8 +326,29 @@ pub fn check_compression_level(level: i32) -> std::result::Result<(), String> {
     }
 }
 
+/// Compresses (when it helps) and encrypts a small object (docs/format.md, "Object envelope").
+pub(crate) fn seal_envelope(keys: &Keys, t: ObjectType, id: &[u8; 32], payload: &[u8], level: i32) -> Vec<u8> {
+    let (mut body, compression) = if level == 0 {
+        (payload.to_vec(), Compression::None)
+    } else {
+        let mut raw = (payload.len() as u64).to_le_bytes().to_vec();
+        match zstd::bulk::compress(payload, level) {
+            Ok(c) if c.len() + 8 < payload.len() => {
+                raw.extend_from_slice(&c);
+                (raw, Compression::Zstd)
+            }
+            _ => (payload.to_vec(), Compression::None),
+        }
+    };
+    let header = Header { object_type: t, compression }.encode();
+    keys.object_cipher(Repository::key_type(t), id).seal(0, &header, &mut body);
+    let mut out = header.to_vec();
+    out.extend_from_slice(&body);
+    out
+}
+
 /// Authenticates, decrypts and decompresses a small object (docs/format.md, "Object envelope").
-fn open_envelope(keys: &Keys, t: ObjectType, id: &[u8; 32], name: &str, object: &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn open_envelope(keys: &Keys, t: ObjectType, id: &[u8; 32], name: &str, object: &[u8]) -> Result<Vec<u8>> {
     let (header, ct) = Header::decode(object).map_err(|e| RepoError::damaged(name, e))?;
     if header.object_type != t {
         return Err(RepoError::damaged(name, "object type does not match its name"));

@@ -11,7 +11,7 @@ use std::ops::Range;
 
 use super::{pack_path, MasterIndex, Repository, Result};
 use crate::crypto::{self, PACK_HEADER_NONCE};
-use crate::format::index::{IndexBlob, IndexFile, IndexPack};
+use crate::format::index::{IndexBlob, IndexFile, IndexKind, IndexPack};
 use crate::format::pack::{self, PackEntry, TRAILER_LEN};
 use crate::id::PackId;
 
@@ -64,7 +64,8 @@ fn index_pack(pid: &PackId, size: u64, entries: &[PackEntry]) -> IndexPack {
 pub fn adopt_orphans(repo: &Repository, index: &mut MasterIndex) -> Result<usize> {
     let known: HashSet<PackId> = index.packs().iter().map(|p| p.id).collect();
     let mut packs = Vec::new();
-    for (name, size) in repo.store().list("data")? {
+    for l in repo.store().list("data")? {
+        let (name, size) = (l.path, l.size);
         let Some(pid) = name.rsplit('/').next().and_then(PackId::from_name) else { continue };
         if pack_path(&pid) != name || known.contains(&pid) {
             continue;
@@ -78,7 +79,7 @@ pub fn adopt_orphans(repo: &Repository, index: &mut MasterIndex) -> Result<usize
     }
     let n = packs.len();
     if n > 0 {
-        let f = IndexFile { supersedes: Vec::new(), packs };
+        let f = IndexFile { kind: IndexKind::Packs, supersedes: Vec::new(), packs };
         repo.save_index_file(&f)?;
         index.add_file(&f);
     }

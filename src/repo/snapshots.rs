@@ -22,14 +22,28 @@ impl SnapshotFilter {
     }
 }
 
+/// A snapshot as listed: its id, content, and the storage's timestamp for its object
+/// (Unix ns), which forget compares with the time the snapshot claims.
+#[derive(Clone, Debug)]
+pub struct ListedSnapshot {
+    pub id: SnapshotId,
+    pub snapshot: Snapshot,
+    pub stored_ns: i64,
+}
+
 impl Repository {
-    pub fn list_snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+    /// The snapshots in storage, with the storage's timestamps.
+    pub fn list_snapshots(&self) -> Result<Vec<(SnapshotId, i64)>> {
         Ok(self
             .store()
             .list("snapshots")?
             .into_iter()
-            .filter_map(|(n, _)| n.strip_prefix("snapshots/").and_then(SnapshotId::from_name))
+            .filter_map(|l| Some((l.path.strip_prefix("snapshots/").and_then(SnapshotId::from_name)?, l.modified_ns)))
             .collect())
+    }
+
+    pub fn list_snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+        Ok(self.list_snapshots()?.into_iter().map(|(id, _)| id).collect())
     }
 
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
@@ -42,15 +56,26 @@ impl Repository {
 
     /// All snapshots, oldest first. Any unreadable snapshot is an error naming it.
     pub fn load_snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        Ok(self.load_snapshots_listed()?.into_iter().map(|l| (l.id, l.snapshot)).collect())
+    }
+
+    /// All snapshots with the storage's timestamps, oldest (by claimed time) first. A
+    /// snapshot listed but gone when read was removed meanwhile (forget, tag): skipped.
+    pub fn load_snapshots_listed(&self) -> Result<Vec<ListedSnapshot>> {
         let mut v = Vec::new();
-        let ids = self.list_snapshot_ids()?;
+        let listed = self.list_snapshots()?;
         if let Some(c) = self.cache() {
+            let ids: std::collections::HashSet<SnapshotId> = listed.iter().map(|(id, _)| *id).collect();
             c.retain("snapshots", |n| SnapshotId::from_name(n).is_some_and(|id| ids.contains(&id)));
         }
-        for id in ids {
-            v.push((id, self.load_snapshot(&id)?));
+        for (id, stored_ns) in listed {
+            match self.load_snapshot(&id) {
+                Ok(snapshot) => v.push(ListedSnapshot { id, snapshot, stored_ns }),
+                Err(RepoError::Storage(crate::storage::StorageError::NotFound { .. })) => {}
+                Err(e) => return Err(e),
+            }
         }
-        v.sort_by_key(|a| (a.1.time_ns, a.0));
+        v.sort_by_key(|a| (a.snapshot.time_ns, a.id));
         Ok(v)
     }
 

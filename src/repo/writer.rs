@@ -35,7 +35,7 @@ use super::placebuf::PlaceBuf;
 use super::{pack_path, Repository, Result};
 use crate::compress::{Compressor, Plan};
 use crate::crypto::{self, ObjectCipher, PACK_HEADER_NONCE};
-use crate::format::index::{IndexBlob, IndexFile, IndexPack};
+use crate::format::index::{IndexBlob, IndexFile, IndexKind, IndexPack};
 use crate::format::pack::{self, PackEntry};
 use crate::format::BlobType;
 use crate::id::{BlobId, PackId};
@@ -239,7 +239,7 @@ impl Shared {
             }
         };
         if let Some(packs) = full {
-            self.repo.save_index_file(&IndexFile { supersedes: vec![], packs })?;
+            self.repo.save_index_file(&IndexFile { kind: IndexKind::Packs, supersedes: vec![], packs })?;
         }
         Ok(())
     }
@@ -445,7 +445,7 @@ impl BlobSink {
         }
         let packs = std::mem::take(&mut *self.shared.pending.lock().expect("poisoned"));
         if !packs.is_empty() {
-            self.shared.repo.save_index_file(&IndexFile { supersedes: vec![], packs })?;
+            self.shared.repo.save_index_file(&IndexFile { kind: IndexKind::Packs, supersedes: vec![], packs })?;
         }
         let st = &self.shared.stats;
         Ok(SinkTotals {

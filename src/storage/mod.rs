@@ -56,6 +56,28 @@ impl StorageError {
 
 pub type Result<T> = std::result::Result<T, StorageError>;
 
+/// One object of a listing: its path (relative to the repository root), size, and the
+/// storage's own timestamp for it (S3 `LastModified`; for local folders and NAS mounts, the
+/// mtime the file system gave the file). Safety decisions that need time use only these
+/// timestamps, never the client's clock (docs/storage.md, "Many clients and prune").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub path: String,
+    pub size: u64,
+    /// Unix nanoseconds, by the storage's clock.
+    pub modified_ns: i64,
+}
+
+impl Listed {
+    fn from_meta(m: &object_store::ObjectMeta) -> Self {
+        Listed {
+            path: m.location.to_string(),
+            size: m.size,
+            modified_ns: m.last_modified.timestamp_nanos_opt().unwrap_or(i64::MAX),
+        }
+    }
+}
+
 /// A repository's storage: a set of named immutable objects.
 #[derive(Clone)]
 pub struct Store {
@@ -338,10 +360,22 @@ impl Store {
         self.retrying(|| self.size_once(path))
     }
 
-    /// Every object under `prefix` (a folder name without a trailing slash), with sizes,
-    /// as paths relative to the repository root. Fails rather than return a partial list:
-    /// a listing cut short is retried from the start, never used.
-    pub fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+    /// An object's size and the storage's timestamp for it.
+    pub fn head(&self, path: &str) -> Result<Listed> {
+        self.retrying(|| {
+            let p = ObjPath::from(path);
+            self.rt
+                .block_on(self.inner.head(&p))
+                .map(|m| Listed { path: path.to_string(), ..Listed::from_meta(&m) })
+                .map_err(|e| StorageError::from_os("stat", path, e))
+        })
+    }
+
+    /// Every object under `prefix` (a folder name without a trailing slash), sorted by path,
+    /// with sizes and the storage's timestamps, as paths relative to the repository root.
+    /// Fails rather than return a partial list: a listing cut short is retried from the
+    /// start, never used.
+    pub fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
         self.retrying(|| self.list_once(prefix))
     }
 
@@ -469,23 +503,28 @@ impl Store {
         self.rt.block_on(self.inner.head(&p)).map(|m| m.size).map_err(|e| StorageError::from_os("stat", path, e))
     }
 
-    fn list_once(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+    fn list_once(&self, prefix: &str) -> Result<Vec<Listed>> {
         let p = ObjPath::from(prefix);
         self.rt.block_on(async {
             let mut s = self.inner.list(Some(&p));
             let mut out = Vec::new();
             while let Some(m) = s.next().await {
                 let m = m.map_err(|e| StorageError::from_os("list", prefix, e))?;
-                out.push((m.location.to_string(), m.size));
+                out.push(Listed::from_meta(&m));
             }
-            out.sort();
+            out.sort_by(|a, b| a.path.cmp(&b.path));
             Ok(out)
         })
     }
 
+    /// Deletes an object. Deleting one that is already gone succeeds: a delete that is
+    /// repeated (after a crash, by a second prune) is not an error.
     pub fn delete(&self, path: &str) -> Result<()> {
         let p = ObjPath::from(path);
-        self.rt.block_on(self.inner.delete(&p)).map_err(|e| StorageError::from_os("delete", path, e))
+        match self.rt.block_on(self.inner.delete(&p)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(StorageError::from_os("delete", path, e)),
+        }
     }
 }
 

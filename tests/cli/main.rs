@@ -11,6 +11,7 @@ mod copy;
 mod corruption;
 mod crash;
 mod faults;
+mod fixture;
 mod keys;
 mod restore;
 mod s3;

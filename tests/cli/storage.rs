@@ -25,9 +25,10 @@ fn conformance(s: &Store, exclusive: bool) {
     s.put_new("b/big", big.clone()).unwrap();
     assert_eq!(&s.get("b/big").unwrap()[..], &big[..]);
     assert_eq!(&s.get_range("b/big", 4 << 20..(4 << 20) + 10).unwrap()[..], &big[4 << 20..(4 << 20) + 10]);
-    let names: Vec<String> = s.list("a").unwrap().into_iter().map(|(n, _)| n).collect();
+    let names: Vec<String> = s.list("a").unwrap().into_iter().map(|l| l.path).collect();
     assert_eq!(names, vec!["a/x".to_string(), "a/y".to_string()]);
-    assert_eq!(s.list("b").unwrap(), vec![("b/big".to_string(), 5 << 20), ("b/z".to_string(), 1)]);
+    let b: Vec<(String, u64)> = s.list("b").unwrap().into_iter().map(|l| (l.path, l.size)).collect();
+    assert_eq!(b, vec![("b/big".to_string(), 5 << 20), ("b/z".to_string(), 1)]);
     assert!(s.list("nothing").unwrap().is_empty());
     s.delete("a/x").unwrap();
     assert!(matches!(s.get("a/x"), Err(StorageError::NotFound { .. })));

@@ -1,0 +1,69 @@
+//! Repositories written by earlier releases keep working (tests/fixtures/README.md).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use crate::support::*;
+
+/// A copy of a checked-in fixture repository, opened with its own password.
+fn fixture_env(name: &str, password: &str) -> Env {
+    let mut env = Env::uninit();
+    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    copy_dir(&from, &env.repo);
+    env.vars.push(("COFFER_PASSWORD".into(), password.into()));
+    env
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_version_1_repository_still_works() {
+    let env = fixture_env("repo-v1", "coffer-fixture-v1");
+    let snaps = env.ok(&["snapshots", "--json"]).json();
+    let snaps = snaps.as_array().unwrap();
+    assert_eq!(snaps.len(), 2, "{snaps:?}");
+    assert_eq!(snaps[0]["tags"], serde_json::json!(["first"]));
+    assert_eq!(snaps[1]["tags"], serde_json::json!(["second"]));
+    assert_eq!(snaps[1]["host"], "fixture");
+    env.assert_clean();
+
+    let out = env.path("out");
+    env.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    let data = out.join("tmp/coffer-fixture-v1/data");
+    let readme = std::fs::read_to_string(data.join("docs/readme.txt")).unwrap();
+    assert_eq!(readme, "hello from format version 1\n".repeat(50));
+    assert_eq!(std::fs::metadata(data.join("docs/readme.txt")).unwrap().permissions().mode() & 0o7777, 0o640);
+    assert_eq!(std::fs::read(data.join("docs/xs.txt")).unwrap(), vec![b'x'; 200_000]);
+    assert_eq!(std::fs::read_to_string(data.join("docs/new.txt")).unwrap(), "changed in the second snapshot\n");
+    let random = std::fs::read(data.join("random.bin")).unwrap();
+    assert_eq!(random.len(), 128_000);
+    assert_eq!(blake3::hash(&random).to_hex().as_str(), RANDOM_BIN_BLAKE3);
+    assert_eq!(std::fs::read_link(data.join("link")).unwrap(), Path::new("docs/readme.txt"));
+    assert!(data.join("empty").is_dir());
+
+    // The first snapshot lacks the file the second added.
+    let first = snaps[0]["id"].as_str().unwrap();
+    let r = env.ok(&["ls", first]);
+    assert!(!r.stdout.contains("new.txt") && r.stdout.contains("xs.txt"), "{}", r.stdout);
+
+    // A new backup into it works and the repository stays whole.
+    let src = env.path("src");
+    make_simple_tree(&src);
+    env.backup(&[&src], &[]);
+    env.assert_clean();
+    env.assert_restores(&src, "out2");
+}
+
+/// BLAKE3 of `random.bin` as made by tests/fixtures/make-repo-v1.sh.
+const RANDOM_BIN_BLAKE3: &str = "e1cd9d7e03ba0908135f19483673a83dae560dd2ad8f464f58a92e0ca3933ffb";
