@@ -108,6 +108,128 @@ pub enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// Remove snapshots by a retention policy (restic's --keep-* rules) or by id
+    Forget(Box<ForgetArgs>),
+    /// Change the tags of snapshots (each is replaced by a new snapshot object)
+    Tag(TagArgs),
+    /// Delete data no snapshot needs, repack partly used packs, rewrite the index
+    Prune(PruneArgs),
+    /// Remove stale locks (--remove-all: every lock; only when no backup or prune runs)
+    Unlock(UnlockArgs),
+}
+
+fn count(s: &str) -> Result<crate::retention::policy::Count, String> {
+    crate::retention::policy::parse_count(s)
+}
+
+fn duration(s: &str) -> Result<crate::retention::policy::Duration, String> {
+    crate::retention::policy::Duration::parse(s)
+}
+
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// Remove exactly these snapshots (`latest`, ids or prefixes) instead of applying a policy
+    pub snapshots: Vec<String>,
+    /// Keep the last N snapshots (N, -1 or `unlimited`)
+    #[arg(long, short = 'l', value_name = "N", allow_hyphen_values = true, value_parser = count)]
+    pub keep_last: Option<crate::retention::policy::Count>,
+    /// Keep the last N hourly snapshots
+    #[arg(long, short = 'H', value_name = "N", allow_hyphen_values = true, value_parser = count)]
+    pub keep_hourly: Option<crate::retention::policy::Count>,
+    /// Keep the last N daily snapshots
+    #[arg(long, short = 'd', value_name = "N", allow_hyphen_values = true, value_parser = count)]
+    pub keep_daily: Option<crate::retention::policy::Count>,
+    /// Keep the last N weekly (ISO week) snapshots
+    #[arg(long, short = 'w', value_name = "N", allow_hyphen_values = true, value_parser = count)]
+    pub keep_weekly: Option<crate::retention::policy::Count>,
+    /// Keep the last N monthly snapshots
+    #[arg(long, short = 'm', value_name = "N", allow_hyphen_values = true, value_parser = count)]
+    pub keep_monthly: Option<crate::retention::policy::Count>,
+    /// Keep the last N yearly snapshots
+    #[arg(long, short = 'y', value_name = "N", allow_hyphen_values = true, value_parser = count)]
+    pub keep_yearly: Option<crate::retention::policy::Count>,
+    /// Keep snapshots newer than DURATION (`1y2m3d4h`) before the newest of the group
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub keep_within: Option<crate::retention::policy::Duration>,
+    /// Keep hourly snapshots within DURATION of the newest
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub keep_within_hourly: Option<crate::retention::policy::Duration>,
+    /// Keep daily snapshots within DURATION of the newest
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub keep_within_daily: Option<crate::retention::policy::Duration>,
+    /// Keep weekly snapshots within DURATION of the newest
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub keep_within_weekly: Option<crate::retention::policy::Duration>,
+    /// Keep monthly snapshots within DURATION of the newest
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub keep_within_monthly: Option<crate::retention::policy::Duration>,
+    /// Keep yearly snapshots within DURATION of the newest
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub keep_within_yearly: Option<crate::retention::policy::Duration>,
+    /// Keep snapshots that have all of these tags (repeatable: any of the lists)
+    #[arg(long = "keep-tag", value_name = "T[,T...]")]
+    pub keep_tags: Vec<String>,
+    /// Group snapshots by these fields (host, paths, tags); an empty value means one group
+    #[arg(long, default_value = "host,paths", value_name = "FIELDS")]
+    pub group_by: String,
+    /// With an empty policy and a filter: remove every snapshot the filter selects
+    #[arg(long)]
+    pub unsafe_allow_remove_all: bool,
+    /// Show what would be removed; remove nothing
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Run prune afterwards if any snapshot was removed
+    #[arg(long)]
+    pub prune: bool,
+    #[command(flatten)]
+    pub prune_opts: PruneOpts,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct TagArgs {
+    /// Snapshots to change (`latest`, ids or prefixes; default: all that match the filters)
+    pub snapshots: Vec<String>,
+    /// Add these tags (comma-separated; repeatable)
+    #[arg(long, value_name = "T")]
+    pub add: Vec<String>,
+    /// Remove these tags (comma-separated; repeatable)
+    #[arg(long, value_name = "T")]
+    pub remove: Vec<String>,
+    /// Replace all tags with these (comma-separated; repeatable; an empty value clears them)
+    #[arg(long, value_name = "T", conflicts_with_all = ["add", "remove"])]
+    pub set: Vec<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+/// How much prune repacks.
+#[derive(Args, Debug, Clone)]
+pub struct PruneOpts {
+    /// Unused space to tolerate: a percentage of the data kept (5%), a size (500M), or
+    /// `unlimited` (only delete packs nothing uses)
+    #[arg(long, default_value = "5%", value_name = "P% | SIZE")]
+    pub max_unused: String,
+    /// Read and rewrite at most this much of packs (10G); default: no limit
+    #[arg(long, value_name = "SIZE")]
+    pub max_repack_size: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Print the plan; change nothing
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub opts: PruneOpts,
+}
+
+#[derive(Args, Debug)]
+pub struct UnlockArgs {
+    /// Remove every lock, not only stale ones: only when no backup, copy or prune runs
+    #[arg(long)]
+    pub remove_all: bool,
 }
 
 #[derive(Args, Debug)]

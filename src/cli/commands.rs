@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::args::*;
 use super::exit::ExitCode;
-use super::{history, password, progress};
+use super::{history, password, progress, retention};
 use crate::backup::{self, BackupOptions};
 use crate::format::keyfile::KdfParams;
 use crate::format::snapshot::Snapshot;
@@ -40,6 +40,10 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Stats(a) => history::stats(&g, a),
         Command::Catalog { command } => history::catalog(&g, command),
         Command::Key { command } => key(&g, command),
+        Command::Forget(a) => retention::forget(&g, *a),
+        Command::Tag(a) => retention::tag(&g, a),
+        Command::Prune(a) => retention::prune(&g, a),
+        Command::Unlock(a) => retention::unlock(&g, a),
     }
 }
 
@@ -107,7 +111,7 @@ pub(super) fn cache_base(g: &Global) -> Option<std::path::PathBuf> {
 
 /// Requests in flight at once: 2 suffice for a local disk; a remote store wants
 /// `--connections` to hide its latency.
-fn connections(g: &Global, repo: &Repository) -> usize {
+pub(super) fn connections(g: &Global, repo: &Repository) -> usize {
     if repo.store().is_local() {
         2
     } else {
@@ -115,11 +119,11 @@ fn connections(g: &Global, repo: &Repository) -> usize {
     }
 }
 
-fn threads(g: &Global) -> usize {
+pub(super) fn threads(g: &Global) -> usize {
     g.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)).max(1)
 }
 
-fn progress(g: &Global, verb: &str) -> Arc<dyn Progress> {
+pub(super) fn progress(g: &Global, verb: &str) -> Arc<dyn Progress> {
     if g.quiet || g.json || !super::stderr_is_tty() {
         Arc::new(progress::Quiet)
     } else {
@@ -286,7 +290,7 @@ pub(super) fn rfc3339_of(s: &Snapshot) -> String {
     z.timestamp().display_with_offset(z.offset()).to_string()
 }
 
-fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> serde_json::Value {
+pub(super) fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> serde_json::Value {
     json!({
         "id": id.to_hex(),
         "short_id": id.short(),
@@ -303,6 +307,7 @@ fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> serde_json::Value {
         "seq": s.seq,
         "program_version": s.program_version,
         "summary": s.summary,
+        "original": s.original.map(hex::encode),
     })
 }
 

@@ -41,6 +41,8 @@ pub struct PackInfo {
     pub size: u64,
     /// Named by an obsolete-packs record: scheduled for deletion by prune.
     pub obsolete: bool,
+    /// Bytes of the blob entries the index lists for it (every copy, duplicates too).
+    pub listed_bytes: u64,
 }
 
 /// One index file as read, for prune and check.
@@ -114,9 +116,11 @@ impl MasterIndex {
         self.fallback.iter()
     }
 
-    fn pack_entry(&mut self, id: PackId, size: u64, obsolete: bool) -> u32 {
+    fn pack_entry(&mut self, p: &crate::format::index::IndexPack, obsolete: bool) -> u32 {
+        let id = PackId(p.pack_id);
         let pos = *self.pack_pos.entry(id).or_insert_with(|| {
-            self.packs.push(PackInfo { id, size, obsolete });
+            let listed_bytes = p.blobs.iter().map(|b| u64::from(b.stored_len)).sum();
+            self.packs.push(PackInfo { id, size: p.pack_size, obsolete, listed_bytes });
             (self.packs.len() - 1) as u32
         });
         pos
@@ -128,7 +132,7 @@ impl MasterIndex {
         for p in &f.packs {
             let pid = PackId(p.pack_id);
             let is_obsolete = obsolete.contains(&pid);
-            let pos = self.pack_entry(pid, p.pack_size, is_obsolete);
+            let pos = self.pack_entry(p, is_obsolete);
             let map = if is_obsolete { &mut self.fallback } else { &mut self.blobs };
             for b in &p.blobs {
                 map.entry(BlobId(b.id)).or_insert(BlobLoc {

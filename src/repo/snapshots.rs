@@ -87,6 +87,24 @@ impl Repository {
         Ok(id)
     }
 
+    /// Writes a copy of snapshot `id` with `tags` (snapshots are immutable), then deletes
+    /// the original; the copy records the first snapshot of the chain as its original.
+    /// Returns the new id, or `None` when the tags are already those.
+    pub fn retag(&self, id: &SnapshotId, s: &Snapshot, tags: Vec<String>) -> Result<Option<SnapshotId>> {
+        if tags == s.tags {
+            return Ok(None);
+        }
+        let mut new = s.clone();
+        new.tags = tags;
+        new.original = Some(s.original.unwrap_or(id.0));
+        let new_id = self.save_snapshot(&new)?;
+        self.store().delete(&snapshot_path(id))?;
+        if let Some(c) = self.cache() {
+            c.remove("snapshots", &id.to_hex());
+        }
+        Ok(Some(new_id))
+    }
+
     /// Resolves `latest`, a full id, or a unique prefix of at least 8 hex digits.
     pub fn find_snapshot(&self, spec: &str, filter: &SnapshotFilter) -> Result<(SnapshotId, Snapshot)> {
         if spec == "latest" {

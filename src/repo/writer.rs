@@ -279,12 +279,45 @@ impl BlobWriter {
         }
         self.scratch.clear();
         let compression = self.compressor.compress_into(data, &mut self.scratch, plan);
+        self.place(blob_type, id, compression, data.len() as u32)
+    }
+
+    /// Stores a blob whose stored form (`compression` applied to a plaintext of `raw_len`
+    /// bytes) is already at hand, as prune has when it repacks: nothing is compressed again.
+    /// The caller has verified that it decompresses to a plaintext with this id.
+    pub fn write_stored(
+        &mut self,
+        blob_type: BlobType,
+        id: BlobId,
+        compression: crate::format::Compression,
+        stored: &[u8],
+        raw_len: u32,
+    ) {
+        let r = if stored.len() + crypto::TAG_LEN > LIMIT {
+            Err(super::RepoError::Invalid(format!("blob {id} is too large to store")))
+        } else {
+            self.scratch.clear();
+            self.scratch.extend_from_slice(stored);
+            self.place(blob_type, id, compression, raw_len)
+        };
+        if let Err(e) = r {
+            self.shared.fail(e);
+        }
+    }
+
+    /// Seals the blob in `self.scratch` into its place in the open pack.
+    fn place(
+        &mut self,
+        blob_type: BlobType,
+        id: BlobId,
+        compression: crate::format::Compression,
+        raw_len: u32,
+    ) -> Result<()> {
         let sealed_len = self.scratch.len() + crypto::TAG_LEN;
         let shared = &self.shared;
-        let entry =
-            PackEntry { blob_type, compression, id: id.0, stored_len: sealed_len as u32, raw_len: data.len() as u32 };
+        let entry = PackEntry { blob_type, compression, id: id.0, stored_len: sealed_len as u32, raw_len };
         let (slot, closed) = shared.claim(entry, sealed_len);
-        let ctx = crypto::blob_context(blob_type as u8, compression as u8, &id, data.len() as u32);
+        let ctx = crypto::blob_context(blob_type as u8, compression as u8, &id, raw_len);
         slot.pack.cipher.seal(slot.offset as u64, &ctx, &mut self.scratch);
         let filled = OpenPack::fill(slot, &self.scratch);
         if blob_type == BlobType::Tree {
@@ -295,7 +328,7 @@ impl BlobWriter {
         }
         let st = &shared.stats;
         st.blobs_added.fetch_add(1, Ordering::Relaxed);
-        st.data_added_raw.fetch_add(data.len() as u64, Ordering::Relaxed);
+        st.data_added_raw.fetch_add(u64::from(raw_len), Ordering::Relaxed);
         for upload in [closed, filled].into_iter().flatten() {
             if self.up.send(upload).is_err() {
                 return Err(super::RepoError::Invalid("the upload threads stopped".into()));

@@ -1,3 +1,6 @@
-//! Retention (`coffer forget`): which snapshots a policy keeps. Pure; see [`policy`].
+//! Retention: which snapshots to keep (`forget`, restic's policy in [`policy`]) and
+//! reclaiming the space of what nothing needs any more (`prune`).
 
+pub mod forget;
 pub mod policy;
+pub mod prune;

@@ -175,10 +175,12 @@ impl Count {
 
 /// restic's `ForgetPolicyCount.Set`: exactly `unlimited`, or what Go's
 /// `strconv.ParseInt(s, 10, 64)` accepts (optional `+`/`-`, ASCII digits, no spaces) that
-/// is not negative. `-1` is refused since restic 0.16 ([`NEGATIVE_COUNT`]); `-0` is 0.
-/// Errors are restic's, e.g. `strconv.ParseInt: parsing "abc": invalid syntax`.
+/// is not negative. Coffer deliberately differs in one point: `-1` also means unlimited, as
+/// in restic before 0.16 (which crontabs written for it still say); restic 0.16 and later
+/// refuse it. Other negative counts are refused ([`NEGATIVE_COUNT`]); `-0` is 0. Errors are
+/// restic's, e.g. `strconv.ParseInt: parsing "abc": invalid syntax`.
 pub fn parse_count(s: &str) -> Result<Count, String> {
-    if s == "unlimited" {
+    if s == "unlimited" || s == "-1" {
         return Ok(Count::Unlimited);
     }
     let syntax = || format!("strconv.ParseInt: parsing {}: invalid syntax", go_quote(s));
@@ -1103,7 +1105,9 @@ mod tests {
         assert_eq!(parse_count("-0").unwrap(), Count::Limited(0));
         assert_eq!(parse_count("9223372036854775807").unwrap(), Count::Limited(i64::MAX as u64));
         assert_eq!(parse_count("").unwrap_err(), "strconv.ParseInt: parsing \"\": invalid syntax");
-        assert_eq!(parse_count("-1").unwrap_err(), NEGATIVE_COUNT);
+        // Coffer accepts -1 as unlimited (restic before 0.16); any other negative count is refused.
+        assert_eq!(parse_count("-1").unwrap(), Count::Unlimited);
+        assert_eq!(parse_count("-2").unwrap_err(), NEGATIVE_COUNT);
         assert_eq!(parse_count("abc").unwrap_err(), "strconv.ParseInt: parsing \"abc\": invalid syntax");
         assert_eq!(parse_count("Unlimited").unwrap_err(), "strconv.ParseInt: parsing \"Unlimited\": invalid syntax");
         assert_eq!(parse_count(" 1").unwrap_err(), "strconv.ParseInt: parsing \" 1\": invalid syntax");

@@ -91,6 +91,23 @@ pub struct Store {
     /// `--limit-upload` / `--limit-download`.
     up: Option<Arc<RateLimit>>,
     down: Option<Arc<RateLimit>>,
+    /// Operations made through this store (retries not counted), for reports.
+    ops: Arc<OpCounts>,
+}
+
+/// How many operations of each kind a store was asked for (a retried operation counts
+/// once): what `prune --json` reports as the requests it made.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct OpCounts {
+    pub get: std::sync::atomic::AtomicU64,
+    pub put: std::sync::atomic::AtomicU64,
+    pub head: std::sync::atomic::AtomicU64,
+    pub list: std::sync::atomic::AtomicU64,
+    pub delete: std::sync::atomic::AtomicU64,
+}
+
+fn bump(c: &std::sync::atomic::AtomicU64) {
+    c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Paces transfers to an average rate. Each transfer of n bytes, once done, reserves n/rate
@@ -245,7 +262,16 @@ impl Store {
         let root = dir.canonicalize().map_err(|e| StorageError::Location(shown.clone(), e.to_string()))?;
         let no_hardlinks = no_hardlinks || !supports_hard_links(&root);
         let local = Some(Arc::new(LocalReads { root, open: Default::default(), no_hardlinks }));
-        Ok(Store { inner: Arc::new(fs), rt: runtime(), location: shown, local, retries: 0, up: None, down: None })
+        Ok(Store {
+            inner: Arc::new(fs),
+            rt: runtime(),
+            location: shown,
+            local,
+            retries: 0,
+            up: None,
+            down: None,
+            ops: Default::default(),
+        })
     }
 
     /// A repository at `s3://bucket/prefix`. Write-once objects use conditional creates
@@ -284,12 +310,21 @@ impl Store {
         let inner: Arc<dyn ObjectStore> =
             if prefix.is_empty() { Arc::new(s3) } else { Arc::new(object_store::prefix::PrefixStore::new(s3, prefix)) };
         let retries = opts.retries.min(4) as u32;
-        Ok(Store { inner, rt: runtime(), location: url.to_string(), local: None, retries, up: None, down: None })
+        Ok(Store {
+            inner,
+            rt: runtime(),
+            location: url.to_string(),
+            local: None,
+            retries,
+            up: None,
+            down: None,
+            ops: Default::default(),
+        })
     }
 
     /// An arbitrary object store (tests use `InMemory`).
     pub fn from_object_store(inner: Arc<dyn ObjectStore>, location: String) -> Self {
-        Store { inner, rt: runtime(), location, local: None, retries: 0, up: None, down: None }
+        Store { inner, rt: runtime(), location, local: None, retries: 0, up: None, down: None, ops: Default::default() }
     }
 
     /// Limits uploads and downloads to an average rate in KiB/s (`None`: unlimited).
@@ -309,6 +344,11 @@ impl Store {
         if let Some(l) = &self.down {
             l.account(bytes);
         }
+    }
+
+    /// The operations made so far.
+    pub fn ops(&self) -> &OpCounts {
+        &self.ops
     }
 
     /// Whether the repository is a local folder (or NAS mount), where reads are cheap.
@@ -332,6 +372,7 @@ impl Store {
     pub fn put_new_reclaim(&self, path: &str, data: Vec<u8>) -> Result<Option<Vec<u8>>> {
         let data = Bytes::from(data);
         let n = data.len();
+        bump(&self.ops.put);
         self.retrying(|| self.put_new_once(path, data.clone()))?;
         self.uploaded(n);
         Ok(data.try_into_mut().ok().map(|b| {
@@ -343,6 +384,7 @@ impl Store {
 
     /// The whole object.
     pub fn get(&self, path: &str) -> Result<Bytes> {
+        bump(&self.ops.get);
         let b = self.retrying(|| self.get_once(path))?;
         self.downloaded(b.len());
         Ok(b)
@@ -350,6 +392,7 @@ impl Store {
 
     /// Exactly the bytes in `range`; a range past the end is an error.
     pub fn get_range(&self, path: &str, range: Range<u64>) -> Result<Bytes> {
+        bump(&self.ops.get);
         let b = self.retrying(|| self.get_range_once(path, range.clone()))?;
         self.downloaded(b.len());
         Ok(b)
@@ -357,11 +400,13 @@ impl Store {
 
     /// The size of an object.
     pub fn size(&self, path: &str) -> Result<u64> {
+        bump(&self.ops.head);
         self.retrying(|| self.size_once(path))
     }
 
     /// An object's size and the storage's timestamp for it.
     pub fn head(&self, path: &str) -> Result<Listed> {
+        bump(&self.ops.head);
         self.retrying(|| {
             let p = ObjPath::from(path);
             self.rt
@@ -376,6 +421,7 @@ impl Store {
     /// Fails rather than return a partial list: a listing cut short is retried from the
     /// start, never used.
     pub fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
+        bump(&self.ops.list);
         self.retrying(|| self.list_once(prefix))
     }
 
@@ -520,6 +566,7 @@ impl Store {
     /// Deletes an object. Deleting one that is already gone succeeds: a delete that is
     /// repeated (after a crash, by a second prune) is not an error.
     pub fn delete(&self, path: &str) -> Result<()> {
+        bump(&self.ops.delete);
         let p = ObjPath::from(path);
         match self.rt.block_on(self.inner.delete(&p)) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

@@ -1,0 +1,358 @@
+//! `forget`, `tag`, `prune` and `unlock`: parse, call `retention`, print.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Result};
+use indicatif::HumanBytes;
+use serde_json::json;
+
+use super::args::*;
+use super::commands::{connections, filter, open, print_json, progress, snapshot_json, threads, time_of};
+use super::exit::ExitCode;
+use crate::repo::lock::{list_sessions, Session, SessionInfo};
+use crate::repo::snapshots::ListedSnapshot;
+use crate::repo::Repository;
+use crate::retention::forget::{self, ForgetOptions, GroupPlan};
+use crate::retention::policy::{self, GroupBy, Policy};
+use crate::retention::prune::{self, Outcome, Plan, PruneOptions};
+
+fn policy_of(a: &ForgetArgs) -> Policy {
+    Policy {
+        last: a.keep_last.unwrap_or_default(),
+        hourly: a.keep_hourly.unwrap_or_default(),
+        daily: a.keep_daily.unwrap_or_default(),
+        weekly: a.keep_weekly.unwrap_or_default(),
+        monthly: a.keep_monthly.unwrap_or_default(),
+        yearly: a.keep_yearly.unwrap_or_default(),
+        within: a.keep_within,
+        within_hourly: a.keep_within_hourly,
+        within_daily: a.keep_within_daily,
+        within_weekly: a.keep_within_weekly,
+        within_monthly: a.keep_within_monthly,
+        within_yearly: a.keep_within_yearly,
+        tags: a.keep_tags.iter().map(|t| policy::parse_tag_list(t)).collect(),
+    }
+}
+
+fn prune_options(g: &Global, o: &PruneOpts, repo: &Repository) -> Result<PruneOptions> {
+    Ok(PruneOptions {
+        max_unused: prune::parse_max_unused(&o.max_unused).map_err(|e| anyhow!(e))?,
+        max_repack: o
+            .max_repack_size
+            .as_deref()
+            .map(prune::parse_size)
+            .transpose()
+            .map_err(|e| anyhow!("--max-repack-size: {e}"))?,
+        threads: threads(g),
+        uploaders: connections(g, repo),
+    })
+}
+
+pub fn forget(g: &Global, a: ForgetArgs) -> Result<ExitCode> {
+    let repo = Arc::new(open(g)?);
+    let prune_opts = if a.prune { Some(prune_options(g, &a.prune_opts, &repo)?) } else { None };
+    let opts = ForgetOptions {
+        policy: policy_of(&a),
+        group_by: GroupBy::parse(&a.group_by).map_err(|e| anyhow!("--group-by: {e}"))?,
+        filter: filter(&a.filter),
+        ids: a.snapshots.clone(),
+        allow_remove_all: a.unsafe_allow_remove_all,
+    };
+    let plans = forget::plan(&repo, &opts)?;
+    if g.json {
+        print_json(&plans.iter().map(group_json).collect::<Vec<_>>())?;
+    } else {
+        print_forget(&opts, &plans)?;
+    }
+    for p in &plans {
+        for id in &p.future_dated {
+            eprintln!(
+                "warning: snapshot {} claims a time later than the storage's timestamp of its object: kept, \
+                 and not counted by the policy",
+                id.short()
+            );
+        }
+    }
+    let to_remove: usize = plans.iter().map(|p| p.remove.len()).sum();
+    if a.dry_run {
+        if !g.quiet {
+            eprintln!("dry run: would remove {to_remove} {}", plural(to_remove, "snapshot"));
+        }
+    } else {
+        let n = forget::execute(&repo, &plans)?;
+        if !g.quiet && !g.json {
+            eprintln!("removed {n} {}", plural(n, "snapshot"));
+        }
+    }
+    if let Some(popts) = prune_opts.filter(|_| to_remove > 0) {
+        run_prune(g, &repo, &popts, a.dry_run, false)?;
+    }
+    Ok(ExitCode::Ok)
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        word.to_string()
+    } else {
+        format!("{word}s")
+    }
+}
+
+fn group_json(p: &GroupPlan) -> serde_json::Value {
+    let snaps = |v: &[ListedSnapshot]| v.iter().map(|s| snapshot_json(&s.id, &s.snapshot)).collect::<Vec<_>>();
+    json!({
+        "group": { "host": p.key.host, "paths": p.key.paths, "tags": p.key.tags },
+        "keep": snaps(&p.keep),
+        "remove": snaps(&p.remove),
+        "reasons": p.reasons.iter().map(|(id, m)| json!({ "snapshot": id.to_hex(), "matches": m })).collect::<Vec<_>>(),
+        "future_dated": p.future_dated.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
+    })
+}
+
+fn print_forget(opts: &ForgetOptions, plans: &[GroupPlan]) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    if opts.ids.is_empty() {
+        writeln!(out, "Applying policy: {}", opts.policy)?;
+    }
+    for p in plans {
+        let key = p.key.to_string();
+        if !key.is_empty() {
+            writeln!(out, "snapshots of {key}:")?;
+        }
+        if !p.keep.is_empty() {
+            writeln!(out, "keep {} {}:", p.keep.len(), plural(p.keep.len(), "snapshot"))?;
+            table(&mut out, &p.keep, Some(&p.reasons))?;
+        }
+        if !p.remove.is_empty() {
+            writeln!(out, "remove {} {}:", p.remove.len(), plural(p.remove.len(), "snapshot"))?;
+            table(&mut out, &p.remove, None)?;
+        }
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+type Reasons = [(crate::id::SnapshotId, Vec<String>)];
+
+fn table(out: &mut impl Write, snaps: &[ListedSnapshot], reasons: Option<&Reasons>) -> Result<()> {
+    let reason_col = reasons.is_some();
+    if reason_col {
+        writeln!(out, "{:<8}  {:<25}  {:<16}  {:<16}  {:<24}  paths", "id", "time", "host", "tags", "reasons")?;
+    } else {
+        writeln!(out, "{:<8}  {:<25}  {:<16}  {:<16}  paths", "id", "time", "host", "tags")?;
+    }
+    for s in snaps {
+        let t = time_of(&s.snapshot).strftime("%Y-%m-%d %H:%M:%S %:z").to_string();
+        let paths: Vec<_> = s.snapshot.paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+        let why: Vec<String> =
+            reasons.and_then(|r| r.iter().find(|(id, _)| *id == s.id)).map(|(_, m)| m.clone()).unwrap_or_default();
+        let tags = s.snapshot.tags.join(",");
+        if reason_col {
+            let first = why.first().map(String::as_str).unwrap_or("");
+            writeln!(
+                out,
+                "{:<8}  {t:<25}  {:<16}  {tags:<16}  {first:<24}  {}",
+                s.id.short(),
+                s.snapshot.host,
+                paths.join(" ")
+            )?;
+            for more in why.iter().skip(1) {
+                writeln!(out, "{:<8}  {:<25}  {:<16}  {:<16}  {more}", "", "", "", "")?;
+            }
+        } else {
+            writeln!(out, "{:<8}  {t:<25}  {:<16}  {tags:<16}  {}", s.id.short(), s.snapshot.host, paths.join(" "))?;
+        }
+    }
+    Ok(())
+}
+
+/// Tags given as `--add a,b --add c`: split at commas, empty parts dropped.
+fn tag_values(v: &[String]) -> Vec<String> {
+    v.iter().flat_map(|t| t.split(',')).map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect()
+}
+
+pub fn tag(g: &Global, a: TagArgs) -> Result<ExitCode> {
+    if a.add.is_empty() && a.remove.is_empty() && a.set.is_empty() {
+        bail!("give --add, --remove or --set");
+    }
+    let repo = open(g)?;
+    let f = filter(&a.filter);
+    let targets = if a.snapshots.is_empty() {
+        repo.load_snapshots()?.into_iter().filter(|(_, s)| f.matches(s)).collect::<Vec<_>>()
+    } else {
+        let mut v = Vec::new();
+        for spec in &a.snapshots {
+            let found = repo.find_snapshot(spec, &f)?;
+            if !v.iter().any(|(id, _)| *id == found.0) {
+                v.push(found);
+            }
+        }
+        v
+    };
+    let (add, remove, set) = (tag_values(&a.add), tag_values(&a.remove), tag_values(&a.set));
+    let mut report = Vec::new();
+    for (id, s) in &targets {
+        let tags = if !a.set.is_empty() {
+            let mut t = Vec::new();
+            for x in &set {
+                if !t.contains(x) {
+                    t.push(x.clone());
+                }
+            }
+            t
+        } else {
+            let mut t: Vec<String> = s.tags.iter().filter(|x| !remove.contains(x)).cloned().collect();
+            for x in &add {
+                if !t.contains(x) {
+                    t.push(x.clone());
+                }
+            }
+            t
+        };
+        let new = repo.retag(id, s, tags.clone())?;
+        if !g.json && !g.quiet {
+            match &new {
+                Some(n) => eprintln!("snapshot {} is now {} with tags [{}]", id.short(), n.short(), tags.join(", ")),
+                None => eprintln!("snapshot {} unchanged", id.short()),
+            }
+        }
+        report.push(json!({ "snapshot": id.to_hex(), "new": new.map(|n| n.to_hex()), "tags": tags }));
+    }
+    if g.json {
+        print_json(&report)?;
+    } else if !g.quiet {
+        let changed = report.iter().filter(|r| !r["new"].is_null()).count();
+        eprintln!("changed the tags of {changed} {}", plural(changed, "snapshot"));
+    }
+    Ok(ExitCode::Ok)
+}
+
+pub fn prune(g: &Global, a: PruneArgs) -> Result<ExitCode> {
+    let repo = Arc::new(open(g)?);
+    let opts = prune_options(g, &a.opts, &repo)?;
+    run_prune(g, &repo, &opts, a.dry_run, g.json)?;
+    Ok(ExitCode::Ok)
+}
+
+/// Plans, prints the plan, and (unless a dry run) executes it.
+fn run_prune(g: &Global, repo: &Arc<Repository>, opts: &PruneOptions, dry_run: bool, json_out: bool) -> Result<()> {
+    let (session, _) = prune::start_session(repo)?;
+    let prog = progress(g, "prune");
+    let plan = match prune::plan(repo, &session, opts, prog.as_ref()) {
+        Ok(p) => p,
+        Err(e) => {
+            session.end();
+            return Err(e.into());
+        }
+    };
+    if !json_out && !g.quiet {
+        print_plan(&plan, dry_run);
+    }
+    if dry_run {
+        session.end();
+        if json_out {
+            print_json(&json!({ "dry_run": true, "plan": plan, "outcome": null }))?;
+        }
+        return Ok(());
+    }
+    let plan_json = json_out.then(|| serde_json::to_value(&plan)).transpose()?;
+    let out = prune::execute(repo, &session, plan, opts, prog.as_ref());
+    prog.finish();
+    session.end();
+    let out = out?;
+    if let Some(plan) = plan_json {
+        print_json(&json!({ "dry_run": false, "plan": plan, "outcome": out }))?;
+    } else if !g.quiet {
+        print_outcome(&out);
+    }
+    Ok(())
+}
+
+fn amount(a: &prune::Amount) -> String {
+    format!("{} {} ({})", a.packs, plural(a.packs as usize, "pack"), HumanBytes(a.bytes))
+}
+
+fn print_plan(p: &Plan, dry_run: bool) {
+    let head = if dry_run { "would" } else { "will" };
+    eprintln!(
+        "{} snapshots; {} indexed; blobs in use {}, unused {}",
+        p.snapshots,
+        amount(&p.packs),
+        HumanBytes(p.used_bytes),
+        HumanBytes(p.unused_bytes)
+    );
+    for s in &p.sessions {
+        eprintln!("working around a running {} on {} (pid {}, {}): {}", s.kind, s.host, s.pid, s.username, s.command);
+    }
+    eprintln!("{head} repack {}, copying {} still in use", amount(&p.repack), HumanBytes(p.repack_copy_bytes));
+    eprintln!("{head} mark unused: {}", amount(&p.unused));
+    if p.leftovers.packs > 0 {
+        eprintln!("{head} mark leftovers of processes that ended: {}", amount(&p.leftovers));
+    }
+    if p.in_flight.packs > 0 {
+        eprintln!("leaving alone {} not yet indexed by running backups", amount(&p.in_flight));
+    }
+    if p.rescue_blobs > 0 {
+        eprintln!("{head} copy {} blobs that only packs marked for deletion hold", p.rescue_blobs);
+    }
+    eprintln!("{head} delete obsolete packs no session can still use: {}", amount(&p.delete));
+    if p.waiting.packs > 0 {
+        eprintln!("keeping obsolete packs that running sessions may still use: {}", amount(&p.waiting));
+    }
+    if p.index_files_replaced > 0 {
+        eprintln!("{head} rewrite the index, replacing {} files", p.index_files_replaced);
+    }
+    let r = &p.requests;
+    eprintln!("requests (estimated): GET {}, PUT {}, DELETE {}, LIST {}", r.get, r.put, r.delete, r.list);
+    eprintln!(
+        "space freed: {} once everything marked is deleted (what this run marks is deleted now if no backup runs)",
+        HumanBytes(p.freed_eventually())
+    );
+}
+
+fn print_outcome(o: &Outcome) {
+    eprintln!(
+        "wrote {} new packs ({}) and {} index files; marked {} packs obsolete",
+        o.packs_written,
+        HumanBytes(o.bytes_written),
+        o.index_files_written,
+        o.packs_marked
+    );
+    eprintln!(
+        "deleted {} packs ({}) and {} index files",
+        o.packs_deleted,
+        HumanBytes(o.bytes_deleted),
+        o.index_files_deleted
+    );
+    if o.packs_waiting > 0 {
+        eprintln!("{} obsolete packs wait for running sessions to end; the next prune deletes them", o.packs_waiting);
+    }
+}
+
+pub fn unlock(g: &Global, a: UnlockArgs) -> Result<ExitCode> {
+    let repo = open(g)?;
+    // A lock of our own gives the storage's present time to judge the others by.
+    let me = Session::start(&repo, crate::format::lock::LockKind::Writer, "unlock")?;
+    let sessions = list_sessions(&repo)?;
+    let now = sessions.iter().find(|s| s.session == me.id()).map_or(i64::MAX, |s| s.renewed_ns);
+    let mut removed: Vec<&SessionInfo> = Vec::new();
+    for s in sessions.iter().filter(|s| s.session != me.id()) {
+        if a.remove_all || !s.is_live(now) {
+            for l in &s.locks {
+                repo.store().delete(&crate::repo::lock_path(l))?;
+            }
+            removed.push(s);
+        }
+    }
+    me.end();
+    if g.json {
+        print_json(&removed)?;
+    } else if !g.quiet {
+        for s in &removed {
+            eprintln!("removed the lock of {} on {} (pid {}, {})", s.kind, s.host, s.pid, s.command);
+        }
+        eprintln!("removed {} {}", removed.len(), plural(removed.len(), "lock"));
+    }
+    Ok(ExitCode::Ok)
+}

@@ -1,0 +1,152 @@
+//! `forget`: which snapshots to remove, as a plan computed before anything is deleted.
+//!
+//! The snapshots the filters select are grouped (`--group-by`, default host and paths), and
+//! restic's policy ([`super::policy::apply`]) decides per group which to keep. One rule is
+//! Coffer's own: a snapshot whose claimed time is more than [`FUTURE_TOLERANCE`] later than
+//! the storage's timestamp of its object cannot have been written then (a host with a
+//! clock far ahead, or a compromised one planting snapshots); it is kept, reported, and
+//! never counted, so it cannot push real snapshots out of a bucket or move the
+//! `--keep-within` window. Which snapshots are removed is decided first ([`plan`]), then
+//! the snapshot objects are deleted ([`execute`]); a dry run stops after the plan.
+
+use std::collections::BTreeMap;
+
+use super::policy::{self, GroupBy, GroupKey, Item, Policy};
+use crate::id::SnapshotId;
+use crate::repo::snapshots::{match_id, ListedSnapshot, SnapshotFilter};
+use crate::repo::{snapshot_path, RepoError, Repository, Result};
+
+/// How much later than its object's storage timestamp a snapshot may claim to be before it
+/// counts as future-dated: room for honest clocks that drift, far less than a bucket.
+pub const FUTURE_TOLERANCE_NS: i64 = 10 * 60 * 1_000_000_000;
+
+/// What to forget.
+#[derive(Clone, Debug, Default)]
+pub struct ForgetOptions {
+    pub policy: Policy,
+    pub group_by: GroupBy,
+    pub filter: SnapshotFilter,
+    /// Snapshots named on the command line: exactly these are removed, no policy applies.
+    pub ids: Vec<String>,
+    /// restic's `--unsafe-allow-remove-all`: an empty policy with a filter removes all
+    /// the filter selects.
+    pub allow_remove_all: bool,
+}
+
+/// The decision for one group.
+#[derive(Clone, Debug)]
+pub struct GroupPlan {
+    pub key: GroupKey,
+    /// Newest first, as restic lists them.
+    pub keep: Vec<ListedSnapshot>,
+    pub remove: Vec<ListedSnapshot>,
+    /// For each kept snapshot, the rules that kept it.
+    pub reasons: Vec<(SnapshotId, Vec<String>)>,
+    /// Kept snapshots whose claimed time is later than their storage timestamp.
+    pub future_dated: Vec<SnapshotId>,
+}
+
+impl GroupPlan {
+    pub fn removed_ids(&self) -> impl Iterator<Item = SnapshotId> + '_ {
+        self.remove.iter().map(|s| s.id)
+    }
+}
+
+/// Whether a snapshot claims a time its object's storage timestamp rules out.
+pub fn is_future_dated(s: &ListedSnapshot) -> bool {
+    s.snapshot.time_ns > s.stored_ns.saturating_add(FUTURE_TOLERANCE_NS)
+}
+
+fn paths_of(s: &ListedSnapshot) -> Vec<String> {
+    s.snapshot.paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect()
+}
+
+/// The snapshot's time in the UTC offset recorded with it (where buckets are cut).
+pub fn zoned(s: &ListedSnapshot) -> jiff::Zoned {
+    let ts = crate::clock::from_unix_ns(s.snapshot.time_ns);
+    let off = jiff::tz::Offset::from_seconds(s.snapshot.utc_offset_s).unwrap_or(jiff::tz::Offset::UTC);
+    ts.to_zoned(jiff::tz::TimeZone::fixed(off))
+}
+
+/// Decides what to remove; nothing is changed.
+pub fn plan(repo: &Repository, opts: &ForgetOptions) -> Result<Vec<GroupPlan>> {
+    let all = repo.load_snapshots_listed()?;
+    if !opts.ids.is_empty() {
+        return plan_ids(&all, opts);
+    }
+    opts.policy.validate().map_err(RepoError::Invalid)?;
+    let filtered = !opts.filter.hosts.is_empty() || !opts.filter.tags.is_empty() || !opts.filter.paths.is_empty();
+    policy::check_policy_given(&opts.policy, opts.allow_remove_all, filtered).map_err(RepoError::Invalid)?;
+    let mut groups: BTreeMap<GroupKey, Vec<ListedSnapshot>> = BTreeMap::new();
+    for s in all.into_iter().filter(|s| opts.filter.matches(&s.snapshot)) {
+        let key = GroupKey::new(opts.group_by, &s.snapshot.host, &paths_of(&s), &s.snapshot.tags);
+        groups.entry(key).or_default().push(s);
+    }
+    let mut plans = Vec::new();
+    for (key, snaps) in groups {
+        let items: Vec<Item> = snaps
+            .iter()
+            .map(|s| Item { time: zoned(s), tags: s.snapshot.tags.clone(), untrusted_time: is_future_dated(s) })
+            .collect();
+        // restic's `time.Now()` only keeps future snapshots from being the --keep-within
+        // reference; the storage-based rule above does that here, so no clock is consulted.
+        let decisions = policy::apply(&items, &opts.policy, jiff::Timestamp::MAX);
+        if !opts.allow_remove_all || !opts.policy.is_empty() {
+            policy::check_group_keeps_something(&opts.policy, &items, &decisions, &key.to_string())
+                .map_err(RepoError::Invalid)?;
+        }
+        let mut g = GroupPlan { key, keep: vec![], remove: vec![], reasons: vec![], future_dated: vec![] };
+        for d in decisions {
+            let s = snaps[d.index].clone();
+            if items[d.index].untrusted_time {
+                g.future_dated.push(s.id);
+            }
+            if d.keep {
+                g.reasons.push((s.id, d.matches));
+                g.keep.push(s);
+            } else {
+                g.remove.push(s);
+            }
+        }
+        plans.push(g);
+    }
+    Ok(plans)
+}
+
+/// `forget ID...`: exactly those snapshots, as one group.
+fn plan_ids(all: &[ListedSnapshot], opts: &ForgetOptions) -> Result<Vec<GroupPlan>> {
+    if !opts.policy.is_empty() {
+        return Err(RepoError::Invalid("give snapshot ids or a policy (--keep-*), not both".into()));
+    }
+    let ids: Vec<SnapshotId> = all.iter().map(|s| s.id).collect();
+    let mut remove: Vec<ListedSnapshot> = Vec::new();
+    for spec in &opts.ids {
+        let id =
+            if spec == "latest" {
+                all.iter().rev().find(|s| opts.filter.matches(&s.snapshot)).map(|s| s.id).ok_or_else(|| {
+                    RepoError::Invalid("no snapshot matches (the repository has none that fit)".into())
+                })?
+            } else {
+                match_id(spec, &ids)?
+            };
+        if !remove.iter().any(|s| s.id == id) {
+            remove.push(all.iter().find(|s| s.id == id).expect("listed").clone());
+        }
+    }
+    remove.sort_by_key(|s| std::cmp::Reverse((s.snapshot.time_ns, s.id)));
+    Ok(vec![GroupPlan { key: GroupKey::default(), keep: vec![], remove, reasons: vec![], future_dated: vec![] }])
+}
+
+/// Deletes the snapshots the plans remove; returns how many were deleted. A snapshot
+/// already gone (removed by another forget meanwhile) counts as deleted.
+pub fn execute(repo: &Repository, plans: &[GroupPlan]) -> Result<usize> {
+    let mut n = 0;
+    for id in plans.iter().flat_map(GroupPlan::removed_ids) {
+        repo.store().delete(&snapshot_path(&id))?;
+        if let Some(c) = repo.cache() {
+            c.remove("snapshots", &id.to_hex());
+        }
+        n += 1;
+    }
+    Ok(n)
+}

@@ -1,0 +1,833 @@
+//! `prune`: reclaim the space of data no snapshot needs, while backups keep running.
+//!
+//! The protocol and the argument for its safety are in docs/storage.md ("Many clients and
+//! prune"); in short:
+//! - prune holds a session of kind prune ([`Session`]); a second prune that finds a live
+//!   one with an earlier start refuses (exit 11);
+//! - it never deletes a pack it has just found unneeded. It first writes an
+//!   *obsolete-packs record* naming it (an index file of kind 1), then a new index without
+//!   it. Writers stop deduplicating against it at once; readers still find it. The pack is
+//!   deleted only once every session that could have read the index before the record
+//!   has ended: no live session started (by the storage's clock) before the record was
+//!   written, plus [`MARGIN`]. That is decided again from fresh listings at the end of the
+//!   same run, so with no backup running one run completes; otherwise the next run does;
+//! - before deleting, every blob a snapshot needs that only an obsolete pack holds is
+//!   copied into a new pack ("rescued"), so no snapshot, however late it was written,
+//!   loses data;
+//! - a pack no index lists is a *leftover* only if no live session started before it was
+//!   written (with [`MARGIN`]): a running backup's unindexed packs are never touched.
+//!
+//! The work is a [`Plan`], computed from listings taken in a fixed order (data, locks,
+//! index, snapshots: see [`plan`]); `--dry-run` prints it, [`execute`] carries it out.
+//! Nothing here reads a clock: storage timestamps and the sessions' locks decide.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use crate::format::index::{IndexFile, IndexKind, IndexPack};
+use crate::format::lock::LockKind;
+use crate::format::tree::NodeKind;
+use crate::id::{BlobId, IndexId, PackId, SnapshotId};
+use crate::progress::Progress;
+use crate::repo::index::{BlobLoc, MasterIndex};
+use crate::repo::lock::{list_sessions, ns, Session, SessionInfo, MARGIN};
+use crate::repo::writer::BlobSink;
+use crate::repo::{index_path, pack_path, RepoError, Repository, Result};
+use crate::storage::Listed;
+
+/// How much unused space prune may leave (restic's `--max-unused`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MaxUnused {
+    /// Unused space may be at most this percentage of the packs kept after pruning.
+    Percent(f64),
+    Bytes(u64),
+    /// Only packs with no used blob at all are removed; nothing is repacked for space.
+    Unlimited,
+}
+
+/// Parses `5%`, `500M` / `2G` (1024-based, as restic) or `unlimited`.
+pub fn parse_max_unused(s: &str) -> std::result::Result<MaxUnused, String> {
+    let t = s.trim();
+    if t == "unlimited" {
+        return Ok(MaxUnused::Unlimited);
+    }
+    if let Some(p) = t.strip_suffix('%') {
+        let p: f64 = p.trim().parse().map_err(|_| format!("--max-unused {s:?}: not a percentage"))?;
+        if !(0.0..100.0).contains(&p) {
+            return Err(format!("--max-unused {s:?}: a percentage from 0 to below 100"));
+        }
+        return Ok(MaxUnused::Percent(p));
+    }
+    parse_size(t).map(MaxUnused::Bytes).map_err(|e| format!("--max-unused: {e}"))
+}
+
+/// A size: bytes, or a number with a `k`, `m`, `g` or `t` suffix (1024-based).
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last().map(|c| c.to_ascii_lowercase()) {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: f64 = num.trim().parse().map_err(|_| format!("{s:?} is not a size (give bytes, or 500M, 2G)"))?;
+    if n.is_nan() || n < 0.0 || n * mult as f64 > u64::MAX as f64 {
+        return Err(format!("{s:?} is not a size (give bytes, or 500M, 2G)"));
+    }
+    Ok((n * mult as f64) as u64)
+}
+
+#[derive(Clone, Debug)]
+pub struct PruneOptions {
+    pub max_unused: MaxUnused,
+    pub max_repack: Option<u64>,
+    /// Packs read and rewritten at once.
+    pub threads: usize,
+    pub uploaders: usize,
+}
+
+/// Counts of packs and bytes.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Amount {
+    pub packs: u64,
+    pub bytes: u64,
+}
+
+impl Amount {
+    fn add(&mut self, bytes: u64) {
+        self.packs += 1;
+        self.bytes += bytes;
+    }
+}
+
+/// Requests a plan makes, estimated before it runs.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Requests {
+    pub get: u64,
+    pub put: u64,
+    pub delete: u64,
+    pub list: u64,
+}
+
+/// What prune will do, computed before it does anything.
+#[derive(Default, serde::Serialize)]
+pub struct Plan {
+    pub snapshots: usize,
+    /// Live sessions of others (backups, copies) the plan works around.
+    pub sessions: Vec<SessionInfo>,
+    pub packs: Amount,
+    /// Bytes of blobs snapshots need, and of those no snapshot needs (in live packs).
+    pub used_bytes: u64,
+    pub unused_bytes: u64,
+    /// Packs whose used blobs are copied into new packs, then marked obsolete.
+    pub repack: Amount,
+    /// Bytes of blobs copied out of repacked packs (and rescued from obsolete ones).
+    pub repack_copy_bytes: u64,
+    /// Packs with no used blob, marked obsolete.
+    pub unused: Amount,
+    /// Packs no index lists, left by processes that are over; marked obsolete.
+    pub leftovers: Amount,
+    /// Packs no index lists that belong to running sessions: left alone.
+    pub in_flight: Amount,
+    /// Blobs a snapshot needs that only obsolete packs hold: copied into new packs.
+    pub rescue_blobs: u64,
+    /// Obsolete packs deleted now (every session that could use them has ended).
+    pub delete: Amount,
+    /// Obsolete packs kept for now because sessions that may use them still run.
+    pub waiting: Amount,
+    /// Index files replaced by the rewritten index, and records deleted.
+    pub index_files_replaced: u64,
+    pub index_records_deleted: u64,
+    pub requests: Requests,
+    #[serde(skip)]
+    copy: BTreeMap<u32, Vec<(BlobId, BlobLoc)>>,
+    #[serde(skip)]
+    rescue: Vec<BlobId>,
+    #[serde(skip)]
+    condemn: HashSet<PackId>,
+    #[serde(skip)]
+    delete_packs: Vec<PackId>,
+    #[serde(skip)]
+    rewrite_from: Vec<IndexId>,
+    #[serde(skip)]
+    replace: Vec<IndexId>,
+    #[serde(skip)]
+    records: Vec<(IndexId, Vec<PackId>)>,
+    #[serde(skip)]
+    seen_snapshots: HashSet<SnapshotId>,
+    #[serde(skip)]
+    seen_trees: HashSet<BlobId>,
+    #[serde(skip)]
+    pack_target: u64,
+    /// Packs no rewritten index may list: those marked now, and those already obsolete.
+    #[serde(skip)]
+    exclude: HashSet<PackId>,
+    #[serde(skip)]
+    index: MasterIndex,
+}
+
+impl Plan {
+    /// Whether executing it changes anything.
+    pub fn is_noop(&self) -> bool {
+        self.copy.is_empty()
+            && self.rescue.is_empty()
+            && self.condemn.is_empty()
+            && self.delete_packs.is_empty()
+            && self.replace.is_empty()
+            && self.records.is_empty()
+    }
+
+    /// Bytes freed once everything marked now is deleted too.
+    pub fn freed_eventually(&self) -> u64 {
+        self.repack.bytes + self.unused.bytes + self.leftovers.bytes + self.delete.bytes + self.waiting.bytes
+            - self.repack_copy_bytes.min(self.repack.bytes)
+    }
+}
+
+/// The outcome of a prune run.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Outcome {
+    pub packs_written: u64,
+    pub bytes_written: u64,
+    pub packs_marked: u64,
+    pub packs_deleted: u64,
+    pub bytes_deleted: u64,
+    /// Obsolete packs left for a later prune (sessions still running, or snapshots written
+    /// meanwhile that need them).
+    pub packs_waiting: u64,
+    pub index_files_written: u64,
+    pub index_files_deleted: u64,
+    /// Requests actually made, by kind.
+    pub requests: serde_json::Value,
+}
+
+/// Starts a prune session, refusing (exit 11) when another prune runs.
+pub fn start_session(repo: &Repository) -> Result<(Session, i64)> {
+    let session = Session::start(repo, LockKind::Prune, "prune")?;
+    let sessions = list_sessions(repo)?;
+    let me = sessions.iter().find(|s| s.session == session.id()).cloned();
+    let Some(me) = me else {
+        return Err(RepoError::Invalid("the prune lock just written is missing from the listing of locks/".into()));
+    };
+    let now = me.renewed_ns;
+    let rival = sessions
+        .iter()
+        .filter(|s| s.is_prune() && s.session != me.session && s.is_live(now))
+        .find(|s| (s.started_ns, s.session) < (me.started_ns, me.session));
+    if let Some(r) = rival {
+        session.end();
+        return Err(RepoError::Locked(format!(
+            "another prune is running (host {}, pid {}, started {}); only one may run at a time",
+            r.host,
+            r.pid,
+            crate::clock::from_unix_ns(r.started_ns)
+        )));
+    }
+    Ok((session, now))
+}
+
+/// The pack ids under `data/`, with their listings (names not of the form of a pack are
+/// ignored, docs/format.md "Layout").
+fn list_packs(repo: &Repository) -> Result<HashMap<PackId, Listed>> {
+    Ok(repo
+        .store()
+        .list("data")?
+        .into_iter()
+        .filter_map(|l| {
+            let id = l.path.rsplit('/').next().and_then(PackId::from_name)?;
+            (pack_path(&id) == l.path).then_some((id, l))
+        })
+        .collect())
+}
+
+/// Adds every blob reachable from the snapshots not yet in `seen_snapshots` to `used`,
+/// reading each tree once (`seen_trees`). Any tree that cannot be read stops the prune:
+/// nothing may be deleted on the strength of a partial view.
+fn mark_used(
+    repo: &Repository,
+    index: &MasterIndex,
+    snapshots: &[(SnapshotId, [u8; 32])],
+    seen_snapshots: &mut HashSet<SnapshotId>,
+    seen_trees: &mut HashSet<BlobId>,
+    used: &mut HashSet<BlobId>,
+) -> Result<()> {
+    for (sid, root) in snapshots {
+        if !seen_snapshots.insert(*sid) {
+            continue;
+        }
+        let mut stack = vec![BlobId(*root)];
+        while let Some(t) = stack.pop() {
+            if !seen_trees.insert(t) {
+                continue;
+            }
+            used.insert(t);
+            let nodes = repo.load_tree(index, &t).map_err(|e| {
+                RepoError::Invalid(format!("snapshot {}: {e}; prune stops (run `coffer check`)", sid.short()))
+            })?;
+            for n in nodes {
+                if n.kind == NodeKind::Dir {
+                    if let Some(s) = n.subtree {
+                        stack.push(BlobId(s));
+                    }
+                }
+                used.extend(n.content.iter().map(|c| BlobId(*c)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Per-pack accounting of a live pack.
+#[derive(Default, Clone, Copy)]
+struct Usage {
+    used_bytes: u64,
+    used_blobs: u64,
+    listed_bytes: u64,
+}
+
+/// Computes the plan. Listing order matters (docs/storage.md): `data/` first, then
+/// `locks/`, then `index/`, then `snapshots/`, so that every pack seen is either indexed,
+/// or owned by a session seen, or a leftover; and every snapshot of a session that ended
+/// is seen.
+pub fn plan(repo: &Repository, me: &Session, opts: &PruneOptions, progress: &dyn Progress) -> Result<Plan> {
+    let data = list_packs(repo)?;
+    let sessions = list_sessions(repo)?;
+    let now = sessions
+        .iter()
+        .find(|s| s.session == me.id())
+        .map(|s| s.renewed_ns)
+        .ok_or_else(|| RepoError::Invalid("this prune's lock is missing from the listing of locks/".into()))?;
+    let live: Vec<SessionInfo> =
+        sessions.into_iter().filter(|s| s.session != me.id() && s.is_live(now) && !s.is_prune()).collect();
+    let index = repo.load_index()?;
+    let live_packs = index.packs().iter().filter(|p| !p.obsolete).count();
+    if data.is_empty() && live_packs > 0 {
+        return Err(RepoError::Invalid(format!(
+            "the listing of data/ is empty, but the index lists {live_packs} packs: not pruning on a listing \
+             that cannot be complete"
+        )));
+    }
+    let snaps = repo.load_snapshots_listed()?;
+    if snaps.is_empty() && live_packs > 0 {
+        return Err(RepoError::Invalid(format!(
+            "the listing of snapshots/ is empty, but the index lists {live_packs} packs: not pruning on a \
+             listing that may be cut short (to remove everything, delete the repository)"
+        )));
+    }
+    let mut plan =
+        Plan { snapshots: snaps.len(), pack_target: u64::from(repo.config().pack_target_size), ..Default::default() };
+    progress.set_total(0, snaps.len() as u64);
+    let roots: Vec<(SnapshotId, [u8; 32])> = snaps.iter().map(|s| (s.id, s.snapshot.tree)).collect();
+    let mut used = HashSet::new();
+    mark_used(repo, &index, &roots, &mut plan.seen_snapshots, &mut plan.seen_trees, &mut used)?;
+
+    // Which live pack each used blob is read from, and how much of each pack is used.
+    let mut usage: HashMap<u32, Usage> = HashMap::new();
+    for (id, loc) in index.iter() {
+        let u = usage.entry(loc.pack).or_default();
+        if used.contains(id) {
+            u.used_bytes += u64::from(loc.stored_len);
+            u.used_blobs += 1;
+        }
+    }
+    for (pos, u) in usage.iter_mut() {
+        u.listed_bytes = index.pack(*pos).listed_bytes;
+    }
+    classify_live_packs(&index, &data, &usage, opts, &mut plan)?;
+    plan_rescue(&index, &data, &used, &mut plan)?;
+    plan_leftovers(&index, &data, &live, &mut plan);
+    plan_obsolete(&index, &data, &live, &mut plan);
+    plan_index(&index, &mut plan);
+    plan.exclude =
+        plan.condemn.iter().copied().chain(index.packs().iter().filter(|p| p.obsolete).map(|p| p.id)).collect();
+    plan.sessions = live;
+    estimate_requests(&mut plan);
+    plan.index = index;
+    Ok(plan)
+}
+
+/// Decides for every live pack: keep, repack (partly used, or small), or mark unused.
+fn classify_live_packs(
+    index: &MasterIndex,
+    data: &HashMap<PackId, Listed>,
+    usage: &HashMap<u32, Usage>,
+    opts: &PruneOptions,
+    plan: &mut Plan,
+) -> Result<()> {
+    let small = plan.pack_target / 2;
+    let mut candidates: Vec<(u32, Usage, u64)> = Vec::new();
+    let mut smalls: Vec<(u32, Usage, u64)> = Vec::new();
+    let mut total_unused = 0u64;
+    for (pos, p) in index.packs().iter().enumerate() {
+        let pos = pos as u32;
+        if p.obsolete {
+            continue;
+        }
+        let u = usage.get(&pos).copied().unwrap_or(Usage { listed_bytes: p.listed_bytes, ..Default::default() });
+        let path = pack_path(&p.id);
+        match data.get(&p.id) {
+            None if u.used_blobs > 0 => {
+                return Err(RepoError::Invalid(format!(
+                    "{path}: missing, but snapshots need {} of its blobs; prune stops (run `coffer check`)",
+                    u.used_blobs
+                )))
+            }
+            Some(l) if l.size != p.size && u.used_blobs > 0 => {
+                return Err(RepoError::Invalid(format!(
+                    "{path}: {} bytes where the index recorded {}; prune stops (run `coffer check`)",
+                    l.size, p.size
+                )))
+            }
+            None | Some(_) if u.used_blobs == 0 => {
+                plan.packs.add(p.size);
+                plan.unused_bytes += u.listed_bytes;
+                plan.unused.add(p.size);
+                plan.condemn.insert(p.id);
+                continue;
+            }
+            _ => {}
+        }
+        plan.packs.add(p.size);
+        plan.used_bytes += u.used_bytes;
+        let unused = u.listed_bytes.saturating_sub(u.used_bytes);
+        plan.unused_bytes += unused;
+        total_unused += unused;
+        if unused > 0 {
+            candidates.push((pos, u, p.size));
+        } else if p.size < small {
+            smalls.push((pos, u, p.size));
+        }
+    }
+    // restic's rule: small packs are merged only when there are enough of them to matter.
+    let small_count = smalls.len() + candidates.iter().filter(|c| c.2 < small).count();
+    if small_count >= 10 {
+        candidates.extend(smalls);
+    }
+    let max_unused = match opts.max_unused {
+        MaxUnused::Unlimited => u64::MAX,
+        MaxUnused::Bytes(b) => b,
+        // Unused space after pruning at most p% of what remains: p/(100-p) of the used bytes.
+        MaxUnused::Percent(p) => (p / (100.0 - p) * plan.used_bytes as f64) as u64,
+    };
+    // Small packs first, then the emptiest (highest unused/used ratio).
+    candidates.sort_by(|a, b| {
+        let (sa, sb) = (a.2 < small, b.2 < small);
+        sb.cmp(&sa).then_with(|| {
+            let ra = u128::from(a.2 - a.1.used_bytes.min(a.2)) * u128::from(b.1.used_bytes.max(1));
+            let rb = u128::from(b.2 - b.1.used_bytes.min(b.2)) * u128::from(a.1.used_bytes.max(1));
+            rb.cmp(&ra)
+        })
+    });
+    let mut remaining_unused = total_unused;
+    let mut repack_bytes = 0u64;
+    for (pos, u, size) in candidates {
+        if opts.max_repack.is_some_and(|m| repack_bytes + size > m) {
+            continue;
+        }
+        let unused = u.listed_bytes.saturating_sub(u.used_bytes);
+        if remaining_unused <= max_unused && size >= small {
+            continue;
+        }
+        remaining_unused = remaining_unused.saturating_sub(unused);
+        repack_bytes += size;
+        let p = index.pack(pos);
+        plan.repack.add(p.size);
+        plan.repack_copy_bytes += u.used_bytes;
+        plan.condemn.insert(p.id);
+        plan.copy.insert(pos, Vec::new());
+    }
+    // The used blobs of the packs chosen, from the master index (one location each).
+    let mut used_in: HashMap<u32, Vec<(BlobId, BlobLoc)>> = HashMap::new();
+    for (id, loc) in index.iter() {
+        if plan.copy.contains_key(&loc.pack) {
+            used_in.entry(loc.pack).or_default().push((*id, *loc));
+        }
+    }
+    for (pos, v) in plan.copy.iter_mut() {
+        *v = used_in.remove(pos).unwrap_or_default();
+    }
+    Ok(())
+}
+
+/// Used blobs found only in obsolete packs are copied into new packs.
+fn plan_rescue(
+    index: &MasterIndex,
+    data: &HashMap<PackId, Listed>,
+    used: &HashSet<BlobId>,
+    plan: &mut Plan,
+) -> Result<()> {
+    for (id, loc) in index.iter_fallback() {
+        if !used.contains(id) {
+            continue;
+        }
+        let pack = index.pack(loc.pack);
+        if !data.contains_key(&pack.id) {
+            return Err(RepoError::Invalid(format!(
+                "blob {id} is needed by a snapshot but only the deleted pack {} held it; prune stops \
+                 (run `coffer check`)",
+                pack.id.short()
+            )));
+        }
+        plan.rescue.push(*id);
+        plan.rescue_blobs += 1;
+        plan.repack_copy_bytes += u64::from(loc.stored_len);
+    }
+    // Only the used blobs copied out of repacked packs go into new packs, never their
+    // unused ones: drop rescued blobs that a repack copies anyway.
+    let copied: HashSet<BlobId> = plan.copy.values().flatten().map(|(id, _)| *id).collect();
+    plan.rescue.retain(|id| !copied.contains(id));
+    Ok(())
+}
+
+/// Packs no index file lists: leftovers of processes that are over, unless a live session
+/// started before the pack was written (it may be that session's, not yet indexed).
+fn plan_leftovers(index: &MasterIndex, data: &HashMap<PackId, Listed>, live: &[SessionInfo], plan: &mut Plan) {
+    for (id, l) in data {
+        if index.pack_pos(id).is_some() {
+            continue;
+        }
+        let owned = live.iter().any(|s| s.started_ns <= l.modified_ns.saturating_add(ns(MARGIN)));
+        if owned {
+            plan.in_flight.add(l.size);
+        } else {
+            plan.leftovers.add(l.size);
+            plan.condemn.insert(*id);
+        }
+    }
+}
+
+/// Obsolete packs are deleted once no live session started before their record (with
+/// [`MARGIN`]); others wait. A pack named by several records counts from the first.
+fn plan_obsolete(index: &MasterIndex, data: &HashMap<PackId, Listed>, live: &[SessionInfo], plan: &mut Plan) {
+    let mut marked: HashMap<PackId, i64> = HashMap::new();
+    for f in index.files.iter().filter(|f| f.kind == IndexKind::Obsolete) {
+        for p in &f.packs {
+            let t = marked.entry(*p).or_insert(f.modified_ns);
+            *t = (*t).min(f.modified_ns);
+        }
+        plan.records.push((f.id, f.packs.clone()));
+    }
+    for (pid, marked_ns) in marked {
+        let Some(l) = data.get(&pid) else { continue };
+        if ready(live, marked_ns) {
+            plan.delete.add(l.size);
+            plan.delete_packs.push(pid);
+        } else {
+            plan.waiting.add(l.size);
+        }
+    }
+    plan.delete_packs.sort();
+}
+
+/// Whether every live session started after a record written at `marked_ns` (with margin).
+fn ready(live: &[SessionInfo], marked_ns: i64) -> bool {
+    live.iter().all(|s| s.started_ns > marked_ns.saturating_add(ns(MARGIN)))
+}
+
+/// The index is rewritten (superseding every kind-0 file read) whenever anything is marked,
+/// a superseded file is still present, or there is more than one file to merge.
+fn plan_index(index: &MasterIndex, plan: &mut Plan) {
+    let packs_files: Vec<_> = index.files.iter().filter(|f| f.kind == IndexKind::Packs).collect();
+    let live_files = packs_files.iter().filter(|f| !f.superseded).count();
+    let any_superseded = packs_files.iter().any(|f| f.superseded);
+    if !plan.condemn.is_empty() || any_superseded || live_files > 1 || !plan.rescue.is_empty() {
+        plan.rewrite_from = packs_files.iter().filter(|f| !f.superseded).map(|f| f.id).collect();
+        plan.replace = packs_files.iter().map(|f| f.id).collect();
+        plan.index_files_replaced = plan.replace.len() as u64;
+    }
+}
+
+fn estimate_requests(plan: &mut Plan) {
+    let copy_packs = plan.repack_copy_bytes.div_ceil(plan.pack_target.max(1));
+    plan.requests = Requests {
+        get: plan.copy.len() as u64 + plan.rescue.len() as u64 + plan.rewrite_from.len() as u64,
+        put: copy_packs + copy_packs.div_ceil(32) + 1 + u64::from(!plan.condemn.is_empty()) + 2,
+        delete: plan.delete_packs.len() as u64 + plan.replace.len() as u64 + plan.records.len() as u64 + 2,
+        list: 8,
+    };
+}
+
+/// Carries out a plan: copy, mark, rewrite the index, delete what is ready; then, from
+/// fresh listings, delete what this run marked if nothing can still be using it.
+pub fn execute(
+    repo: &Arc<Repository>,
+    me: &Session,
+    mut plan: Plan,
+    opts: &PruneOptions,
+    progress: &dyn Progress,
+) -> Result<Outcome> {
+    let mut out = Outcome::default();
+    let before = snapshot_ops(repo);
+    let index = std::mem::take(&mut plan.index);
+    // 1. Copy the used blobs of packs to repack, and rescued ones, into new packs (indexed
+    //    by the sink as it goes: packs, then index files).
+    if !plan.copy.is_empty() || !plan.rescue.is_empty() {
+        let totals = copy_blobs(repo, &index, &plan, opts, progress)?;
+        out.packs_written = totals.packs;
+        out.bytes_written = totals.data_added;
+        out.index_files_written += totals.packs.div_ceil(crate::repo::writer::INDEX_FLUSH_PACKS as u64);
+        me.renew()?;
+    }
+    // 2. The obsolete-packs record, before any index leaves those packs out.
+    let mut new_record = None;
+    if !plan.condemn.is_empty() {
+        let record = record_of(repo, &index, &plan)?;
+        out.packs_marked = record.packs.len() as u64;
+        let id = repo.save_index_file(&record)?;
+        out.index_files_written += 1;
+        let marked_ns = repo.store().head(&index_path(&id))?.modified_ns;
+        new_record = Some((id, marked_ns, record.packs.iter().map(|p| PackId(p.pack_id)).collect::<Vec<_>>()));
+    }
+    // 3. The rewritten index; the files it replaces are deleted after it is durable.
+    if !plan.replace.is_empty() {
+        out.index_files_written += rewrite_index(repo, &plan)?;
+        for id in &plan.replace {
+            repo.store().delete(&index_path(id))?;
+            out.index_files_deleted += 1;
+        }
+    }
+    // 4. Obsolete packs that nothing can still use.
+    for pid in &plan.delete_packs {
+        repo.store().delete(&pack_path(pid))?;
+        out.packs_deleted += 1;
+    }
+    out.bytes_deleted = plan.delete.bytes;
+    // 5. What this run marked, if the sessions seen now allow it.
+    if let Some((id, marked_ns, packs)) = new_record {
+        let deleted = delete_marked_now(repo, me, &mut plan, marked_ns, &packs)?;
+        out.packs_deleted += deleted.0;
+        out.bytes_deleted += deleted.1;
+        plan.records.push((id, packs));
+    }
+    out.index_files_deleted += delete_finished_records(repo, &plan)?;
+    out.packs_waiting = count_waiting(repo)?;
+    out.requests = diff_ops(repo, &before);
+    Ok(out)
+}
+
+fn snapshot_ops(repo: &Repository) -> [u64; 5] {
+    use std::sync::atomic::Ordering::Relaxed;
+    let o = repo.store().ops();
+    [o.get.load(Relaxed), o.put.load(Relaxed), o.head.load(Relaxed), o.list.load(Relaxed), o.delete.load(Relaxed)]
+}
+
+fn diff_ops(repo: &Repository, before: &[u64; 5]) -> serde_json::Value {
+    let now = snapshot_ops(repo);
+    let d = |i: usize| now[i] - before[i];
+    serde_json::json!({ "get": d(0), "put": d(1), "head": d(2), "list": d(3), "delete": d(4) })
+}
+
+/// Reads the blobs to copy and stores them again (verified, not recompressed).
+fn copy_blobs(
+    repo: &Arc<Repository>,
+    index: &MasterIndex,
+    plan: &Plan,
+    opts: &PruneOptions,
+    progress: &dyn Progress,
+) -> Result<crate::repo::writer::SinkTotals> {
+    let sink = BlobSink::start(repo.clone(), 0, 1, opts.uploaders.max(1), HashSet::new());
+    let work: Vec<(PackId, Vec<(BlobId, BlobLoc)>)> =
+        plan.copy.iter().map(|(pos, blobs)| (index.pack_id(*pos), blobs.clone())).collect();
+    progress.set_total(plan.repack_copy_bytes, work.len() as u64);
+    let queue = Mutex::new(work.into_iter());
+    let failure: Mutex<Option<RepoError>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..opts.threads.max(1) {
+            let mut w = sink.writer();
+            let (queue, failure) = (&queue, &failure);
+            s.spawn(move || loop {
+                let Some((pid, blobs)) = queue.lock().expect("poisoned").next() else { break };
+                if let Err(e) = copy_pack(repo, &pid, &blobs, &mut w, progress) {
+                    failure.lock().expect("poisoned").get_or_insert(e);
+                    break;
+                }
+                progress.add_item();
+            });
+        }
+    });
+    if let Some(e) = failure.into_inner().expect("poisoned") {
+        drop(sink.finish());
+        return Err(e);
+    }
+    let mut w = sink.writer();
+    for id in &plan.rescue {
+        let loc = index.get(id).expect("planned from the index");
+        let plain = repo.read_blob(index, id)?;
+        w.write(loc.blob_type, *id, &plain, crate::compress::Plan::Try);
+        progress.add_bytes(u64::from(loc.stored_len));
+    }
+    drop(w);
+    sink.finish()
+}
+
+/// Copies the listed blobs of one pack: the pack is read whole, each blob decrypted and
+/// verified against its id, then sealed again in its stored (compressed) form.
+fn copy_pack(
+    repo: &Repository,
+    pid: &PackId,
+    blobs: &[(BlobId, BlobLoc)],
+    w: &mut crate::repo::writer::BlobWriter,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let path = pack_path(pid);
+    let bytes = repo.store().get(&path)?;
+    let cipher = repo.keys().object_cipher(crate::crypto::KEY_TYPE_PACK, pid.as_bytes());
+    for (id, loc) in blobs {
+        let (start, end) = (loc.offset as usize, loc.offset as usize + loc.stored_len as usize);
+        let Some(stored) = bytes.get(start..end) else {
+            return Err(RepoError::damaged(path, format!("blob {id} lies past the end of the pack")));
+        };
+        let mut buf = stored.to_vec();
+        let ctx = crate::crypto::blob_context(loc.blob_type as u8, loc.compression as u8, id, loc.raw_len);
+        cipher.open(u64::from(loc.offset), &ctx, &mut buf).map_err(|e| {
+            RepoError::damaged(format!("{path} (blob {id})"), format!("{e}; prune stops (run `coffer check`)"))
+        })?;
+        let plain = crate::compress::decompress(&buf, loc.compression, loc.raw_len as usize)
+            .map_err(|e| RepoError::damaged(format!("{path} (blob {id})"), e))?;
+        if repo.keys().blob_id(loc.blob_type, &plain) != *id {
+            return Err(RepoError::damaged(format!("{path} (blob {id})"), "content does not match its id"));
+        }
+        w.write_stored(loc.blob_type, *id, loc.compression, &buf, loc.raw_len);
+        progress.add_bytes(u64::from(loc.stored_len));
+    }
+    Ok(())
+}
+
+/// The obsolete-packs record for what the plan marks: each pack with the blob entries the
+/// index has for it (leftovers have none: no index ever listed them).
+fn record_of(repo: &Repository, index: &MasterIndex, plan: &Plan) -> Result<IndexFile> {
+    let mut packs: BTreeMap<PackId, IndexPack> = BTreeMap::new();
+    for id in &plan.rewrite_from {
+        let f = match repo.load_index_file(id) {
+            Ok(f) => f,
+            Err(RepoError::Storage(crate::storage::StorageError::NotFound { .. })) => continue,
+            Err(e) => return Err(e),
+        };
+        for p in f.packs {
+            let pid = PackId(p.pack_id);
+            if plan.condemn.contains(&pid) {
+                packs.entry(pid).or_insert(p);
+            }
+        }
+    }
+    for pid in &plan.condemn {
+        let size = index.pack_pos(pid).map(|pos| index.pack(pos).size).unwrap_or(0);
+        packs.entry(*pid).or_insert(IndexPack { pack_id: pid.0, pack_size: size, blobs: vec![] });
+    }
+    Ok(IndexFile { kind: IndexKind::Obsolete, supersedes: vec![], packs: packs.into_values().collect() })
+}
+
+/// Packs per rewritten index file.
+const REWRITE_PACKS_PER_FILE: usize = 4096;
+
+/// Writes the index without the packs marked: every pack of the live files read, once.
+/// Only the last file names the files it supersedes, so until it is durable the old files
+/// stay in force (a crash leaves duplicates, never gaps).
+fn rewrite_index(repo: &Repository, plan: &Plan) -> Result<u64> {
+    let mut seen: HashSet<PackId> = HashSet::new();
+    let mut packs: Vec<IndexPack> = Vec::new();
+    for id in &plan.rewrite_from {
+        let f = match repo.load_index_file(id) {
+            Ok(f) => f,
+            Err(RepoError::Storage(crate::storage::StorageError::NotFound { .. })) => continue,
+            Err(e) => return Err(e),
+        };
+        for p in f.packs {
+            let pid = PackId(p.pack_id);
+            if !plan.exclude.contains(&pid) && seen.insert(pid) {
+                packs.push(p);
+            }
+        }
+    }
+    let mut written = 0;
+    let chunks: Vec<Vec<IndexPack>> = packs.chunks(REWRITE_PACKS_PER_FILE).map(<[IndexPack]>::to_vec).collect();
+    let last = chunks.len().saturating_sub(1);
+    if chunks.is_empty() {
+        // Nothing live is left: one empty file still supersedes the old ones.
+        let f =
+            IndexFile { kind: IndexKind::Packs, supersedes: plan.replace.iter().map(|i| i.0).collect(), packs: vec![] };
+        repo.save_index_file(&f)?;
+        return Ok(1);
+    }
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        let supersedes = if i == last { plan.replace.iter().map(|i| i.0).collect() } else { vec![] };
+        repo.save_index_file(&IndexFile { kind: IndexKind::Packs, supersedes, packs: chunk })?;
+        written += 1;
+    }
+    Ok(written)
+}
+
+/// After the record at `marked_ns` is durable: if the sessions listed now allow it, and no
+/// snapshot written since the plan needs one of its blobs, deletes the packs it names.
+fn delete_marked_now(
+    repo: &Repository,
+    me: &Session,
+    plan: &mut Plan,
+    marked_ns: i64,
+    packs: &[PackId],
+) -> Result<(u64, u64)> {
+    let sessions = list_sessions(repo)?;
+    let now = sessions.iter().find(|s| s.session == me.id()).map_or(i64::MAX, |s| s.renewed_ns);
+    let live: Vec<SessionInfo> =
+        sessions.into_iter().filter(|s| s.session != me.id() && s.is_live(now) && !s.is_prune()).collect();
+    if !ready(&live, marked_ns) {
+        return Ok((0, 0));
+    }
+    let data = list_packs(repo)?;
+    let index = repo.load_index()?;
+    let snaps = repo.load_snapshots_listed()?;
+    let new_roots: Vec<(SnapshotId, [u8; 32])> =
+        snaps.iter().filter(|s| !plan.seen_snapshots.contains(&s.id)).map(|s| (s.id, s.snapshot.tree)).collect();
+    let mut newly_used = HashSet::new();
+    mark_used(repo, &index, &new_roots, &mut plan.seen_snapshots, &mut plan.seen_trees, &mut newly_used)?;
+    let mut needed: HashSet<PackId> = HashSet::new();
+    for id in &newly_used {
+        if index.only_obsolete(id) {
+            if let Some(loc) = index.get(id) {
+                needed.insert(index.pack_id(loc.pack));
+            }
+        }
+    }
+    let (mut n, mut bytes) = (0, 0);
+    for pid in packs {
+        if needed.contains(pid) {
+            continue;
+        }
+        if let Some(l) = data.get(pid) {
+            repo.store().delete(&pack_path(pid))?;
+            n += 1;
+            bytes += l.size;
+        }
+    }
+    Ok((n, bytes))
+}
+
+/// Deletes the records whose packs are all gone, unless an index file this run did not
+/// read lists one of them (a backup that adopted it meanwhile).
+fn delete_finished_records(repo: &Repository, plan: &Plan) -> Result<u64> {
+    if plan.records.is_empty() {
+        return Ok(0);
+    }
+    let data = list_packs(repo)?;
+    let index = repo.load_index()?;
+    let listed_live: HashSet<PackId> = index.packs().iter().filter(|p| !p.obsolete).map(|p| p.id).collect();
+    let mut n = 0;
+    for (id, packs) in &plan.records {
+        // A pack still present, or listed by a live index file (one a backup wrote while
+        // adopting it): the record must stay, to keep writers away from it.
+        if packs.iter().any(|p| data.contains_key(p) || listed_live.contains(p)) {
+            continue;
+        }
+        repo.store().delete(&index_path(id))?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Obsolete packs still present after the run.
+fn count_waiting(repo: &Repository) -> Result<u64> {
+    let data = list_packs(repo)?;
+    let index = repo.load_index()?;
+    Ok(index.packs().iter().filter(|p| p.obsolete && data.contains_key(&p.id)).count() as u64)
+}
