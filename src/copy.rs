@@ -134,7 +134,9 @@ pub fn copy(
     uploaders: usize,
 ) -> Result<CopyReport> {
     let src_index = src.load_index()?;
+    let session = crate::repo::lock::Session::start(&dst, crate::format::lock::LockKind::Writer, "copy")?;
     let mut dst_index = dst.load_index()?;
+    let seen_index = crate::repo::recheck::seen_files(&dst_index);
     crate::repo::packs::adopt_orphans(&dst, &mut dst_index)?;
     let existing = dst.load_snapshots()?;
     let mut report = CopyReport::default();
@@ -177,10 +179,13 @@ pub fn copy(
     let totals = sink.finish()?;
     report.blobs_added = totals.blobs_added;
     report.data_added = totals.data_added;
+    crate::repo::recheck::ensure_live(&dst, &seen_index, &roots, uploaders)?;
+    session.check_alive()?;
     for ((id, s), root) in todo.into_iter().zip(roots) {
         let copy = Snapshot { tree: root.0, parent: None, ..s.clone() };
         let new_id = dst.save_snapshot(&copy)?;
         report.copied.push((id.to_hex(), new_id.to_hex()));
     }
+    drop(session);
     Ok(report)
 }

@@ -78,6 +78,8 @@ pub struct BackupResult {
     pub snapshot_id: Option<SnapshotId>,
     pub snapshot: Snapshot,
     pub warnings: Vec<String>,
+    /// Blobs copied before committing because a prune had marked the packs holding them.
+    pub rescued: u64,
 }
 
 /// Counters shared by the stages.
@@ -204,7 +206,14 @@ pub fn run(
     let started = crate::clock::now();
     let watch = crate::clock::stopwatch();
     let roots = walk::normalize_roots(&opts.paths)?;
+    // The session's lock comes before the index is read (docs/storage.md, step W1).
+    let session = if opts.dry_run {
+        None
+    } else {
+        Some(crate::repo::lock::Session::start(&repo, crate::format::lock::LockKind::Writer, "backup")?)
+    };
     let mut index = repo.load_index()?;
+    let seen_index = crate::repo::recheck::seen_files(&index);
     if !opts.dry_run {
         crate::repo::packs::adopt_orphans(&repo, &mut index)?;
     }
@@ -319,9 +328,20 @@ pub fn run(
         summary,
         original: None,
     };
-    let snapshot_id = if opts.dry_run { None } else { Some(repo.save_snapshot(&snapshot)?) };
+    let mut rescued = 0;
+    let snapshot_id = match &session {
+        None => None,
+        Some(session) => {
+            // Nothing it references may be only in packs a prune has marked meanwhile, and
+            // the session must not have been judged over (docs/storage.md, step W4).
+            rescued = crate::repo::recheck::ensure_live(&repo, &seen_index, &[BlobId(root)], opts.uploaders)?;
+            session.check_alive()?;
+            Some(repo.save_snapshot(&snapshot)?)
+        }
+    };
+    drop(session);
     let warnings = ctx.warnings.into_inner().expect("poisoned");
-    Ok(BackupResult { snapshot_id, snapshot, warnings })
+    Ok(BackupResult { snapshot_id, snapshot, warnings, rescued })
 }
 
 /// The parent (the given one, or the newest snapshot of this host with the same paths) and

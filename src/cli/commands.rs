@@ -224,6 +224,7 @@ fn backup(g: &Global, a: BackupArgs) -> Result<ExitCode> {
             "total_duration": s.duration_ns as f64 / 1e9,
             "errors": res.warnings,
             "partial": s.partial,
+            "blobs_rescued": res.rescued,
         }))?;
     } else {
         eprintln!(
@@ -532,6 +533,20 @@ fn check(g: &Global, a: CheckArgs) -> Result<ExitCode> {
                 "{} packs ({}) are not referenced by any index: leftovers of interrupted backups, reclaimable by prune",
                 r.leftover_packs,
                 indicatif::HumanBytes(r.leftover_bytes)
+            );
+        }
+        if r.in_flight_packs > 0 {
+            eprintln!(
+                "{} packs ({}) are not indexed yet: written by a backup that is still running",
+                r.in_flight_packs,
+                indicatif::HumanBytes(r.in_flight_bytes)
+            );
+        }
+        if r.obsolete_packs > 0 {
+            eprintln!(
+                "{} packs ({}) are marked for deletion by prune (nothing uses them)",
+                r.obsolete_packs,
+                indicatif::HumanBytes(r.obsolete_bytes)
             );
         }
         if r.errors.is_empty() {

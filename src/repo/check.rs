@@ -5,8 +5,11 @@
 //! decodes and matches its id; every chunk a file needs is indexed. With `--read-data`
 //! (or a random `--read-data-subset`), every selected pack is downloaded whole: its header
 //! must decrypt and agree with the index, and every blob must decrypt, decompress and hash to
-//! its id. Packs no index lists are leftovers of interrupted backups: reported as
-//! reclaimable, not as damage.
+//! its id. Nothing a running backup or prune is in the middle of is damage: packs no index
+//! lists yet are a running backup's (a live session started before they were written) or
+//! leftovers of processes that ended (reclaimable by prune); packs a prune marked obsolete
+//! may be gone; and every finding is looked at again with a fresh index before it is
+//! reported ([`confirm`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -38,48 +41,158 @@ pub struct CheckReport {
     pub packs: u64,
     pub packs_read: u64,
     pub blobs_read: u64,
+    /// Packs no index lists, left by processes that are over: reclaimable by prune.
     pub leftover_packs: u64,
     pub leftover_bytes: u64,
+    /// Packs no index lists yet that running backups wrote (they index them before they
+    /// finish): not damage, not leftovers.
+    pub in_flight_packs: u64,
+    pub in_flight_bytes: u64,
+    /// Packs a prune has marked obsolete and not yet deleted.
+    pub obsolete_packs: u64,
+    pub obsolete_bytes: u64,
+    /// Sessions (backups, copies, prunes) whose locks look live.
+    pub running_sessions: u64,
+}
+
+/// Something found wrong, kept with what is needed to look again: the repository may have
+/// been changed by a backup or prune while check read it, so every finding is confirmed
+/// against a fresh listing and index before it is reported ([`confirm`]).
+#[derive(Debug, Clone)]
+enum Finding {
+    PackMissing(PackId),
+    PackSize(PackId, u64, u64),
+    ChunkMissing { snapshot: String, path: String, blob: BlobId },
+    Tree { snapshot: String, path: String, tree: BlobId, error: String },
+    PackRead(PackId, String),
+    Other(String),
+}
+
+impl Finding {
+    fn message(&self) -> String {
+        match self {
+            Finding::PackMissing(p) => format!("{}: pack missing (listed in the index)", pack_path(p)),
+            Finding::PackSize(p, s, want) => {
+                format!("{}: size {s} differs from the {want} the index recorded (truncated or damaged)", pack_path(p))
+            }
+            Finding::ChunkMissing { snapshot, path, blob } => {
+                format!("snapshot {snapshot}: {path}: chunk {} is missing from the index", blob.short())
+            }
+            Finding::Tree { snapshot, path, error, .. } => format!("snapshot {snapshot}: {path}: {error}"),
+            Finding::PackRead(_, e) | Finding::Other(e) => e.clone(),
+        }
+    }
 }
 
 /// Runs the check. Storage failures that stop it (cannot list) are errors; everything
 /// found damaged is collected in the report instead.
 /// `readers` packs are downloaded and verified at once with `--read-data`.
+///
+/// Order matters while backups and prunes run: snapshots are listed first (an index file a
+/// snapshot needs was written before it), then the index, then `data/` (a pack an index
+/// file lists was written before it), then `locks/`.
 pub fn check(repo: &Repository, read: ReadData, readers: usize, progress: &dyn Progress) -> Result<CheckReport> {
     let mut r = CheckReport::default();
     check_keys(repo, &mut r)?;
-    let listed: HashMap<PackId, u64> = repo
+    let snaps = repo.list_snapshot_ids()?;
+    let (index, mut findings) = load_index(repo, &mut r)?;
+    let listed = list_packs(repo)?;
+    let sessions = super::lock::list_sessions(repo)?;
+    findings.extend(check_packs(&index, &listed));
+    classify_unindexed(&index, &listed, &sessions, &mut r);
+    r.packs = index.packs().iter().filter(|p| !p.obsolete).count() as u64;
+    findings.extend(check_snapshots(repo, &index, &snaps, &mut r)?);
+    findings.extend(read_packs(repo, &index, read, readers, &listed, progress, &mut r));
+    let confirmed = if findings.is_empty() { findings } else { confirm(repo, findings)? };
+    r.errors.extend(confirmed.iter().map(Finding::message));
+    Ok(r)
+}
+
+fn list_packs(repo: &Repository) -> Result<HashMap<PackId, crate::storage::Listed>> {
+    Ok(repo
         .store()
         .list("data")?
         .into_iter()
         .filter_map(|l| {
             let id = l.path.rsplit('/').next().and_then(PackId::from_name)?;
-            (pack_path(&id) == l.path).then_some((id, l.size))
+            (pack_path(&id) == l.path).then_some((id, l))
         })
-        .collect();
-    let index = load_index(repo, &mut r)?;
-    for p in index.packs() {
+        .collect())
+}
+
+/// Every live pack the index lists exists with the recorded size (obsolete ones may be gone).
+fn check_packs(index: &MasterIndex, listed: &HashMap<PackId, crate::storage::Listed>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for p in index.packs().iter().filter(|p| !p.obsolete) {
         match listed.get(&p.id) {
-            None => r.errors.push(format!("{}: pack missing (listed in the index)", pack_path(&p.id))),
-            Some(s) if *s != p.size => r.errors.push(format!(
-                "{}: size {s} differs from the {} the index recorded (truncated or damaged)",
-                pack_path(&p.id),
-                p.size
-            )),
+            None => out.push(Finding::PackMissing(p.id)),
+            Some(l) if l.size != p.size => out.push(Finding::PackSize(p.id, l.size, p.size)),
             Some(_) => {}
         }
     }
-    r.packs = index.packs().len() as u64;
-    let indexed: HashSet<PackId> = index.packs().iter().map(|p| p.id).collect();
-    for (id, size) in &listed {
-        if !indexed.contains(id) {
-            r.leftover_packs += 1;
-            r.leftover_bytes += size;
+    out
+}
+
+/// Unindexed packs are a running backup's (a live session started before the pack was
+/// written) or leftovers; obsolete ones are counted apart.
+fn classify_unindexed(
+    index: &MasterIndex,
+    listed: &HashMap<PackId, crate::storage::Listed>,
+    sessions: &[super::lock::SessionInfo],
+    r: &mut CheckReport,
+) {
+    // check writes nothing, so the storage's present is judged by the newest timestamp seen.
+    let now = listed.values().map(|l| l.modified_ns).chain(sessions.iter().map(|s| s.renewed_ns)).max().unwrap_or(0);
+    let live: Vec<_> = sessions.iter().filter(|s| s.is_live(now)).collect();
+    r.running_sessions = live.len() as u64;
+    let margin = super::lock::ns(super::lock::MARGIN);
+    for (id, l) in listed {
+        match index.pack_pos(id).map(|pos| index.pack(pos).obsolete) {
+            Some(false) => {}
+            Some(true) => {
+                r.obsolete_packs += 1;
+                r.obsolete_bytes += l.size;
+            }
+            None if live.iter().any(|s| s.started_ns <= l.modified_ns.saturating_add(margin)) => {
+                r.in_flight_packs += 1;
+                r.in_flight_bytes += l.size;
+            }
+            None => {
+                r.leftover_packs += 1;
+                r.leftover_bytes += l.size;
+            }
         }
     }
-    check_snapshots(repo, &index, &mut r)?;
-    read_packs(repo, &index, read, readers, &listed, progress, &mut r);
-    Ok(r)
+}
+
+/// Looks at every finding again with a fresh index and listing: what a backup or prune
+/// changed meanwhile (a pack moved by a repack, an index file replaced) is not damage.
+fn confirm(repo: &Repository, findings: Vec<Finding>) -> Result<Vec<Finding>> {
+    let index = repo.load_index()?;
+    let listed = list_packs(repo)?;
+    let mut out = Vec::new();
+    for f in findings {
+        let still = match &f {
+            Finding::PackMissing(p) => {
+                index.pack_pos(p).is_some_and(|pos| !index.pack(pos).obsolete) && !listed.contains_key(p)
+            }
+            Finding::PackSize(p, ..) => match (index.pack_pos(p), listed.get(p)) {
+                (Some(pos), Some(l)) => !index.pack(pos).obsolete && l.size != index.pack(pos).size,
+                _ => false,
+            },
+            Finding::ChunkMissing { blob, .. } => !matches!(index.get(blob), Some(l) if l.blob_type == BlobType::Data),
+            Finding::Tree { tree, .. } => repo.load_tree(&index, tree).is_err(),
+            Finding::PackRead(p, _) => {
+                // Gone since: marked obsolete and deleted, or no longer indexed.
+                listed.contains_key(p) && index.pack_pos(p).is_some_and(|pos| !index.pack(pos).obsolete)
+            }
+            Finding::Other(_) => true,
+        };
+        if still {
+            out.push(f);
+        }
+    }
+    Ok(out)
 }
 
 fn check_keys(repo: &Repository, r: &mut CheckReport) -> Result<()> {
@@ -98,40 +211,58 @@ fn check_keys(repo: &Repository, r: &mut CheckReport) -> Result<()> {
     Ok(())
 }
 
-fn load_index(repo: &Repository, r: &mut CheckReport) -> Result<MasterIndex> {
-    let mut idx = MasterIndex::default();
-    for id in super::index::list_index_ids(repo)? {
+fn load_index(repo: &Repository, r: &mut CheckReport) -> Result<(MasterIndex, Vec<Finding>)> {
+    let mut files = Vec::new();
+    let mut findings = Vec::new();
+    for (l, id) in super::index::list_index_files(repo)? {
         r.index_files += 1;
         match repo.load_index_file(&id) {
-            Ok(f) => idx.add_file(&f),
-            Err(e) => r.errors.push(e.to_string()),
+            Ok(f) => files.push((l, id, f)),
+            // Deleted since it was listed: replaced by a prune, which wrote its successor first.
+            Err(super::RepoError::Storage(crate::storage::StorageError::NotFound { .. })) => r.index_files -= 1,
+            Err(e) => findings.push(Finding::Other(e.to_string())),
         }
     }
-    Ok(idx)
+    Ok((MasterIndex::build(files), findings))
 }
 
 /// Walks every snapshot's trees (each tree once) and checks that all data is indexed.
-fn check_snapshots(repo: &Repository, index: &MasterIndex, r: &mut CheckReport) -> Result<()> {
+fn check_snapshots(
+    repo: &Repository,
+    index: &MasterIndex,
+    snaps: &[crate::id::SnapshotId],
+    r: &mut CheckReport,
+) -> Result<Vec<Finding>> {
+    let mut out = Vec::new();
     let mut seen: HashSet<BlobId> = HashSet::new();
-    for sid in repo.list_snapshot_ids()? {
-        r.snapshots += 1;
-        let snap = match repo.load_snapshot(&sid) {
+    for sid in snaps {
+        let snap = match repo.load_snapshot(sid) {
             Ok(s) => s,
+            // Removed since it was listed (forget, tag).
+            Err(super::RepoError::Storage(crate::storage::StorageError::NotFound { .. })) => continue,
             Err(e) => {
-                r.errors.push(e.to_string());
+                r.snapshots += 1;
+                out.push(Finding::Other(e.to_string()));
                 continue;
             }
         };
+        r.snapshots += 1;
         let mut stack = vec![(BlobId(snap.tree), b"/".to_vec())];
         while let Some((tid, path)) = stack.pop() {
             if !seen.insert(tid) {
                 continue;
             }
             r.trees += 1;
+            let shown = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
             let nodes = match repo.load_tree(index, &tid) {
                 Ok(n) => n,
                 Err(e) => {
-                    r.errors.push(format!("snapshot {}: {}: {e}", sid.short(), String::from_utf8_lossy(&path)));
+                    out.push(Finding::Tree {
+                        snapshot: sid.short(),
+                        path: shown(&path),
+                        tree: tid,
+                        error: e.to_string(),
+                    });
                     continue;
                 }
             };
@@ -143,33 +274,30 @@ fn check_snapshots(repo: &Repository, index: &MasterIndex, r: &mut CheckReport) 
                 p.extend_from_slice(&n.name);
                 match (n.kind, n.subtree) {
                     (NodeKind::Dir, Some(t)) => stack.push((BlobId(t), p.clone())),
-                    (NodeKind::Dir, None) => r.errors.push(format!(
+                    (NodeKind::Dir, None) => out.push(Finding::Other(format!(
                         "snapshot {}: {}: directory without tree",
                         sid.short(),
-                        String::from_utf8_lossy(&p)
-                    )),
+                        shown(&p)
+                    ))),
                     _ => {}
                 }
                 for c in &n.content {
                     match index.get(&BlobId(*c)) {
                         Some(l) if l.blob_type == BlobType::Data => {}
-                        _ => r.errors.push(format!(
-                            "snapshot {}: {}: chunk {} is missing from the index",
-                            sid.short(),
-                            String::from_utf8_lossy(&p),
-                            BlobId(*c).short()
-                        )),
+                        _ => {
+                            out.push(Finding::ChunkMissing { snapshot: sid.short(), path: shown(&p), blob: BlobId(*c) })
+                        }
                     }
                 }
             }
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Picks the packs to read: all, or a random fraction (at least one).
 fn select(index: &MasterIndex, read: ReadData) -> Vec<PackId> {
-    let all: Vec<PackId> = index.packs().iter().map(|p| p.id).collect();
+    let all: Vec<PackId> = index.packs().iter().filter(|p| !p.obsolete).map(|p| p.id).collect();
     match read {
         ReadData::None => Vec::new(),
         ReadData::All => all,
@@ -190,16 +318,16 @@ fn read_packs(
     index: &MasterIndex,
     read: ReadData,
     readers: usize,
-    listed: &HashMap<PackId, u64>,
+    listed: &HashMap<PackId, crate::storage::Listed>,
     progress: &dyn Progress,
     r: &mut CheckReport,
-) {
+) -> Vec<Finding> {
     let chosen: Vec<PackId> = select(index, read).into_iter().filter(|p| listed.contains_key(p)).collect();
     let mut by_pack: HashMap<PackId, Vec<(BlobId, super::BlobLoc)>> = HashMap::new();
     for (id, loc) in index.iter() {
         by_pack.entry(index.pack_id(loc.pack)).or_default().push((*id, *loc));
     }
-    progress.set_total(chosen.iter().map(|p| listed[p]).sum(), chosen.len() as u64);
+    progress.set_total(chosen.iter().map(|p| listed[p].size).sum(), chosen.len() as u64);
     let queue = Mutex::new(chosen.into_iter());
     let out = Mutex::new((Vec::new(), 0u64, 0u64));
     std::thread::scope(|s| {
@@ -208,7 +336,8 @@ fn read_packs(
                 let Some(pid) = queue.lock().expect("poisoned").next() else { break };
                 let expect = by_pack.get(&pid).map(Vec::as_slice).unwrap_or(&[]);
                 let (errs, blobs) = verify_pack(repo, &pid, expect);
-                progress.add_bytes(listed[&pid]);
+                let errs: Vec<Finding> = errs.into_iter().map(|e| Finding::PackRead(pid, e)).collect();
+                progress.add_bytes(listed[&pid].size);
                 progress.add_item();
                 let mut o = out.lock().expect("poisoned");
                 o.0.extend(errs);
@@ -218,9 +347,9 @@ fn read_packs(
         }
     });
     let (errs, packs, blobs) = out.into_inner().expect("poisoned");
-    r.errors.extend(errs);
     r.packs_read = packs;
     r.blobs_read = blobs;
+    errs
 }
 
 /// Downloads one pack and checks its header against the index and every blob's content.

@@ -111,7 +111,7 @@ impl MasterIndex {
     pub fn iter(&self) -> impl Iterator<Item = (&BlobId, &BlobLoc)> {
         self.blobs.iter()
     }
-    /// Blobs held only by obsolete packs, with their locations.
+    /// Blobs held only by obsolete packs (no live pack has them), with their locations.
     pub fn iter_fallback(&self) -> impl Iterator<Item = (&BlobId, &BlobLoc)> {
         self.fallback.iter()
     }
@@ -179,6 +179,9 @@ impl MasterIndex {
         for f in &records {
             idx.add_packs(f, &obsolete);
         }
+        // The fallback holds only what no live pack has.
+        let MasterIndex { blobs, fallback, .. } = &mut idx;
+        fallback.retain(|id, _| !blobs.contains_key(id));
         idx
     }
 

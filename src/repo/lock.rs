@@ -178,29 +178,25 @@ impl Session {
     }
 
     /// Stops renewing and deletes this session's locks (where the credentials allow).
-    pub fn end(mut self) {
-        self.stop_heartbeat();
+    pub fn end(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Session {
+    /// Ending a session, on success or on an error: what it wrote unindexed becomes a
+    /// leftover at once, since it will never index it. A process killed outright leaves
+    /// its locks, which go stale (see the module docs).
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(h) = self.heartbeat.take() {
+            let _ = h.join();
+        }
         let latest = self.inner.latest.lock().expect("poisoned").take();
         if let Some(l) = latest {
             self.inner.delete(&l);
         }
         self.inner.delete(&self.inner.first);
-    }
-
-    fn stop_heartbeat(&mut self) {
-        drop(self.stop.take());
-        if let Some(h) = self.heartbeat.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-impl Drop for Session {
-    /// A session dropped without [`Session::end`] (an error path) still stops its
-    /// heartbeat; its locks stay and go stale, as a crashed process's would. Error paths
-    /// that know nothing half-written remains call `end` instead.
-    fn drop(&mut self) {
-        self.stop_heartbeat();
     }
 }
 

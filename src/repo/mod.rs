@@ -12,6 +12,7 @@ pub mod lock;
 pub mod packs;
 mod placebuf;
 pub mod readahead;
+pub mod recheck;
 pub mod snapshots;
 pub mod stats;
 pub mod writer;

@@ -14,6 +14,7 @@ mod faults;
 mod fixture;
 mod keys;
 mod restore;
+mod retention;
 mod s3;
 mod storage;
 mod support;
