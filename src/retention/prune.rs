@@ -301,6 +301,8 @@ pub fn plan(repo: &Repository, me: &Session, opts: &PruneOptions, progress: &dyn
     let live: Vec<SessionInfo> =
         sessions.into_iter().filter(|s| s.session != me.id() && s.is_live(now) && !s.is_prune()).collect();
     let index = repo.load_index()?;
+    let mut data = data;
+    complete_listing(repo, &index, &mut data)?;
     let live_packs = index.packs().iter().filter(|p| !p.obsolete).count();
     if data.is_empty() && live_packs > 0 {
         return Err(RepoError::Invalid(format!(
@@ -334,7 +336,10 @@ pub fn plan(repo: &Repository, me: &Session, opts: &PruneOptions, progress: &dyn
     for (pos, u) in usage.iter_mut() {
         u.listed_bytes = index.pack(*pos).listed_bytes;
     }
-    classify_live_packs(&index, &data, &usage, opts, &mut plan)?;
+    // Packs written since the oldest running session started may be that session's: their
+    // blobs may be about to be referenced by its snapshot, so they are left alone.
+    let young_from = live.iter().map(|s| s.started_ns).min().map(|t| t.saturating_sub(ns(MARGIN)));
+    classify_live_packs(&index, &data, &usage, young_from, opts, &mut plan)?;
     plan_rescue(&index, &data, &used, &mut plan)?;
     plan_leftovers(&index, &data, &live, &mut plan);
     plan_obsolete(&index, &data, &live, &mut plan);
@@ -347,11 +352,30 @@ pub fn plan(repo: &Repository, me: &Session, opts: &PruneOptions, progress: &dyn
     Ok(plan)
 }
 
+/// Packs an index file lists but the listing of `data/` lacks were written after that
+/// listing (a pack is durable before any index file names it): each is looked up.
+fn complete_listing(repo: &Repository, index: &MasterIndex, data: &mut HashMap<PackId, Listed>) -> Result<()> {
+    let absent: Vec<PackId> =
+        index.packs().iter().filter(|p| !p.obsolete && !data.contains_key(&p.id)).map(|p| p.id).collect();
+    for id in absent {
+        match repo.store().head(&pack_path(&id)) {
+            Ok(l) => {
+                data.insert(id, l);
+            }
+            Err(crate::storage::StorageError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 /// Decides for every live pack: keep, repack (partly used, or small), or mark unused.
+/// Packs written at or after `young_from` (storage time) are kept as they are.
 fn classify_live_packs(
     index: &MasterIndex,
     data: &HashMap<PackId, Listed>,
     usage: &HashMap<u32, Usage>,
+    young_from: Option<i64>,
     opts: &PruneOptions,
     plan: &mut Plan,
 ) -> Result<()> {
@@ -378,6 +402,12 @@ fn classify_live_packs(
                     "{path}: {} bytes where the index recorded {}; prune stops (run `coffer check`)",
                     l.size, p.size
                 )))
+            }
+            Some(l) if young_from.is_some_and(|t| l.modified_ns >= t) => {
+                plan.packs.add(p.size);
+                plan.used_bytes += u.used_bytes;
+                plan.in_flight.add(p.size);
+                continue;
             }
             None | Some(_) if u.used_blobs == 0 => {
                 plan.packs.add(p.size);
