@@ -96,7 +96,9 @@ pub fn check(repo: &Repository, read: ReadData, readers: usize, progress: &dyn P
     check_keys(repo, &mut r)?;
     let snaps = repo.list_snapshot_ids()?;
     let (index, mut findings) = load_index(repo, &mut r)?;
-    let listed = list_packs(repo)?;
+    let listing = repo.store().list("data")?;
+    super::packs::empty_listing_check(&listing, &index)?;
+    let listed = packs_of(listing);
     let sessions = super::lock::list_sessions(repo)?;
     findings.extend(check_packs(&index, &listed));
     classify_unindexed(&index, &listed, &sessions, &mut r);
@@ -109,15 +111,17 @@ pub fn check(repo: &Repository, read: ReadData, readers: usize, progress: &dyn P
 }
 
 fn list_packs(repo: &Repository) -> Result<HashMap<PackId, crate::storage::Listed>> {
-    Ok(repo
-        .store()
-        .list("data")?
+    Ok(packs_of(repo.store().list("data")?))
+}
+
+fn packs_of(listing: Vec<crate::storage::Listed>) -> HashMap<PackId, crate::storage::Listed> {
+    listing
         .into_iter()
         .filter_map(|l| {
             let id = l.path.rsplit('/').next().and_then(PackId::from_name)?;
             (pack_path(&id) == l.path).then_some((id, l))
         })
-        .collect())
+        .collect()
 }
 
 /// Every live pack the index lists exists with the recorded size (obsolete ones may be gone).

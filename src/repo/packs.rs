@@ -60,11 +60,25 @@ fn index_pack(pid: &PackId, size: u64, entries: &[PackEntry]) -> IndexPack {
     IndexPack { pack_id: pid.0, pack_size: size, blobs }
 }
 
+/// An empty listing of `data/` while the index names live packs cannot be complete (a
+/// misbehaving store or proxy, an unmounted share): nothing is decided from it.
+pub fn empty_listing_check(listing: &[crate::storage::Listed], index: &MasterIndex) -> Result<()> {
+    let live = index.packs().iter().filter(|p| !p.obsolete).count();
+    if listing.is_empty() && live > 0 {
+        return Err(super::RepoError::Invalid(format!(
+            "the listing of data/ is empty, but the index lists {live} packs: the listing cannot be complete"
+        )));
+    }
+    Ok(())
+}
+
 /// Re-indexes every complete pack no index lists; returns how many were adopted.
 pub fn adopt_orphans(repo: &Repository, index: &mut MasterIndex) -> Result<usize> {
     let known: HashSet<PackId> = index.packs().iter().map(|p| p.id).collect();
+    let listing = repo.store().list("data")?;
+    empty_listing_check(&listing, index)?;
     let mut packs = Vec::new();
-    for l in repo.store().list("data")? {
+    for l in listing {
         let (name, size) = (l.path, l.size);
         let Some(pid) = name.rsplit('/').next().and_then(PackId::from_name) else { continue };
         if pack_path(&pid) != name || known.contains(&pid) {

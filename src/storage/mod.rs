@@ -14,6 +14,7 @@
 //! threads can have requests in flight at once.
 
 mod direct;
+mod s3list;
 
 use std::ops::Range;
 use std::path::Path;
@@ -93,6 +94,9 @@ pub struct Store {
     down: Option<Arc<RateLimit>>,
     /// Operations made through this store (retries not counted), for reports.
     ops: Arc<OpCounts>,
+    /// For S3: the bucket itself and the repository's prefix in it (empty or ending in
+    /// `/`), for listings paged by Coffer (see `s3list`).
+    s3: Option<(Arc<object_store::aws::AmazonS3>, String)>,
 }
 
 /// How many operations of each kind a store was asked for (a retried operation counts
@@ -271,6 +275,7 @@ impl Store {
             up: None,
             down: None,
             ops: Default::default(),
+            s3: None,
         })
     }
 
@@ -288,6 +293,7 @@ impl Store {
         let mut b = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
             .with_conditional_put(S3ConditionalPut::ETagMatch)
+            .with_http_connector(s3list::GuardConnector)
             .with_retry(retry_config(opts.retries))
             .with_client_options(
                 object_store::ClientOptions::new()
@@ -305,10 +311,14 @@ impl Store {
         if opts.virtual_hosted {
             b = b.with_virtual_hosted_style_request(true);
         }
-        let s3 = b.build().map_err(|e| StorageError::Location(url.into(), e.to_string()))?;
+        let s3 = Arc::new(b.build().map_err(|e| StorageError::Location(url.into(), e.to_string()))?);
         let prefix = prefix.trim_matches('/');
-        let inner: Arc<dyn ObjectStore> =
-            if prefix.is_empty() { Arc::new(s3) } else { Arc::new(object_store::prefix::PrefixStore::new(s3, prefix)) };
+        let inner: Arc<dyn ObjectStore> = if prefix.is_empty() {
+            s3.clone()
+        } else {
+            Arc::new(object_store::prefix::PrefixStore::new(s3.clone(), prefix))
+        };
+        let base = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
         let retries = opts.retries.min(4) as u32;
         Ok(Store {
             inner,
@@ -319,12 +329,23 @@ impl Store {
             up: None,
             down: None,
             ops: Default::default(),
+            s3: Some((s3, base)),
         })
     }
 
     /// An arbitrary object store (tests use `InMemory`).
     pub fn from_object_store(inner: Arc<dyn ObjectStore>, location: String) -> Self {
-        Store { inner, rt: runtime(), location, local: None, retries: 0, up: None, down: None, ops: Default::default() }
+        Store {
+            inner,
+            rt: runtime(),
+            location,
+            local: None,
+            retries: 0,
+            up: None,
+            down: None,
+            ops: Default::default(),
+            s3: None,
+        }
     }
 
     /// Limits uploads and downloads to an average rate in KiB/s (`None`: unlimited).
@@ -550,6 +571,11 @@ impl Store {
     }
 
     fn list_once(&self, prefix: &str) -> Result<Vec<Listed>> {
+        if let Some((s3, base)) = &self.s3 {
+            let mut out = self.rt.block_on(s3list::list(s3, base, prefix))?;
+            out.sort_by(|a, b| a.path.cmp(&b.path));
+            return Ok(out);
+        }
         let p = ObjPath::from(prefix);
         self.rt.block_on(async {
             let mut s = self.inner.list(Some(&p));

@@ -26,6 +26,76 @@ pub struct Faults {
     /// Methods refused with 403 AccessDenied, as a bucket policy for restricted
     /// credentials would (moto itself does not enforce IAM).
     pub deny: &'static [&'static str],
+    /// Listings (ListObjectsV2) of a prefix containing this text are answered wrongly.
+    pub bad_listing: Option<(&'static str, ListFault)>,
+}
+
+/// How a listing is answered wrongly.
+#[derive(Clone, Copy, Debug)]
+pub enum ListFault {
+    /// Only the first object, marked truncated, with no continuation token.
+    TruncatedWithoutToken,
+    /// The first page again and again, always with the same continuation token.
+    RepeatToken,
+}
+
+/// The body of an HTTP/1.1 response (Content-Length or chunked).
+fn response_body(resp: &[u8]) -> (String, Vec<u8>) {
+    let at = resp.windows(4).position(|w| w == b"\r\n\r\n").map_or(resp.len(), |p| p + 4);
+    let head = String::from_utf8_lossy(&resp[..at]).into_owned();
+    let mut body = resp[at..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+            let n = usize::from_str_radix(String::from_utf8_lossy(&rest[..eol]).trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[eol + 2..eol + 2 + n]);
+            rest = &rest[eol + 2 + n + 2..];
+        }
+        body = out;
+    }
+    (head, body)
+}
+
+/// Rewrites a ListObjectsV2 response as `fault` says.
+fn rewrite_listing(resp: &[u8], fault: ListFault) -> Vec<u8> {
+    let (head, body) = response_body(resp);
+    let mut xml = String::from_utf8_lossy(&body).into_owned();
+    if let Some(a) = xml.find("<NextContinuationToken>") {
+        let b = xml.find("</NextContinuationToken>").unwrap() + "</NextContinuationToken>".len();
+        xml.replace_range(a..b, "");
+    }
+    xml = xml.replace("<IsTruncated>false</IsTruncated>", "<IsTruncated>true</IsTruncated>");
+    match fault {
+        ListFault::TruncatedWithoutToken => {
+            // Keep the first object only.
+            if let Some(first_end) = xml.find("</Contents>").map(|p| p + "</Contents>".len()) {
+                while let Some(a) = xml[first_end..].find("<Contents>").map(|p| p + first_end) {
+                    let b = xml[a..].find("</Contents>").unwrap() + a + "</Contents>".len();
+                    xml.replace_range(a..b, "");
+                }
+            }
+        }
+        ListFault::RepeatToken => {
+            let end = xml.rfind("</ListBucketResult>").unwrap();
+            xml.insert_str(end, "<NextContinuationToken>c2FtZS10b2tlbg==</NextContinuationToken>");
+        }
+    }
+    let mut out = String::new();
+    for line in head.split("\r\n") {
+        let l = line.to_ascii_lowercase();
+        if line.is_empty() || l.starts_with("content-length:") || l.starts_with("transfer-encoding:") {
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out.push_str(&format!("Content-Length: {}\r\n\r\n", xml.len()));
+    out.push_str(&xml);
+    out.into_bytes()
 }
 
 pub struct FaultProxy {
@@ -136,8 +206,28 @@ fn serve(
             t += rate;
             x < t
         };
+        let line = String::from_utf8_lossy(first_line);
+        let bad_listing = f.bad_listing.filter(|(p, _)| line.contains("list-type=2") && line.contains(p));
         if f.deny.contains(&method.as_str()) {
             out.write_all(&error_response("403 Forbidden", "AccessDenied"))?;
+        } else if let Some((_, fault)) = bad_listing {
+            faulted.fetch_add(1, Ordering::Relaxed);
+            // Every page asked for is answered with the first one (moto checks no signatures).
+            let head = String::from_utf8_lossy(&head);
+            let head = match head.find("continuation-token=") {
+                Some(a) => {
+                    let rest = &head[a..];
+                    let end = rest.find(['&', ' ']).map_or(rest.len(), |e| if rest[e..].starts_with('&') { e + 1 } else { e });
+                    format!("{}{}", &head[..a], &rest[end..])
+                }
+                None => head.into_owned(),
+            };
+            let resp = forward(upstream, head.as_bytes(), &body)?;
+            if resp.starts_with(b"HTTP/1.1 200") {
+                out.write_all(&rewrite_listing(&resp, fault))?;
+            } else {
+                out.write_all(&resp)?;
+            }
         } else if hit(f.slow_down_503) {
             faulted.fetch_add(1, Ordering::Relaxed);
             out.write_all(&error_response("503 Slow Down", "SlowDown"))?;
@@ -327,4 +417,42 @@ fn large_packs_go_to_s3_as_multipart_uploads() {
     assert!(proxy.multipart.load(Ordering::Relaxed) >= 1, "no multipart upload was started");
     env.assert_clean();
     env.assert_restores(&src, "out");
+}
+
+/// Three snapshots in a bucket, then the proxy answers the listing of `snapshots/` wrongly.
+fn env_with_bad_snapshot_listing(fault: ListFault) -> (Env, FaultProxy, std::path::PathBuf) {
+    let (env, proxy) = env_behind_proxy(Faults { bad_listing: Some(("snapshots", fault)), ..Default::default() }, 0);
+    let src = env.path("src");
+    make_simple_tree(&src);
+    let d = direct(&env);
+    for i in 0..3 {
+        std::fs::write(src.join("n"), format!("{i}")).unwrap();
+        d.backup(&[&src], &[]);
+    }
+    (env, proxy, src)
+}
+
+#[test]
+fn a_listing_marked_truncated_without_a_token_is_never_used() {
+    let (env, _proxy, src) = env_with_bad_snapshot_listing(ListFault::TruncatedWithoutToken);
+    for args in [&["snapshots"][..], &["check"], &["forget", "--keep-last", "1"], &["prune"]] {
+        let r = env.run(&[&["--retries", "1"][..], args].concat());
+        assert_eq!(r.code, 1, "{args:?} must fail: {}", r.stderr);
+        assert!(r.stderr.contains("truncated without a continuation token"), "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains("snapshots"), "names the listing: {}", r.stderr);
+    }
+    let r = env.run(&["--retries", "1", "backup", src.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "a backup would reuse a sequence number: {}", r.stderr);
+    assert_eq!(direct(&env).ok(&["snapshots", "--json"]).json().as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn a_listing_that_repeats_its_continuation_token_stops_at_once() {
+    let (env, proxy, _src) = env_with_bad_snapshot_listing(ListFault::RepeatToken);
+    let before = proxy.requests.load(Ordering::Relaxed);
+    let r = env.run(&["--retries", "1", "snapshots"]);
+    let made = proxy.requests.load(Ordering::Relaxed) - before;
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("continuation token") && r.stderr.contains("snapshots"), "{}", r.stderr);
+    assert!(made < 40, "{made} requests: the listing looped");
 }
