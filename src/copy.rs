@@ -137,7 +137,7 @@ pub fn copy(
     let session = crate::repo::lock::Session::start(&dst, crate::format::lock::LockKind::Writer, "copy")?;
     let mut dst_index = dst.load_index()?;
     let seen_index = crate::repo::recheck::seen_files(&dst_index);
-    crate::repo::packs::adopt_orphans(&dst, &mut dst_index)?;
+    crate::repo::packs::adopt_orphans(&dst, &mut dst_index, Some(&session.alive()))?;
     let existing = dst.load_snapshots()?;
     let mut report = CopyReport::default();
     let mut todo = Vec::new();
@@ -154,6 +154,7 @@ pub fn copy(
     let known = dst_index.blob_ids().copied().collect();
     let level = dst.config().compression_level;
     let sink = BlobSink::start(dst.clone(), level, threads, uploaders.max(1), known);
+    sink.guard(session.alive());
     let chunker = Chunker::new(dst.config().chunker, dst.keys().gear_table());
     let mut c = Copier {
         src,
@@ -179,7 +180,7 @@ pub fn copy(
     let totals = sink.finish()?;
     report.blobs_added = totals.blobs_added;
     report.data_added = totals.data_added;
-    crate::repo::recheck::ensure_live(&dst, &seen_index, &roots, uploaders)?;
+    crate::repo::recheck::ensure_live(&dst, &seen_index, &roots, uploaders, &session.alive())?;
     session.check_alive()?;
     for ((id, s), root) in todo.into_iter().zip(roots) {
         let copy = Snapshot { tree: root.0, parent: None, ..s.clone() };

@@ -212,13 +212,15 @@ pub fn run(
     } else {
         Some(crate::repo::lock::Session::start(&repo, crate::format::lock::LockKind::Writer, "backup")?)
     };
+    // Snapshots before the index: every index file a snapshot needs was written before it,
+    // so the parent's trees are in the index read after it.
+    let (parent, seq) = parent_and_seq(&repo, &opts, &roots)?;
     let mut index = repo.load_index()?;
     let seen_index = crate::repo::recheck::seen_files(&index);
-    if !opts.dry_run {
-        crate::repo::packs::adopt_orphans(&repo, &mut index)?;
+    if let Some(session) = &session {
+        crate::repo::packs::adopt_orphans(&repo, &mut index, Some(&session.alive()))?;
     }
     let index = Arc::new(index);
-    let (parent, seq) = parent_and_seq(&repo, &opts, &roots)?;
     let parent_tree = match &parent {
         Some((_, s)) => Some(repo.load_tree(&index, &BlobId(s.tree))?),
         None => None,
@@ -230,6 +232,9 @@ pub fn run(
         (None, Arc::new(Mutex::new(known)))
     } else {
         let sink = BlobSink::start(repo.clone(), level, threads, opts.uploaders.max(1), known);
+        if let Some(session) = &session {
+            sink.guard(session.alive());
+        }
         let known = sink.known();
         (Some(sink), known)
     };
@@ -334,7 +339,13 @@ pub fn run(
         Some(session) => {
             // Nothing it references may be only in packs a prune has marked meanwhile, and
             // the session must not have been judged over (docs/storage.md, step W4).
-            rescued = crate::repo::recheck::ensure_live(&repo, &seen_index, &[BlobId(root)], opts.uploaders)?;
+            rescued = crate::repo::recheck::ensure_live(
+                &repo,
+                &seen_index,
+                &[BlobId(root)],
+                opts.uploaders,
+                &session.alive(),
+            )?;
             session.check_alive()?;
             Some(repo.save_snapshot(&snapshot)?)
         }

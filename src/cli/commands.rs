@@ -429,8 +429,15 @@ fn ls(g: &Global, a: LsArgs) -> Result<ExitCode> {
     Ok(ExitCode::Ok)
 }
 
+/// A reader's lock, so that a prune deletes no pack under a long read. Where it cannot be
+/// written (read-only credentials) the command reads without one.
+fn reader_session(repo: &Repository, command: &str) -> Option<crate::repo::lock::Session> {
+    crate::repo::lock::Session::start(repo, crate::format::lock::LockKind::Reader, command).ok()
+}
+
 fn restore(g: &Global, a: RestoreArgs) -> Result<ExitCode> {
     let repo = Arc::new(open(g)?);
+    let _reading = reader_session(&repo, "restore");
     let (id, snap, sub_bytes) = match (&a.as_of.as_of, &a.snapshot) {
         (Some(t), path) => {
             // `restore --as-of T /etc/nginx`: the argument is a path as it is on the host.
@@ -560,6 +567,7 @@ fn check(g: &Global, a: CheckArgs) -> Result<ExitCode> {
 
 fn copy(g: &Global, a: CopyArgs) -> Result<ExitCode> {
     let src = open(g)?;
+    let _reading = reader_session(&src, "copy (source)");
     let dst_global = Global { repo: Some(a.to.clone()), ..g.clone() };
     let dst_store =
         store(&dst_global, false).map_err(|e| anyhow::Error::new(crate::repo::RepoError::NotFound(format!("{e}"))))?;

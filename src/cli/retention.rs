@@ -335,7 +335,11 @@ pub fn unlock(g: &Global, a: UnlockArgs) -> Result<ExitCode> {
     // A lock of our own gives the storage's present time to judge the others by.
     let me = Session::start(&repo, crate::format::lock::LockKind::Writer, "unlock")?;
     let sessions = list_sessions(&repo)?;
-    let now = sessions.iter().find(|s| s.session == me.id()).map_or(i64::MAX, |s| s.renewed_ns);
+    let now = sessions
+        .iter()
+        .find(|s| s.session == me.id())
+        .map(|s| s.renewed_ns)
+        .ok_or_else(|| anyhow!("this command's own lock is missing from the listing of locks/"))?;
     let mut removed: Vec<&SessionInfo> = Vec::new();
     for s in sessions.iter().filter(|s| s.session != me.id()) {
         if a.remove_all || !s.is_live(now) {

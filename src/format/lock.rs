@@ -1,8 +1,9 @@
 //! Lock objects (`locks/<id>`, envelope type Lock): who is writing to the repository.
 //!
 //! Payload layout (docs/format.md, "Locks"): version u8 (= 1); kind u8 (1 writer: a backup
-//! or copy; 2 prune); session id (32 random bytes, shared by every lock object one process
-//! writes while it runs); host, boot id (strings); pid u32; user name, command (strings);
+//! or copy; 2 prune; 3 reader: a restore, or the source of a copy); session id (32 random bytes, shared by every lock object one process
+//! writes while it runs); host, boot id (strings); pid u32; pid namespace (string); user
+//! name, command (strings);
 //! the writer's own clock at writing, i64 Unix ns (shown to people, never used to decide).
 
 use super::codec::{Reader, Writer};
@@ -17,6 +18,9 @@ pub enum LockKind {
     Writer = 1,
     /// A prune: at most one runs at a time.
     Prune = 2,
+    /// A restore (or the source of a copy): reads packs a prune must not delete under it.
+    /// Written where the credentials allow it; read-only credentials read without one.
+    Reader = 3,
 }
 
 impl LockKind {
@@ -24,6 +28,7 @@ impl LockKind {
         match v {
             1 => Ok(LockKind::Writer),
             2 => Ok(LockKind::Prune),
+            3 => Ok(LockKind::Reader),
             _ => Err(FormatError::Invalid("unknown lock kind")),
         }
     }
@@ -32,6 +37,7 @@ impl LockKind {
         match self {
             LockKind::Writer => "writer",
             LockKind::Prune => "prune",
+            LockKind::Reader => "reader",
         }
     }
 }
@@ -45,6 +51,9 @@ pub struct Lock {
     /// process of this very boot of this machine.
     pub boot_id: String,
     pub pid: u32,
+    /// The pid namespace `pid` belongs to (`readlink /proc/self/ns/pid`, e.g.
+    /// `pid:[4026531836]`): containers that share the host's name and boot id have their own.
+    pub pid_ns: String,
     pub username: String,
     pub command: String,
     /// The writer's clock when it wrote the lock, Unix ns: for people only.
@@ -60,6 +69,7 @@ impl Lock {
         w.str(&self.host);
         w.str(&self.boot_id);
         w.u32(self.pid);
+        w.str(&self.pid_ns);
         w.str(&self.username);
         w.str(&self.command);
         w.i64(self.client_time_ns);
@@ -78,6 +88,7 @@ impl Lock {
             host: r.string()?,
             boot_id: r.string()?,
             pid: r.u32()?,
+            pid_ns: r.string()?,
             username: r.string()?,
             command: r.string()?,
             client_time_ns: r.i64()?,
@@ -95,9 +106,9 @@ mod tests {
 
     proptest! {
         #[test]
-        fn round_trip(kind in 1u8..=2, session in id(), host in text(10), boot in text(10), pid in any::<u32>(),
-                      user in text(8), command in text(20), t in any::<i64>()) {
-            let l = Lock { kind: LockKind::from_u8(kind).unwrap(), session, host, boot_id: boot, pid,
+        fn round_trip(kind in 1u8..=3, session in id(), host in text(10), boot in text(10), pid in any::<u32>(),
+                      ns in text(12), user in text(8), command in text(20), t in any::<i64>()) {
+            let l = Lock { kind: LockKind::from_u8(kind).unwrap(), session, host, boot_id: boot, pid, pid_ns: ns,
                 username: user, command, client_time_ns: t };
             prop_assert_eq!(Lock::decode(&l.encode()).unwrap(), l);
         }

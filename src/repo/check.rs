@@ -97,13 +97,16 @@ pub fn check(repo: &Repository, read: ReadData, readers: usize, progress: &dyn P
     let snaps = repo.list_snapshot_ids()?;
     let (index, mut findings) = load_index(repo, &mut r)?;
     let listing = repo.store().list("data")?;
-    super::packs::empty_listing_check(&listing, &index)?;
+    // check reports rather than stops: the packs are then named as missing too.
+    if let Err(e) = super::packs::empty_listing_check(&listing, &index) {
+        findings.push(Finding::Other(e.to_string()));
+    }
     let listed = packs_of(listing);
     let sessions = super::lock::list_sessions(repo)?;
     findings.extend(check_packs(&index, &listed));
     classify_unindexed(&index, &listed, &sessions, &mut r);
     r.packs = index.packs().iter().filter(|p| !p.obsolete).count() as u64;
-    findings.extend(check_snapshots(repo, &index, &snaps, &mut r)?);
+    findings.extend(check_snapshots(repo, &index, &snaps, &listed, &mut r)?);
     findings.extend(read_packs(repo, &index, read, readers, &listed, progress, &mut r));
     let confirmed = if findings.is_empty() { findings } else { confirm(repo, findings)? };
     r.errors.extend(confirmed.iter().map(Finding::message));
@@ -149,7 +152,7 @@ fn classify_unindexed(
     let now = listed.values().map(|l| l.modified_ns).chain(sessions.iter().map(|s| s.renewed_ns)).max().unwrap_or(0);
     let live: Vec<_> = sessions.iter().filter(|s| s.is_live(now)).collect();
     r.running_sessions = live.len() as u64;
-    let margin = super::lock::ns(super::lock::MARGIN);
+    let margin = super::lock::margin_ns();
     for (id, l) in listed {
         match index.pack_pos(id).map(|pos| index.pack(pos).obsolete) {
             Some(false) => {}
@@ -184,7 +187,11 @@ fn confirm(repo: &Repository, findings: Vec<Finding>) -> Result<Vec<Finding>> {
                 (Some(pos), Some(l)) => !index.pack(pos).obsolete && l.size != index.pack(pos).size,
                 _ => false,
             },
-            Finding::ChunkMissing { blob, .. } => !matches!(index.get(blob), Some(l) if l.blob_type == BlobType::Data),
+            Finding::ChunkMissing { blob, .. } => {
+                let present = index.contains(blob)
+                    || index.fallback_locations(blob).iter().any(|l| listed.contains_key(&index.pack_id(l.pack)));
+                !matches!(index.get(blob), Some(l) if l.blob_type == BlobType::Data) || !present
+            }
             Finding::Tree { tree, .. } => repo.load_tree(&index, tree).is_err(),
             Finding::PackRead(p, _) => {
                 // Gone since: marked obsolete and deleted, or no longer indexed.
@@ -235,8 +242,13 @@ fn check_snapshots(
     repo: &Repository,
     index: &MasterIndex,
     snaps: &[crate::id::SnapshotId],
+    listed: &HashMap<PackId, crate::storage::Listed>,
     r: &mut CheckReport,
 ) -> Result<Vec<Finding>> {
+    // A blob only obsolete packs hold is there only while one of them still exists.
+    let present = |c: &BlobId| {
+        index.contains(c) || index.fallback_locations(c).iter().any(|l| listed.contains_key(&index.pack_id(l.pack)))
+    };
     let mut out = Vec::new();
     let mut seen: HashSet<BlobId> = HashSet::new();
     for sid in snaps {
@@ -287,7 +299,7 @@ fn check_snapshots(
                 }
                 for c in &n.content {
                     match index.get(&BlobId(*c)) {
-                        Some(l) if l.blob_type == BlobType::Data => {}
+                        Some(l) if l.blob_type == BlobType::Data && present(&BlobId(*c)) => {}
                         _ => {
                             out.push(Finding::ChunkMissing { snapshot: sid.short(), path: shown(&p), blob: BlobId(*c) })
                         }

@@ -62,8 +62,9 @@ pub struct FileInfo {
 pub struct MasterIndex {
     /// Blobs in live packs: what writers deduplicate against and readers use first.
     blobs: HashMap<BlobId, BlobLoc>,
-    /// Blobs found only in obsolete packs: readers' last resort.
-    fallback: HashMap<BlobId, BlobLoc>,
+    /// Blobs found only in obsolete packs, every copy: readers' last resort (some of those
+    /// packs may already be deleted).
+    fallback: HashMap<BlobId, Vec<BlobLoc>>,
     packs: Vec<PackInfo>,
     pack_pos: HashMap<PackId, u32>,
     /// The index files read, in listing order.
@@ -73,7 +74,7 @@ pub struct MasterIndex {
 impl MasterIndex {
     /// Where a blob can be read: a live pack, else an obsolete one not yet deleted.
     pub fn get(&self, id: &BlobId) -> Option<BlobLoc> {
-        self.blobs.get(id).or_else(|| self.fallback.get(id)).copied()
+        self.blobs.get(id).copied().or_else(|| self.fallback.get(id).and_then(|v| v.first()).copied())
     }
     /// Where a blob is in a live pack (never an obsolete one).
     pub fn get_live(&self, id: &BlobId) -> Option<BlobLoc> {
@@ -113,7 +114,12 @@ impl MasterIndex {
     }
     /// Blobs held only by obsolete packs (no live pack has them), with their locations.
     pub fn iter_fallback(&self) -> impl Iterator<Item = (&BlobId, &BlobLoc)> {
-        self.fallback.iter()
+        self.fallback.iter().filter_map(|(id, v)| Some((id, v.first()?)))
+    }
+
+    /// Every obsolete copy of a blob no live pack holds.
+    pub fn fallback_locations(&self, id: &BlobId) -> &[BlobLoc] {
+        self.fallback.get(id).map(Vec::as_slice).unwrap_or(&[])
     }
 
     fn pack_entry(&mut self, p: &crate::format::index::IndexPack, obsolete: bool) -> u32 {
@@ -133,16 +139,23 @@ impl MasterIndex {
             let pid = PackId(p.pack_id);
             let is_obsolete = obsolete.contains(&pid);
             let pos = self.pack_entry(p, is_obsolete);
-            let map = if is_obsolete { &mut self.fallback } else { &mut self.blobs };
             for b in &p.blobs {
-                map.entry(BlobId(b.id)).or_insert(BlobLoc {
+                let loc = BlobLoc {
                     pack: pos,
                     blob_type: b.blob_type,
                     compression: b.compression,
                     offset: b.offset,
                     stored_len: b.stored_len,
                     raw_len: b.raw_len,
-                });
+                };
+                if is_obsolete {
+                    let v = self.fallback.entry(BlobId(b.id)).or_default();
+                    if !v.iter().any(|l| l.pack == pos) {
+                        v.push(loc);
+                    }
+                } else {
+                    self.blobs.entry(BlobId(b.id)).or_insert(loc);
+                }
             }
         }
     }

@@ -11,7 +11,8 @@
 //!   they then simply go stale.
 //!
 //! A session is *live* unless it is provably over: its lock names this very boot of this
-//! machine (host name and kernel boot id) and a process that no longer exists, or its last
+//! machine (host name and kernel boot id), this pid namespace, and a process that no longer
+//! exists, or its last
 //! sign of life is more than [`STALE`] older than the storage's present (the timestamp of
 //! an object the judging process has just written). A lock that cannot be read counts as a
 //! live session that started when it was written: it can only delay deletions.
@@ -45,11 +46,27 @@ pub(crate) fn ns(d: Duration) -> i64 {
     d.as_nanos() as i64
 }
 
-/// This machine's identity for locks: host name and kernel boot id.
-pub fn this_machine() -> (String, String) {
+/// [`MARGIN`] in nanoseconds, as comparisons of storage timestamps use it. The interleaving
+/// tests, whose store hands out exactly ordered timestamps, set it to 0 so that they reach
+/// every decision the margin would otherwise postpone.
+static MARGIN_NS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(5 * 60 * 1_000_000_000);
+
+pub(crate) fn margin_ns() -> i64 {
+    MARGIN_NS.load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+pub(crate) fn set_margin_for_tests(ns: i64) {
+    MARGIN_NS.store(ns, Ordering::Relaxed);
+}
+
+/// This machine's identity for locks: host name, kernel boot id, and the pid namespace of
+/// this process (containers that share the host's name and boot id have their own).
+pub fn this_machine() -> (String, String, String) {
     let host = rustix::system::uname().nodename().to_string_lossy().into_owned();
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string());
-    (host, boot.unwrap_or_default())
+    let ns = std::fs::read_link("/proc/self/ns/pid").map(|p| p.to_string_lossy().into_owned());
+    (host, boot.unwrap_or_default(), ns.unwrap_or_default())
 }
 
 /// Seconds since boot, suspended time included (CLOCK_BOOTTIME).
@@ -76,6 +93,8 @@ struct Inner {
     renewed_at: Mutex<Duration>,
     /// Set when deleting a lock was refused (credentials that cannot delete).
     cannot_delete: AtomicBool,
+    /// Set when the session has ended: nothing may be committed under it any more.
+    ended: AtomicBool,
 }
 
 impl Inner {
@@ -97,6 +116,17 @@ impl Inner {
         }
     }
 
+    fn check_alive(&self) -> Result<()> {
+        if self.ended.load(Ordering::Acquire) {
+            return Err(super::RepoError::Invalid("the session that wrote this data has ended".into()));
+        }
+        let since = boottime().saturating_sub(*self.renewed_at.lock().expect("poisoned"));
+        if since > STALE - MARGIN {
+            return Err(super::RepoError::SessionExpired { secs: since.as_secs() });
+        }
+        Ok(())
+    }
+
     /// Writes a fresh lock and deletes the previous one (never the first).
     fn renew(&self) -> Result<()> {
         let before = boottime();
@@ -112,7 +142,7 @@ impl Inner {
 impl Session {
     /// Writes this process's first lock and starts renewing it every [`REFRESH`].
     pub fn start(repo: &Repository, kind: LockKind, command: &str) -> Result<Session> {
-        let (host, boot_id) = this_machine();
+        let (host, boot_id, pid_ns) = this_machine();
         let mut session = [0u8; 32];
         getrandom::fill(&mut session).expect("random source");
         let lock = Lock {
@@ -121,6 +151,7 @@ impl Session {
             host,
             boot_id,
             pid: std::process::id(),
+            pid_ns,
             username: uzers::get_current_username().map(|u| u.to_string_lossy().into_owned()).unwrap_or_default(),
             command: command.to_string(),
             client_time_ns: 0,
@@ -134,6 +165,7 @@ impl Session {
             latest: Mutex::new(None),
             renewed_at: Mutex::new(before),
             cannot_delete: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
         };
         let first = inner.write()?;
         let inner = Arc::new(Inner { first, ..inner });
@@ -165,11 +197,13 @@ impl Session {
     /// Fails if the lock was last renewed so long ago that a prune may have judged this
     /// session over; nothing more may then be committed (see the module docs).
     pub fn check_alive(&self) -> Result<()> {
-        let since = boottime().saturating_sub(*self.inner.renewed_at.lock().expect("poisoned"));
-        if since > STALE - MARGIN {
-            return Err(super::RepoError::SessionExpired { secs: since.as_secs() });
-        }
-        Ok(())
+        self.inner.check_alive()
+    }
+
+    /// A handle that tells, from any thread, whether this session may still commit (index
+    /// files, snapshots): see [`Session::check_alive`]. It fails once the session has ended.
+    pub fn alive(&self) -> Alive {
+        Alive(self.inner.clone())
     }
 
     /// Renews the lock now (before a long step, or a commit).
@@ -183,11 +217,23 @@ impl Session {
     }
 }
 
+/// See [`Session::alive`].
+#[derive(Clone)]
+pub struct Alive(Arc<Inner>);
+
+impl Alive {
+    pub fn check(&self) -> Result<()> {
+        self.0.check_alive()
+    }
+}
+
 impl Drop for Session {
     /// Ending a session, on success or on an error: what it wrote unindexed becomes a
-    /// leftover at once, since it will never index it. A process killed outright leaves
-    /// its locks, which go stale (see the module docs).
+    /// leftover at once, since it will never index it (its [`Alive`] handles refuse from
+    /// now on). A process killed outright leaves its locks, which go stale (see the module
+    /// docs).
     fn drop(&mut self) {
+        self.inner.ended.store(true, Ordering::Release);
         drop(self.stop.take());
         if let Some(h) = self.heartbeat.take() {
             let _ = h.join();
@@ -210,6 +256,8 @@ pub struct SessionInfo {
     #[serde(skip)]
     pub boot_id: String,
     pub pid: u32,
+    #[serde(skip)]
+    pub pid_ns: String,
     pub username: String,
     pub command: String,
     /// Storage timestamp of its oldest lock object (its start), Unix ns.
@@ -233,8 +281,13 @@ impl SessionInfo {
 
     /// Whether the session may still be running, judged at storage time `now_ns`.
     pub fn is_live(&self, now_ns: i64) -> bool {
-        let (host, boot) = this_machine();
-        if !boot.is_empty() && self.host == host && self.boot_id == boot && !process_exists(self.pid) {
+        let (host, boot, pid_ns) = this_machine();
+        let here = !boot.is_empty()
+            && !pid_ns.is_empty()
+            && self.host == host
+            && self.boot_id == boot
+            && self.pid_ns == pid_ns;
+        if here && !process_exists(self.pid) {
             return false;
         }
         now_ns.saturating_sub(self.renewed_ns) <= ns(STALE)
@@ -249,9 +302,24 @@ fn process_exists(pid: u32) -> bool {
     }
 }
 
-/// Every session with a lock in the repository, grouped from the lock objects. A lock
-/// deleted between listing and reading is skipped (its session ended).
+/// Every session with a lock in the repository, grouped from the lock objects. A lock that
+/// is listed but gone when read was deleted meanwhile: by a session renewing its lock (its
+/// new lock was written first) or ending. The listing is then taken again, so a renewing
+/// session is never seen without its newest lock (and so judged over by an old one).
 pub fn list_sessions(repo: &Repository) -> Result<Vec<SessionInfo>> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match read_sessions(repo)? {
+            Some(s) => return Ok(s),
+            None if attempt < 5 => continue,
+            None => return Err(super::RepoError::Invalid("locks/ keeps changing while it is read; try again".into())),
+        }
+    }
+}
+
+/// One reading of `locks/`; `None` if a listed lock was gone when read.
+fn read_sessions(repo: &Repository) -> Result<Option<Vec<SessionInfo>>> {
     let mut by_session: std::collections::BTreeMap<[u8; 32], SessionInfo> = Default::default();
     for l in repo.store().list("locks")? {
         let Some(id) = l.path.strip_prefix("locks/").and_then(LockId::from_name) else { continue };
@@ -259,7 +327,7 @@ pub fn list_sessions(repo: &Repository) -> Result<Vec<SessionInfo>> {
             Ok(b) => repo
                 .open_object(ObjectType::Lock, id.as_bytes(), &l.path, &b)
                 .and_then(|p| Lock::decode(&p).map_err(|e| super::RepoError::damaged(l.path.clone(), e))),
-            Err(StorageError::NotFound { .. }) => continue,
+            Err(StorageError::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
         let (key, info) = match lock {
@@ -271,6 +339,7 @@ pub fn list_sessions(repo: &Repository) -> Result<Vec<SessionInfo>> {
                     host: lock.host,
                     boot_id: lock.boot_id,
                     pid: lock.pid,
+                    pid_ns: lock.pid_ns,
                     username: lock.username,
                     command: lock.command,
                     started_ns: l.modified_ns,
@@ -288,6 +357,7 @@ pub fn list_sessions(repo: &Repository) -> Result<Vec<SessionInfo>> {
                     host: String::new(),
                     boot_id: String::new(),
                     pid: 0,
+                    pid_ns: String::new(),
                     username: String::new(),
                     command: String::new(),
                     started_ns: l.modified_ns,
@@ -302,5 +372,5 @@ pub fn list_sessions(repo: &Repository) -> Result<Vec<SessionInfo>> {
         e.renewed_ns = e.renewed_ns.max(l.modified_ns);
         e.locks.push(id);
     }
-    Ok(by_session.into_values().collect())
+    Ok(Some(by_session.into_values().collect()))
 }

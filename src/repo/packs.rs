@@ -73,7 +73,8 @@ pub fn empty_listing_check(listing: &[crate::storage::Listed], index: &MasterInd
 }
 
 /// Re-indexes every complete pack no index lists; returns how many were adopted.
-pub fn adopt_orphans(repo: &Repository, index: &mut MasterIndex) -> Result<usize> {
+/// The index file is written only if `alive` (the caller's session) may still commit.
+pub fn adopt_orphans(repo: &Repository, index: &mut MasterIndex, alive: Option<&super::lock::Alive>) -> Result<usize> {
     let known: HashSet<PackId> = index.packs().iter().map(|p| p.id).collect();
     let listing = repo.store().list("data")?;
     empty_listing_check(&listing, index)?;
@@ -94,6 +95,9 @@ pub fn adopt_orphans(repo: &Repository, index: &mut MasterIndex) -> Result<usize
     let n = packs.len();
     if n > 0 {
         let f = IndexFile { kind: IndexKind::Packs, supersedes: Vec::new(), packs };
+        if let Some(a) = alive {
+            a.check()?;
+        }
         repo.save_index_file(&f)?;
         index.add_file(&f);
     }

@@ -26,7 +26,13 @@ pub fn seen_files(index: &super::MasterIndex) -> HashSet<IndexId> {
 
 /// Ensures every blob reachable from `roots` is held by a live pack, copying those that
 /// only obsolete packs hold (see the module docs). Returns how many were copied.
-pub fn ensure_live(repo: &Arc<Repository>, seen: &HashSet<IndexId>, roots: &[BlobId], uploaders: usize) -> Result<u64> {
+pub fn ensure_live(
+    repo: &Arc<Repository>,
+    seen: &HashSet<IndexId>,
+    roots: &[BlobId],
+    uploaders: usize,
+    alive: &super::lock::Alive,
+) -> Result<u64> {
     let new: Vec<IndexId> = list_index_ids(repo)?.into_iter().filter(|id| !seen.contains(id)).collect();
     let mut marked = false;
     for id in &new {
@@ -71,6 +77,7 @@ pub fn ensure_live(repo: &Arc<Repository>, seen: &HashSet<IndexId>, roots: &[Blo
         return Ok(0);
     }
     let sink = BlobSink::start(repo.clone(), repo.config().compression_level, 1, uploaders.max(1), HashSet::new());
+    sink.guard(alive.clone());
     let mut w = sink.writer();
     for id in &todo {
         let loc = index.get(id).expect("only_obsolete implies a location");

@@ -62,6 +62,17 @@ impl Repository {
     /// All snapshots with the storage's timestamps, oldest (by claimed time) first. A
     /// snapshot listed but gone when read was removed meanwhile (forget, tag): skipped.
     pub fn load_snapshots_listed(&self) -> Result<Vec<ListedSnapshot>> {
+        // A snapshot listed but gone when read was replaced (tag writes the new one first)
+        // or removed: the listing is taken again, so a replacement is not missed.
+        for _ in 0..4 {
+            if let Some(v) = self.try_load_snapshots_listed()? {
+                return Ok(v);
+            }
+        }
+        Err(RepoError::Invalid("snapshots/ keeps changing while it is read; try again".into()))
+    }
+
+    fn try_load_snapshots_listed(&self) -> Result<Option<Vec<ListedSnapshot>>> {
         let mut v = Vec::new();
         let listed = self.list_snapshots()?;
         if let Some(c) = self.cache() {
@@ -71,12 +82,12 @@ impl Repository {
         for (id, stored_ns) in listed {
             match self.load_snapshot(&id) {
                 Ok(snapshot) => v.push(ListedSnapshot { id, snapshot, stored_ns }),
-                Err(RepoError::Storage(crate::storage::StorageError::NotFound { .. })) => {}
+                Err(RepoError::Storage(crate::storage::StorageError::NotFound { .. })) => return Ok(None),
                 Err(e) => return Err(e),
             }
         }
         v.sort_by_key(|a| (a.snapshot.time_ns, a.id));
-        Ok(v)
+        Ok(Some(v))
     }
 
     /// Writes a snapshot manifest (after the index that covers its data is durable).

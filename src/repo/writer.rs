@@ -162,6 +162,9 @@ struct Shared {
     stats: SinkStats,
     /// Packs opened; at the end every one must have been uploaded (see `BlobSink::finish`).
     packs_made: AtomicU64,
+    /// The session the sink writes for: no index file is written once it may have been
+    /// judged over (docs/storage.md, "Many clients and prune").
+    alive: std::sync::OnceLock<super::lock::Alive>,
 }
 
 impl Shared {
@@ -239,8 +242,17 @@ impl Shared {
             }
         };
         if let Some(packs) = full {
-            self.repo.save_index_file(&IndexFile { kind: IndexKind::Packs, supersedes: vec![], packs })?;
+            self.save_index(packs)?;
         }
+        Ok(())
+    }
+
+    /// Writes an index file for `packs`, if the session may still commit.
+    fn save_index(&self, packs: Vec<IndexPack>) -> Result<()> {
+        if let Some(a) = self.alive.get() {
+            a.check()?;
+        }
+        self.repo.save_index_file(&IndexFile { kind: IndexKind::Packs, supersedes: vec![], packs })?;
         Ok(())
     }
 }
@@ -362,6 +374,7 @@ impl BlobSink {
             error: Mutex::new(None),
             stats: SinkStats::default(),
             packs_made: AtomicU64::new(0),
+            alive: std::sync::OnceLock::new(),
         });
         let (tx, rx) = bounded::<RawBlob>(threads * 2);
         let (up_tx, up_rx) = bounded::<Upload>(1);
@@ -399,6 +412,12 @@ impl BlobSink {
             );
         }
         sink
+    }
+
+    /// Ties the sink to a session: it writes no index file once the session may have been
+    /// judged over, or has ended (the packs it wrote then are leftovers for prune).
+    pub fn guard(&self, alive: super::lock::Alive) {
+        let _ = self.shared.alive.set(alive);
     }
 
     /// The set of blobs stored or being stored; callers claim a blob with [`claim`].
@@ -478,7 +497,7 @@ impl BlobSink {
         }
         let packs = std::mem::take(&mut *self.shared.pending.lock().expect("poisoned"));
         if !packs.is_empty() {
-            self.shared.repo.save_index_file(&IndexFile { kind: IndexKind::Packs, supersedes: vec![], packs })?;
+            self.shared.save_index(packs)?;
         }
         let st = &self.shared.stats;
         Ok(SinkTotals {

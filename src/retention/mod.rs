@@ -4,3 +4,6 @@
 pub mod forget;
 pub mod policy;
 pub mod prune;
+
+#[cfg(test)]
+mod interleave_tests;

@@ -30,7 +30,7 @@ use crate::format::tree::NodeKind;
 use crate::id::{BlobId, IndexId, PackId, SnapshotId};
 use crate::progress::Progress;
 use crate::repo::index::{BlobLoc, MasterIndex};
-use crate::repo::lock::{list_sessions, ns, Session, SessionInfo, MARGIN};
+use crate::repo::lock::{list_sessions, margin_ns, Session, SessionInfo};
 use crate::repo::writer::BlobSink;
 use crate::repo::{index_path, pack_path, RepoError, Repository, Result};
 use crate::storage::Listed;
@@ -211,10 +211,13 @@ pub fn start_session(repo: &Repository) -> Result<(Session, i64)> {
         return Err(RepoError::Invalid("the prune lock just written is missing from the listing of locks/".into()));
     };
     let now = me.renewed_ns;
+    // Any other live prune stops this one, unless it clearly started after this one (it
+    // then stops itself). Storage timestamps may be misordered by up to MARGIN, so two
+    // prunes started within MARGIN of each other both stop: safe, and rare.
     let rival = sessions
         .iter()
         .filter(|s| s.is_prune() && s.session != me.session && s.is_live(now))
-        .find(|s| (s.started_ns, s.session) < (me.started_ns, me.session));
+        .find(|s| s.started_ns <= me.started_ns.saturating_add(margin_ns()));
     if let Some(r) = rival {
         session.end();
         return Err(RepoError::Locked(format!(
@@ -244,6 +247,9 @@ fn list_packs(repo: &Repository) -> Result<HashMap<PackId, Listed>> {
 /// Adds every blob reachable from the snapshots not yet in `seen_snapshots` to `used`,
 /// reading each tree once (`seen_trees`). Any tree that cannot be read stops the prune:
 /// nothing may be deleted on the strength of a partial view.
+///
+/// A snapshot written after the index was read (by a backup still running) may need index
+/// files written after it too: a tree not found is looked up once more in a fresh index.
 fn mark_used(
     repo: &Repository,
     index: &MasterIndex,
@@ -252,6 +258,7 @@ fn mark_used(
     seen_trees: &mut HashSet<BlobId>,
     used: &mut HashSet<BlobId>,
 ) -> Result<()> {
+    let mut fresh: Option<MasterIndex> = None;
     for (sid, root) in snapshots {
         if !seen_snapshots.insert(*sid) {
             continue;
@@ -262,7 +269,15 @@ fn mark_used(
                 continue;
             }
             used.insert(t);
-            let nodes = repo.load_tree(index, &t).map_err(|e| {
+            let nodes = match (index.get(&t), &fresh) {
+                (None, None) => {
+                    fresh = Some(repo.load_index()?);
+                    repo.load_tree(fresh.as_ref().expect("just set"), &t)
+                }
+                (None, Some(f)) => repo.load_tree(f, &t),
+                (Some(_), _) => repo.load_tree(index, &t),
+            };
+            let nodes = nodes.map_err(|e| {
                 RepoError::Invalid(format!("snapshot {}: {e}; prune stops (run `coffer check`)", sid.short()))
             })?;
             for n in nodes {
@@ -338,8 +353,8 @@ pub fn plan(repo: &Repository, me: &Session, opts: &PruneOptions, progress: &dyn
     }
     // Packs written since the oldest running session started may be that session's: their
     // blobs may be about to be referenced by its snapshot, so they are left alone.
-    let young_from = live.iter().map(|s| s.started_ns).min().map(|t| t.saturating_sub(ns(MARGIN)));
-    classify_live_packs(&index, &data, &usage, young_from, opts, &mut plan)?;
+    let young_from = live.iter().map(|s| s.started_ns).min().map(|t| t.saturating_sub(margin_ns()));
+    classify_live_packs(&index, &data, &usage, &used, young_from, opts, &mut plan)?;
     plan_rescue(&index, &data, &used, &mut plan)?;
     plan_leftovers(&index, &data, &live, &mut plan);
     plan_obsolete(&index, &data, &live, &mut plan);
@@ -375,6 +390,7 @@ fn classify_live_packs(
     index: &MasterIndex,
     data: &HashMap<PackId, Listed>,
     usage: &HashMap<u32, Usage>,
+    used: &HashSet<BlobId>,
     young_from: Option<i64>,
     opts: &PruneOptions,
     plan: &mut Plan,
@@ -470,7 +486,7 @@ fn classify_live_packs(
     // The used blobs of the packs chosen, from the master index (one location each).
     let mut used_in: HashMap<u32, Vec<(BlobId, BlobLoc)>> = HashMap::new();
     for (id, loc) in index.iter() {
-        if plan.copy.contains_key(&loc.pack) {
+        if plan.copy.contains_key(&loc.pack) && used.contains(id) {
             used_in.entry(loc.pack).or_default().push((*id, *loc));
         }
     }
@@ -517,7 +533,7 @@ fn plan_leftovers(index: &MasterIndex, data: &HashMap<PackId, Listed>, live: &[S
         if index.pack_pos(id).is_some() {
             continue;
         }
-        let owned = live.iter().any(|s| s.started_ns <= l.modified_ns.saturating_add(ns(MARGIN)));
+        let owned = live.iter().any(|s| s.started_ns <= l.modified_ns.saturating_add(margin_ns()));
         if owned {
             plan.in_flight.add(l.size);
         } else {
@@ -552,7 +568,7 @@ fn plan_obsolete(index: &MasterIndex, data: &HashMap<PackId, Listed>, live: &[Se
 
 /// Whether every live session started after a record written at `marked_ns` (with margin).
 fn ready(live: &[SessionInfo], marked_ns: i64) -> bool {
-    live.iter().all(|s| s.started_ns > marked_ns.saturating_add(ns(MARGIN)))
+    live.iter().all(|s| s.started_ns > marked_ns.saturating_add(margin_ns()))
 }
 
 /// The index is rewritten (superseding every kind-0 file read) whenever anything is marked,
@@ -561,7 +577,11 @@ fn plan_index(index: &MasterIndex, plan: &mut Plan) {
     let packs_files: Vec<_> = index.files.iter().filter(|f| f.kind == IndexKind::Packs).collect();
     let live_files = packs_files.iter().filter(|f| !f.superseded).count();
     let any_superseded = packs_files.iter().any(|f| f.superseded);
-    if !plan.condemn.is_empty() || any_superseded || live_files > 1 || !plan.rescue.is_empty() {
+    let lists_obsolete = packs_files
+        .iter()
+        .filter(|f| !f.superseded)
+        .any(|f| f.packs.iter().any(|p| index.pack_pos(p).is_some_and(|pos| index.pack(pos).obsolete)));
+    if !plan.condemn.is_empty() || any_superseded || live_files > 1 || !plan.rescue.is_empty() || lists_obsolete {
         plan.rewrite_from = packs_files.iter().filter(|f| !f.superseded).map(|f| f.id).collect();
         plan.replace = packs_files.iter().map(|f| f.id).collect();
         plan.index_files_replaced = plan.replace.len() as u64;
@@ -593,13 +613,15 @@ pub fn execute(
     // 1. Copy the used blobs of packs to repack, and rescued ones, into new packs (indexed
     //    by the sink as it goes: packs, then index files).
     if !plan.copy.is_empty() || !plan.rescue.is_empty() {
-        let totals = copy_blobs(repo, &index, &plan, opts, progress)?;
+        let totals = copy_blobs(repo, me, &index, &plan, opts, progress)?;
         out.packs_written = totals.packs;
         out.bytes_written = totals.data_added;
         out.index_files_written += totals.packs.div_ceil(crate::repo::writer::INDEX_FLUSH_PACKS as u64);
         me.renew()?;
     }
-    // 2. The obsolete-packs record, before any index leaves those packs out.
+    // 2. The obsolete-packs record, before any index leaves those packs out. Before each
+    //    step: this prune must not have been judged over by another.
+    me.check_alive()?;
     let mut new_record = None;
     if !plan.condemn.is_empty() {
         let record = record_of(repo, &index, &plan)?;
@@ -607,9 +629,10 @@ pub fn execute(
         let id = repo.save_index_file(&record)?;
         out.index_files_written += 1;
         let marked_ns = repo.store().head(&index_path(&id))?.modified_ns;
-        new_record = Some((id, marked_ns, record.packs.iter().map(|p| PackId(p.pack_id)).collect::<Vec<_>>()));
+        new_record = Some((id, marked_ns, record));
     }
     // 3. The rewritten index; the files it replaces are deleted after it is durable.
+    me.check_alive()?;
     if !plan.replace.is_empty() {
         out.index_files_written += rewrite_index(repo, &plan)?;
         for id in &plan.replace {
@@ -618,18 +641,21 @@ pub fn execute(
         }
     }
     // 4. Obsolete packs that nothing can still use.
+    me.check_alive()?;
     for pid in &plan.delete_packs {
         repo.store().delete(&pack_path(pid))?;
         out.packs_deleted += 1;
     }
     out.bytes_deleted = plan.delete.bytes;
     // 5. What this run marked, if the sessions seen now allow it.
-    if let Some((id, marked_ns, packs)) = new_record {
-        let deleted = delete_marked_now(repo, me, &mut plan, marked_ns, &packs)?;
+    if let Some((id, marked_ns, record)) = new_record {
+        me.check_alive()?;
+        let deleted = delete_marked_now(repo, me, &mut plan, marked_ns, &record)?;
         out.packs_deleted += deleted.0;
         out.bytes_deleted += deleted.1;
-        plan.records.push((id, packs));
+        plan.records.push((id, record.packs.iter().map(|p| PackId(p.pack_id)).collect()));
     }
+    me.check_alive()?;
     out.index_files_deleted += delete_finished_records(repo, &plan)?;
     out.packs_waiting = count_waiting(repo)?;
     out.requests = diff_ops(repo, &before);
@@ -651,12 +677,14 @@ fn diff_ops(repo: &Repository, before: &[u64; 5]) -> serde_json::Value {
 /// Reads the blobs to copy and stores them again (verified, not recompressed).
 fn copy_blobs(
     repo: &Arc<Repository>,
+    me: &Session,
     index: &MasterIndex,
     plan: &Plan,
     opts: &PruneOptions,
     progress: &dyn Progress,
 ) -> Result<crate::repo::writer::SinkTotals> {
     let sink = BlobSink::start(repo.clone(), 0, 1, opts.uploaders.max(1), HashSet::new());
+    sink.guard(me.alive());
     let work: Vec<(PackId, Vec<(BlobId, BlobLoc)>)> =
         plan.copy.iter().map(|(pos, blobs)| (index.pack_id(*pos), blobs.clone())).collect();
     progress.set_total(plan.repack_copy_bytes, work.len() as u64);
@@ -729,11 +757,7 @@ fn copy_pack(
 fn record_of(repo: &Repository, index: &MasterIndex, plan: &Plan) -> Result<IndexFile> {
     let mut packs: BTreeMap<PackId, IndexPack> = BTreeMap::new();
     for id in &plan.rewrite_from {
-        let f = match repo.load_index_file(id) {
-            Ok(f) => f,
-            Err(RepoError::Storage(crate::storage::StorageError::NotFound { .. })) => continue,
-            Err(e) => return Err(e),
-        };
+        let f = repo.load_index_file(id).map_err(gone_under_us)?;
         for p in f.packs {
             let pid = PackId(p.pack_id);
             if plan.condemn.contains(&pid) {
@@ -748,6 +772,18 @@ fn record_of(repo: &Repository, index: &MasterIndex, plan: &Plan) -> Result<Inde
     Ok(IndexFile { kind: IndexKind::Obsolete, supersedes: vec![], packs: packs.into_values().collect() })
 }
 
+/// An index file this prune read and is rewriting vanished: only another prune deletes index
+/// files, so this one stops before it writes anything that would leave its packs out.
+fn gone_under_us(e: RepoError) -> RepoError {
+    match e {
+        RepoError::Storage(crate::storage::StorageError::NotFound { path }) => RepoError::Locked(format!(
+            "{path} was deleted while this prune was rewriting the index: another prune is running; \
+             this one stops"
+        )),
+        e => e,
+    }
+}
+
 /// Packs per rewritten index file.
 const REWRITE_PACKS_PER_FILE: usize = 4096;
 
@@ -758,11 +794,7 @@ fn rewrite_index(repo: &Repository, plan: &Plan) -> Result<u64> {
     let mut seen: HashSet<PackId> = HashSet::new();
     let mut packs: Vec<IndexPack> = Vec::new();
     for id in &plan.rewrite_from {
-        let f = match repo.load_index_file(id) {
-            Ok(f) => f,
-            Err(RepoError::Storage(crate::storage::StorageError::NotFound { .. })) => continue,
-            Err(e) => return Err(e),
-        };
+        let f = repo.load_index_file(id).map_err(gone_under_us)?;
         for p in f.packs {
             let pid = PackId(p.pack_id);
             if !plan.exclude.contains(&pid) && seen.insert(pid) {
@@ -795,10 +827,14 @@ fn delete_marked_now(
     me: &Session,
     plan: &mut Plan,
     marked_ns: i64,
-    packs: &[PackId],
+    record: &IndexFile,
 ) -> Result<(u64, u64)> {
     let sessions = list_sessions(repo)?;
-    let now = sessions.iter().find(|s| s.session == me.id()).map_or(i64::MAX, |s| s.renewed_ns);
+    let now = sessions
+        .iter()
+        .find(|s| s.session == me.id())
+        .map(|s| s.renewed_ns)
+        .ok_or_else(|| RepoError::Invalid("this prune's lock is missing from the listing of locks/".into()))?;
     let live: Vec<SessionInfo> =
         sessions.into_iter().filter(|s| s.session != me.id() && s.is_live(now) && !s.is_prune()).collect();
     if !ready(&live, marked_ns) {
@@ -811,21 +847,17 @@ fn delete_marked_now(
         snaps.iter().filter(|s| !plan.seen_snapshots.contains(&s.id)).map(|s| (s.id, s.snapshot.tree)).collect();
     let mut newly_used = HashSet::new();
     mark_used(repo, &index, &new_roots, &mut plan.seen_snapshots, &mut plan.seen_trees, &mut newly_used)?;
-    let mut needed: HashSet<PackId> = HashSet::new();
-    for id in &newly_used {
-        if index.only_obsolete(id) {
-            if let Some(loc) = index.get(id) {
-                needed.insert(index.pack_id(loc.pack));
-            }
-        }
-    }
     let (mut n, mut bytes) = (0, 0);
-    for pid in packs {
-        if needed.contains(pid) {
+    for p in &record.packs {
+        let pid = PackId(p.pack_id);
+        // A blob a new snapshot needs that no live pack holds keeps this pack (whichever
+        // obsolete copy the index would read): the next prune copies it first.
+        let needed = p.blobs.iter().any(|b| newly_used.contains(&BlobId(b.id)) && !index.contains(&BlobId(b.id)));
+        if needed {
             continue;
         }
-        if let Some(l) = data.get(pid) {
-            repo.store().delete(&pack_path(pid))?;
+        if let Some(l) = data.get(&pid) {
+            repo.store().delete(&pack_path(&pid))?;
             n += 1;
             bytes += l.size;
         }
@@ -841,7 +873,14 @@ fn delete_finished_records(repo: &Repository, plan: &Plan) -> Result<u64> {
     }
     let data = list_packs(repo)?;
     let index = repo.load_index()?;
-    let listed_live: HashSet<PackId> = index.packs().iter().filter(|p| !p.obsolete).map(|p| p.id).collect();
+    // Every pack a live kind-0 file lists, obsolete or not: such a file would make it live
+    // again once no record names it.
+    let listed_live: HashSet<PackId> = index
+        .files
+        .iter()
+        .filter(|f| f.kind == IndexKind::Packs && !f.superseded)
+        .flat_map(|f| f.packs.iter().copied())
+        .collect();
     let mut n = 0;
     for (id, packs) in &plan.records {
         // A pack still present, or listed by a live index file (one a backup wrote while

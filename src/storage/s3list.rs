@@ -17,8 +17,8 @@
 use std::collections::HashSet;
 
 use object_store::client::{
-    HttpClient, HttpConnector, HttpError, HttpErrorKind, HttpRequest, HttpResponse, HttpResponseBody,
-    HttpService, ReqwestConnector,
+    HttpClient, HttpConnector, HttpError, HttpErrorKind, HttpRequest, HttpResponse, HttpResponseBody, HttpService,
+    ReqwestConnector,
 };
 use object_store::list::{PaginatedListOptions, PaginatedListStore};
 
@@ -45,8 +45,7 @@ struct Guard {
 struct TruncatedWithoutToken;
 
 fn is_list_request(req: &HttpRequest) -> bool {
-    req.method() == http::Method::GET
-        && req.uri().query().is_some_and(|q| q.split('&').any(|kv| kv == "list-type=2"))
+    req.method() == http::Method::GET && req.uri().query().is_some_and(|q| q.split('&').any(|kv| kv == "list-type=2"))
 }
 
 /// Whether a ListObjectsV2 body says it is truncated but names no continuation token.
@@ -82,11 +81,7 @@ impl HttpService for Guard {
 
 /// Every object under `base` + `prefix` + `/`, with paths relative to `base` (the
 /// repository's prefix in the bucket, empty or ending in `/`).
-pub async fn list(
-    s3: &object_store::aws::AmazonS3,
-    base: &str,
-    prefix: &str,
-) -> Result<Vec<Listed>, StorageError> {
+pub async fn list(s3: &object_store::aws::AmazonS3, base: &str, prefix: &str) -> Result<Vec<Listed>, StorageError> {
     let full = format!("{base}{prefix}/");
     let fail = |e: object_store::Error| StorageError::from_os("list", prefix, e);
     let mut token: Option<String> = None;
@@ -125,7 +120,8 @@ mod tests {
     fn truncation_marks_are_read() {
         let ok = b"<ListBucketResult><IsTruncated>true</IsTruncated><NextContinuationToken>abc</NextContinuationToken></ListBucketResult>";
         let last = b"<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>";
-        let bad = b"<ListBucketResult><Contents><Key>a</Key></Contents><IsTruncated>true</IsTruncated></ListBucketResult>";
+        let bad =
+            b"<ListBucketResult><Contents><Key>a</Key></Contents><IsTruncated>true</IsTruncated></ListBucketResult>";
         let empty_token = b"<ListBucketResult><IsTruncated>true</IsTruncated><NextContinuationToken></NextContinuationToken></ListBucketResult>";
         assert!(!truncated_without_token(ok));
         assert!(!truncated_without_token(last));

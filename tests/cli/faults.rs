@@ -217,7 +217,9 @@ fn serve(
             let head = match head.find("continuation-token=") {
                 Some(a) => {
                     let rest = &head[a..];
-                    let end = rest.find(['&', ' ']).map_or(rest.len(), |e| if rest[e..].starts_with('&') { e + 1 } else { e });
+                    let end =
+                        rest.find(['&', ' '])
+                            .map_or(rest.len(), |e| if rest[e..].starts_with('&') { e + 1 } else { e });
                     format!("{}{}", &head[..a], &rest[end..])
                 }
                 None => head.into_owned(),
