@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one test command (README, .ci/run): builds Coffer and runs every test.
-# Needs: the Rust toolchain, python3 (for moto's S3 server), root for a few tests.
+# Needs: the Rust toolchain, python3 (for moto's S3 server), root for a few tests, and
+# faketime (Debian's package; installed here when missing) for the skewed-clock prune test.
 # Unit and property tests run beside the code; end-to-end tests (tests/cli/) run the built
 # binary on temporary directories. Some end-to-end tests need root (owners, device nodes, a
 # small tmpfs for the full-disk test) and util-linux's setpriv/mount: both come with Debian.
@@ -8,11 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need() { command -v "$1" >/dev/null 2>&1; }
-if ! need setpriv || ! need mount; then
+if ! need setpriv || ! need mount || ! need faketime; then
   if [ "$(id -u)" = 0 ] && need apt-get; then
-    apt-get update -qq && apt-get install -y -qq util-linux mount >/dev/null
+    apt-get update -qq && apt-get install -y -qq util-linux mount faketime >/dev/null
   else
-    echo "scripts/test.sh: setpriv and mount (util-linux) are needed" >&2
+    echo "scripts/test.sh: setpriv and mount (util-linux) and faketime are needed" >&2
     exit 1
   fi
 fi

@@ -458,3 +458,34 @@ fn a_listing_that_repeats_its_continuation_token_stops_at_once() {
     assert!(r.stderr.contains("continuation token") && r.stderr.contains("snapshots"), "{}", r.stderr);
     assert!(made < 40, "{made} requests: the listing looped");
 }
+
+#[test]
+fn forget_and_prune_on_s3_through_faults() {
+    let faults =
+        Faults { slow_down_503: 40, error_500: 30, truncate: 20, put_stored_then_500: 20, ..Default::default() };
+    let (env, proxy) = env_behind_proxy(faults, 11);
+    let src = env.path("src");
+    let ids = crate::retention::history(&env, &src, 5, 20, 5);
+    env.ok(&["forget", "--keep-last", "1"]);
+    let before = proxy.requests.load(Ordering::Relaxed);
+    let r = env.ok(&["prune", "--max-unused", "0", "--json"]).json();
+    let made = proxy.requests.load(Ordering::Relaxed) - before;
+    let o = &r["outcome"];
+    assert!(o["packs_deleted"].as_u64().unwrap() > 0, "{r}");
+    let counted: u64 =
+        ["get", "put", "head", "list", "delete"].iter().map(|k| o["requests"][k].as_u64().unwrap()).sum();
+    eprintln!("prune on S3: {counted} operations reported, {made} HTTP requests through the proxy: {}", o["requests"]);
+    assert!(counted > 0 && made >= counted, "retries make more requests than operations: {counted} vs {made}");
+    let d = direct(&env);
+    let c = d.assert_clean();
+    assert_eq!(c["obsolete_packs"], 0, "{c}");
+    assert_eq!(d.ok(&["snapshots", "--json"]).json().as_array().unwrap().len(), 1);
+    assert_eq!(d.ok(&["snapshots", "--json"]).json()[0]["id"], ids.last().unwrap().as_str());
+    d.assert_restores(&src, "out");
+}
+
+#[test]
+fn s3_backups_prunes_and_checks_at_once_lose_nothing() {
+    let env = Env::s3();
+    crate::retention::backups_beside_prunes(&env, &[]);
+}

@@ -17,7 +17,7 @@ fn snapshot_ids(env: &Env) -> Vec<String> {
         .collect()
 }
 
-fn repo_bytes(env: &Env) -> u64 {
+pub fn repo_bytes(env: &Env) -> u64 {
     env.repo_files().values().sum()
 }
 
@@ -183,7 +183,7 @@ fn tag_replaces_snapshots_and_keep_tag_applies_afterwards() {
 }
 
 /// Ten days of a changing tree: `changed` of its files rewritten every day.
-fn history(env: &Env, src: &Path, days: u64, files: u64, changed: u64) -> Vec<String> {
+pub fn history(env: &Env, src: &Path, days: u64, files: u64, changed: u64) -> Vec<String> {
     tree(src, files, 200_000, 7);
     let mut ids = Vec::new();
     for day in 0..days {
@@ -426,7 +426,7 @@ fn wrapped(c: std::process::Command, prefix: &[&str]) -> std::process::Command {
 
 /// Repeated backups of changing trees, with forget + prune and check in a loop beside them:
 /// every backup succeeds, check never reports damage, and every snapshot restores.
-fn backups_beside_prunes(env: &Env, prune_prefix: &[&str]) {
+pub fn backups_beside_prunes(env: &Env, prune_prefix: &[&str]) {
     let srcs: Vec<PathBuf> = (0..2).map(|i| env.path(&format!("src{i}"))).collect();
     for (i, s) in srcs.iter().enumerate() {
         tree(s, 12, 300_000, 20 + i as u64);
