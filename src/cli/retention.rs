@@ -113,7 +113,7 @@ fn group_json(p: &GroupPlan) -> serde_json::Value {
 fn print_forget(opts: &ForgetOptions, plans: &[GroupPlan]) -> Result<()> {
     let mut out = std::io::stdout().lock();
     if opts.ids.is_empty() {
-        writeln!(out, "Applying policy: {}", opts.policy)?;
+        writeln!(out, "Applying Policy: {}", opts.policy)?;
     }
     for p in plans {
         let key = p.key.to_string();

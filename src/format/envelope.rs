@@ -17,7 +17,7 @@ pub enum ObjectType {
     Config = 1,
     Index = 2,
     Snapshot = 3,
-    /// Reserved for lock objects (concurrent prune, a later format addition).
+    /// Lock objects (`locks/`): who is writing to the repository (docs/format.md, "Locks").
     Lock = 4,
 }
 

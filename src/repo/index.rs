@@ -239,8 +239,19 @@ impl Repository {
 
     /// Loads every index file. Any damaged index file is an error naming it. A file that
     /// was listed but is gone when read was deleted meanwhile by a prune, which wrote its
-    /// replacement first: it is skipped.
+    /// replacement first: the listing is then taken again (a listing that began before the
+    /// replacement was written may not show it), a few times at most, then the files still
+    /// there are used.
     pub fn load_index(&self) -> Result<MasterIndex> {
+        for _ in 0..3 {
+            if let Some(idx) = self.try_load_index(false)? {
+                return Ok(idx);
+            }
+        }
+        Ok(self.try_load_index(true)?.expect("missing files allowed"))
+    }
+
+    fn try_load_index(&self, allow_missing: bool) -> Result<Option<MasterIndex>> {
         let listed = list_index_files(self)?;
         if let Some(c) = self.cache() {
             let ids: HashSet<IndexId> = listed.iter().map(|(_, id)| *id).collect();
@@ -250,7 +261,8 @@ impl Repository {
         for (l, id) in listed {
             match self.load_index_file(&id) {
                 Ok(f) => files.push((l, id, f)),
-                Err(RepoError::Storage(StorageError::NotFound { .. })) => {}
+                Err(RepoError::Storage(StorageError::NotFound { .. })) if allow_missing => {}
+                Err(RepoError::Storage(StorageError::NotFound { .. })) => return Ok(None),
                 Err(e) => return Err(e),
             }
         }
@@ -258,7 +270,7 @@ impl Repository {
         if let Some(c) = self.cache() {
             c.retain("trees", |n| BlobId::from_name(n).is_some_and(|id| idx.get(&id).is_some()));
         }
-        Ok(idx)
+        Ok(Some(idx))
     }
 
     /// Writes one index file (after the packs it lists are durable).

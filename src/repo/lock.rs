@@ -116,6 +116,9 @@ impl Inner {
         }
     }
 
+    /// See [`Session::check_alive`]; also fails if this session's first lock is gone (an
+    /// operator ran `coffer unlock --remove-all` while it ran): a prune may then have
+    /// taken its packs for leftovers.
     fn check_alive(&self) -> Result<()> {
         if self.ended.load(Ordering::Acquire) {
             return Err(super::RepoError::Invalid("the session that wrote this data has ended".into()));
@@ -124,7 +127,15 @@ impl Inner {
         if since > STALE - MARGIN {
             return Err(super::RepoError::SessionExpired { secs: since.as_secs() });
         }
-        Ok(())
+        match self.store.head(&lock_path(&self.first)) {
+            Ok(_) => Ok(()),
+            Err(StorageError::NotFound { .. }) => Err(super::RepoError::Invalid(format!(
+                "this process's lock {} was removed while it ran (`coffer unlock --remove-all`?): a prune may \
+                 have reclaimed what it wrote, so it commits nothing more; run it again",
+                lock_path(&self.first)
+            ))),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Writes a fresh lock and deletes the previous one (never the first).

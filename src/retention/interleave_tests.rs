@@ -559,8 +559,12 @@ impl World {
             }
         }
         self.check_invariant();
-        // With nothing running, the two prunes left nothing marked behind.
+        // With nothing running, the two prunes left nothing marked behind (unless there is no
+        // snapshot at all: prune then refuses to work, by design).
         let repo = self.repo_for(None);
+        if repo.list_snapshot_ids().unwrap().is_empty() {
+            return;
+        }
         let index = repo.load_index().unwrap();
         let present: HashSet<crate::id::PackId> = repo
             .store()

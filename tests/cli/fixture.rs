@@ -63,6 +63,17 @@ fn a_version_1_repository_still_works() {
     env.backup(&[&src], &[]);
     env.assert_clean();
     env.assert_restores(&src, "out2");
+
+    // Retention works on it too: the first snapshot is forgotten, prune reclaims its data.
+    env.ok(&["forget", first]);
+    env.ok(&["prune", "--max-unused", "0"]);
+    let c = env.assert_clean();
+    assert_eq!(c["obsolete_packs"], 0, "{c}");
+    assert_eq!(env.ok(&["snapshots", "--json"]).json().as_array().unwrap().len(), 2);
+    let out3 = env.path("out3");
+    env.ok(&["restore", snaps[1]["id"].as_str().unwrap(), "--target", out3.to_str().unwrap()]);
+    let readme = std::fs::read_to_string(out3.join("tmp/coffer-fixture-v1/data/docs/readme.txt")).unwrap();
+    assert_eq!(readme, "hello from format version 1\n".repeat(50));
 }
 
 /// BLAKE3 of `random.bin` as made by tests/fixtures/make-repo-v1.sh.
