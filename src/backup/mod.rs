@@ -221,8 +221,16 @@ pub fn run(
         crate::repo::packs::adopt_orphans(&repo, &mut index, Some(&session.alive()))?;
     }
     let index = Arc::new(index);
+    // A parent whose trees cannot be read (a prune moved them while this backup started)
+    // only costs reading every file again: warn and go on without it.
     let parent_tree = match &parent {
-        Some((_, s)) => Some(repo.load_tree(&index, &BlobId(s.tree))?),
+        Some((id, s)) => match repo.load_tree(&index, &BlobId(s.tree)) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                progress.warn(&format!("parent snapshot {} unreadable ({e}); reading every file", id.short()));
+                None
+            }
+        },
         None => None,
     };
     let known: HashSet<BlobId> = index.blob_ids().copied().collect();
@@ -271,7 +279,7 @@ pub fn run(
 
     let walk_ctx = ctx.clone();
     let walk_roots = roots.clone();
-    let parent_tree_id = parent.as_ref().map(|(_, s)| BlobId(s.tree));
+    let parent_tree_id = parent_tree.as_ref().and(parent.as_ref()).map(|(_, s)| BlobId(s.tree));
     let walker = std::thread::Builder::new()
         .name("coffer-walk".into())
         .stack_size(512 << 20)

@@ -95,6 +95,12 @@ struct Inner {
     cannot_delete: AtomicBool,
     /// Set when the session has ended: nothing may be committed under it any more.
     ended: AtomicBool,
+    /// Set, for good, when a renewal came more than STALE − MARGIN after the one before: a
+    /// prune may have judged the session over meanwhile, and a later renewal cannot undo
+    /// what that prune did.
+    expired: AtomicBool,
+    /// The longest time between two renewals so far, in seconds.
+    longest_gap: std::sync::atomic::AtomicU64,
 }
 
 impl Inner {
@@ -124,8 +130,9 @@ impl Inner {
             return Err(super::RepoError::Invalid("the session that wrote this data has ended".into()));
         }
         let since = boottime().saturating_sub(*self.renewed_at.lock().expect("poisoned"));
-        if since > STALE - MARGIN {
-            return Err(super::RepoError::SessionExpired { secs: since.as_secs() });
+        if since > STALE - MARGIN || self.expired.load(Ordering::Acquire) {
+            let secs = since.as_secs().max(self.longest_gap.load(Ordering::Relaxed));
+            return Err(super::RepoError::SessionExpired { secs });
         }
         match self.store.head(&lock_path(&self.first)) {
             Ok(_) => Ok(()),
@@ -142,7 +149,16 @@ impl Inner {
     fn renew(&self) -> Result<()> {
         let before = boottime();
         let id = self.write()?;
-        *self.renewed_at.lock().expect("poisoned") = before;
+        let after = boottime();
+        {
+            let mut at = self.renewed_at.lock().expect("poisoned");
+            let gap = after.saturating_sub(*at);
+            self.longest_gap.fetch_max(gap.as_secs(), Ordering::Relaxed);
+            if gap > STALE - MARGIN {
+                self.expired.store(true, Ordering::Release);
+            }
+            *at = before;
+        }
         if let Some(old) = self.latest.lock().expect("poisoned").replace(id) {
             self.delete(&old);
         }
@@ -177,6 +193,8 @@ impl Session {
             renewed_at: Mutex::new(before),
             cannot_delete: AtomicBool::new(false),
             ended: AtomicBool::new(false),
+            expired: AtomicBool::new(false),
+            longest_gap: Default::default(),
         };
         let first = inner.write()?;
         let inner = Arc::new(Inner { first, ..inner });

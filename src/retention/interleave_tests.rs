@@ -647,3 +647,46 @@ fn a_backup_deduplicating_against_packs_a_prune_marks_keeps_its_data() {
     w.check_invariant();
     w.finish();
 }
+
+/// A crashed backup's unindexed pack is adopted by the next backup while a prune, which
+/// took it for a leftover, is still running; that backup commits and ends before the prune
+/// finishes. Every point at which the prune can be overtaken is tried.
+#[test]
+fn a_leftover_adopted_while_a_prune_runs_is_not_deleted() {
+    crate::repo::lock::set_margin_for_tests(0);
+    for prune_ops in 1..40 {
+        let mut w = World::new();
+        w.apply(&Step::Backup(1));
+        let first = w.actors[0].id;
+        while w.gate.step(first) {}
+        std::thread::sleep(Duration::from_millis(2));
+        w.reap();
+        // A backup of t0 that crashes right after its pack is durable.
+        w.apply(&Step::Backup(0));
+        let crashing = w.actors[0].id;
+        let packs = |w: &World| w.repo_for(None).store().list("data").unwrap().len();
+        let before = packs(&w);
+        while packs(&w) == before {
+            assert!(w.gate.step(crashing), "the backup ended before writing a pack");
+        }
+        w.apply(&Step::Crash(0));
+        w.apply(&Step::Unlock);
+        // The prune gets `prune_ops` operations, then a backup of t0 runs to its end.
+        w.apply(&Step::Prune);
+        let prune = w.actors[0].id;
+        for _ in 0..prune_ops {
+            if !w.gate.step(prune) {
+                break;
+            }
+            w.check_invariant();
+        }
+        w.apply(&Step::Backup(0));
+        let adopting = w.actors.last().unwrap().id;
+        while w.gate.step(adopting) {
+            w.check_invariant();
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        w.reap();
+        w.finish();
+    }
+}

@@ -143,6 +143,10 @@ pub struct Plan {
     copy: BTreeMap<u32, Vec<(BlobId, BlobLoc)>>,
     #[serde(skip)]
     rescue: Vec<BlobId>,
+    /// Obsolete packs the rescued blobs are copied from: marked again after the copies are
+    /// indexed, so a session that read the index before then keeps them (see `plan_obsolete`).
+    #[serde(skip)]
+    rescue_from: HashSet<PackId>,
     #[serde(skip)]
     condemn: HashSet<PackId>,
     #[serde(skip)]
@@ -249,8 +253,10 @@ fn list_packs(repo: &Repository) -> Result<HashMap<PackId, Listed>> {
 /// reading each tree once (`seen_trees`). Any tree that cannot be read stops the prune:
 /// nothing may be deleted on the strength of a partial view.
 ///
-/// A snapshot written after the index was read (by a backup still running) may need index
-/// files written after it too: a tree not found is looked up once more in a fresh index.
+/// A snapshot written after the index was read may need index files written after it too
+/// (a backup that adopted a pack, or wrote one, meanwhile): a tree not found is looked up
+/// in a fresh index, which is returned, so that the plan is made from an index that knows
+/// every pack the snapshots it saw need.
 fn mark_used(
     repo: &Repository,
     index: &MasterIndex,
@@ -258,7 +264,7 @@ fn mark_used(
     seen_snapshots: &mut HashSet<SnapshotId>,
     seen_trees: &mut HashSet<BlobId>,
     used: &mut HashSet<BlobId>,
-) -> Result<()> {
+) -> Result<Option<MasterIndex>> {
     let mut fresh: Option<MasterIndex> = None;
     for (sid, root) in snapshots {
         if !seen_snapshots.insert(*sid) {
@@ -291,7 +297,7 @@ fn mark_used(
             }
         }
     }
-    Ok(())
+    Ok(fresh)
 }
 
 /// Per-pack accounting of a live pack.
@@ -338,7 +344,13 @@ pub fn plan(repo: &Repository, me: &Session, opts: &PruneOptions, progress: &dyn
     progress.set_total(0, snaps.len() as u64);
     let roots: Vec<(SnapshotId, [u8; 32])> = snaps.iter().map(|s| (s.id, s.snapshot.tree)).collect();
     let mut used = HashSet::new();
-    mark_used(repo, &index, &roots, &mut plan.seen_snapshots, &mut plan.seen_trees, &mut used)?;
+    let mut index = index;
+    if let Some(fresh) = mark_used(repo, &index, &roots, &mut plan.seen_snapshots, &mut plan.seen_trees, &mut used)? {
+        // Read after the listing of locks/ like the first, only later: every pack it knows
+        // that the first did not is indexed now, so none of them is taken for a leftover.
+        index = fresh;
+        complete_listing(repo, &index, &mut data)?;
+    }
 
     // Which live pack each used blob is read from, and how much of each pack is used.
     let mut usage: HashMap<u32, Usage> = HashMap::new();
@@ -508,17 +520,18 @@ fn plan_rescue(
         if !used.contains(id) {
             continue;
         }
-        let pack = index.pack(loc.pack);
-        if !data.contains_key(&pack.id) {
+        let present = index.fallback_locations(id).iter().any(|l| data.contains_key(&index.pack_id(l.pack)));
+        if !present {
             return Err(RepoError::Invalid(format!(
                 "blob {id} is needed by a snapshot but only the deleted pack {} held it; prune stops \
                  (run `coffer check`)",
-                pack.id.short()
+                index.pack(loc.pack).id.short()
             )));
         }
         plan.rescue.push(*id);
         plan.rescue_blobs += 1;
         plan.repack_copy_bytes += u64::from(loc.stored_len);
+        plan.rescue_from.extend(index.fallback_locations(id).iter().map(|l| index.pack_id(l.pack)));
     }
     // Only the used blobs copied out of repacked packs go into new packs, never their
     // unused ones: drop rescued blobs that a repack copies anyway.
@@ -544,20 +557,28 @@ fn plan_leftovers(index: &MasterIndex, data: &HashMap<PackId, Listed>, live: &[S
     }
 }
 
-/// Obsolete packs are deleted once no live session started before their record (with
-/// [`MARGIN`]); others wait. A pack named by several records counts from the first.
+/// Obsolete packs are deleted once no live session started before their record (with the
+/// margin); others wait. A pack named by several records counts from the last: a pack marked
+/// again after blobs were copied out of it must outlive every session that read the index
+/// before the copies were indexed. Packs this run copies blobs out of are marked again by
+/// this run's record, and wait for it (they may be deleted at the end of this run).
 fn plan_obsolete(index: &MasterIndex, data: &HashMap<PackId, Listed>, live: &[SessionInfo], plan: &mut Plan) {
     let mut marked: HashMap<PackId, i64> = HashMap::new();
     for f in index.files.iter().filter(|f| f.kind == IndexKind::Obsolete) {
         for p in &f.packs {
             let t = marked.entry(*p).or_insert(f.modified_ns);
-            *t = (*t).min(f.modified_ns);
+            *t = (*t).max(f.modified_ns);
         }
         plan.records.push((f.id, f.packs.clone()));
     }
+    for pid in plan.rescue_from.clone() {
+        if data.contains_key(&pid) {
+            plan.condemn.insert(pid);
+        }
+    }
     for (pid, marked_ns) in marked {
         let Some(l) = data.get(&pid) else { continue };
-        if ready(live, marked_ns) {
+        if ready(live, marked_ns) && !plan.rescue_from.contains(&pid) {
             plan.delete.add(l.size);
             plan.delete_packs.push(pid);
         } else {
@@ -636,8 +657,10 @@ pub fn execute(
     }
     // 3. The rewritten index; the files it replaces are deleted after it is durable.
     me.check_alive()?;
+    let mut rewritten_ns = None;
     if !plan.replace.is_empty() {
-        out.index_files_written += rewrite_index(repo, &plan)?;
+        rewritten_ns = Some(rewrite_index(repo, &plan)?);
+        out.index_files_written += 1;
         for id in &plan.replace {
             repo.store().delete(&index_path(id))?;
             out.index_files_deleted += 1;
@@ -659,7 +682,7 @@ pub fn execute(
         plan.records.push((id, record.packs.iter().map(|p| PackId(p.pack_id)).collect()));
     }
     me.check_alive()?;
-    out.index_files_deleted += delete_finished_records(repo, &plan)?;
+    out.index_files_deleted += delete_finished_records(repo, me, &plan, rewritten_ns)?;
     out.packs_waiting = count_waiting(repo)?;
     out.requests = diff_ops(repo, &before);
     Ok(out)
@@ -816,13 +839,11 @@ fn gone_under_us(e: RepoError) -> RepoError {
     }
 }
 
-/// Packs per rewritten index file.
-const REWRITE_PACKS_PER_FILE: usize = 4096;
-
-/// Writes the index without the packs marked: every pack of the live files read, once.
-/// Only the last file names the files it supersedes, so until it is durable the old files
-/// stay in force (a crash leaves duplicates, never gaps).
-fn rewrite_index(repo: &Repository, plan: &Plan) -> Result<u64> {
+/// Writes the index without the packs marked: every pack of the live files read, once, in
+/// one file that supersedes every kind-0 file read. One file, not several: a reader whose
+/// listing saw a first part but not the last (listings are not atomic) would otherwise
+/// ignore the old files and miss the parts it did not see.
+fn rewrite_index(repo: &Repository, plan: &Plan) -> Result<i64> {
     let mut seen: HashSet<PackId> = HashSet::new();
     let mut packs: Vec<IndexPack> = Vec::new();
     for id in &plan.rewrite_from {
@@ -834,22 +855,9 @@ fn rewrite_index(repo: &Repository, plan: &Plan) -> Result<u64> {
             }
         }
     }
-    let mut written = 0;
-    let chunks: Vec<Vec<IndexPack>> = packs.chunks(REWRITE_PACKS_PER_FILE).map(<[IndexPack]>::to_vec).collect();
-    let last = chunks.len().saturating_sub(1);
-    if chunks.is_empty() {
-        // Nothing live is left: one empty file still supersedes the old ones.
-        let f =
-            IndexFile { kind: IndexKind::Packs, supersedes: plan.replace.iter().map(|i| i.0).collect(), packs: vec![] };
-        repo.save_index_file(&f)?;
-        return Ok(1);
-    }
-    for (i, chunk) in chunks.into_iter().enumerate() {
-        let supersedes = if i == last { plan.replace.iter().map(|i| i.0).collect() } else { vec![] };
-        repo.save_index_file(&IndexFile { kind: IndexKind::Packs, supersedes, packs: chunk })?;
-        written += 1;
-    }
-    Ok(written)
+    let f = IndexFile { kind: IndexKind::Packs, supersedes: plan.replace.iter().map(|i| i.0).collect(), packs };
+    let id = repo.save_index_file(&f)?;
+    Ok(repo.store().head(&index_path(&id))?.modified_ns)
 }
 
 /// After the record at `marked_ns` is durable: if the sessions listed now allow it, and no
@@ -878,14 +886,19 @@ fn delete_marked_now(
     let new_roots: Vec<(SnapshotId, [u8; 32])> =
         snaps.iter().filter(|s| !plan.seen_snapshots.contains(&s.id)).map(|s| (s.id, s.snapshot.tree)).collect();
     let mut newly_used = HashSet::new();
-    mark_used(repo, &index, &new_roots, &mut plan.seen_snapshots, &mut plan.seen_trees, &mut newly_used)?;
+    let fresh = mark_used(repo, &index, &new_roots, &mut plan.seen_snapshots, &mut plan.seen_trees, &mut newly_used)?;
+    let index = fresh.unwrap_or(index);
+    // A blob a new snapshot needs that no live pack holds keeps every obsolete pack that
+    // has a copy (by the fresh index: a leftover has no entries in the record, but a backup
+    // may have adopted it meanwhile): the next prune copies the blob first.
+    let mut needed: HashSet<PackId> = HashSet::new();
+    for b in newly_used.iter().filter(|b| !index.contains(b)) {
+        needed.extend(index.fallback_locations(b).iter().map(|l| index.pack_id(l.pack)));
+    }
     let (mut n, mut bytes) = (0, 0);
     for p in &record.packs {
         let pid = PackId(p.pack_id);
-        // A blob a new snapshot needs that no live pack holds keeps this pack (whichever
-        // obsolete copy the index would read): the next prune copies it first.
-        let needed = p.blobs.iter().any(|b| newly_used.contains(&BlobId(b.id)) && !index.contains(&BlobId(b.id)));
-        if needed {
+        if needed.contains(&pid) {
             continue;
         }
         if let Some(l) = data.get(&pid) {
@@ -898,9 +911,24 @@ fn delete_marked_now(
 }
 
 /// Deletes the records whose packs are all gone, unless an index file this run did not
-/// read lists one of them (a backup that adopted it meanwhile).
-fn delete_finished_records(repo: &Repository, plan: &Plan) -> Result<u64> {
+/// read lists one of them (a backup that adopted it meanwhile), and only once no live
+/// session started before the index that leaves their packs out was written (`rewritten_ns`,
+/// else this prune's start), with the margin: a session whose listing of `index/` began
+/// earlier may still be using a replaced file that lists those packs, and only the record
+/// keeps it from deduplicating against them.
+fn delete_finished_records(repo: &Repository, me: &Session, plan: &Plan, rewritten_ns: Option<i64>) -> Result<u64> {
     if plan.records.is_empty() {
+        return Ok(0);
+    }
+    let sessions = list_sessions(repo)?;
+    let mine = sessions
+        .iter()
+        .find(|s| s.session == me.id())
+        .ok_or_else(|| RepoError::Invalid("this prune's lock is missing from the listing of locks/".into()))?;
+    let cutoff = rewritten_ns.unwrap_or(mine.started_ns);
+    let now = mine.renewed_ns;
+    let live: Vec<SessionInfo> = sessions.iter().filter(|s| s.session != me.id() && s.is_live(now)).cloned().collect();
+    if !ready(&live, cutoff) {
         return Ok(0);
     }
     let data = list_packs(repo)?;
