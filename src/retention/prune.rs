@@ -308,20 +308,28 @@ struct Usage {
     listed_bytes: u64,
 }
 
+/// This prune's own session as listed now (its newest lock's storage timestamp is the
+/// storage's present), and the other sessions that are live: backups, copies and readers
+/// (another prune that is live has lost to this one and stops by itself).
+fn sessions_now(repo: &Repository, me: &Session) -> Result<(SessionInfo, Vec<SessionInfo>)> {
+    let sessions = list_sessions(repo)?;
+    let mine = sessions
+        .iter()
+        .find(|s| s.session == me.id())
+        .cloned()
+        .ok_or_else(|| RepoError::Invalid("this prune's lock is missing from the listing of locks/".into()))?;
+    let live =
+        sessions.into_iter().filter(|s| s.session != me.id() && s.is_live(mine.renewed_ns) && !s.is_prune()).collect();
+    Ok((mine, live))
+}
+
 /// Computes the plan. Listing order matters (docs/storage.md): `data/` first, then
 /// `locks/`, then `index/`, then `snapshots/`, so that every pack seen is either indexed,
 /// or owned by a session seen, or a leftover; and every snapshot of a session that ended
 /// is seen.
 pub fn plan(repo: &Repository, me: &Session, opts: &PruneOptions, progress: &dyn Progress) -> Result<Plan> {
     let data = list_packs(repo)?;
-    let sessions = list_sessions(repo)?;
-    let now = sessions
-        .iter()
-        .find(|s| s.session == me.id())
-        .map(|s| s.renewed_ns)
-        .ok_or_else(|| RepoError::Invalid("this prune's lock is missing from the listing of locks/".into()))?;
-    let live: Vec<SessionInfo> =
-        sessions.into_iter().filter(|s| s.session != me.id() && s.is_live(now) && !s.is_prune()).collect();
+    let (_, live) = sessions_now(repo, me)?;
     let index = repo.load_index()?;
     let mut data = data;
     complete_listing(repo, &index, &mut data)?;
@@ -869,14 +877,7 @@ fn delete_marked_now(
     marked_ns: i64,
     record: &IndexFile,
 ) -> Result<(u64, u64)> {
-    let sessions = list_sessions(repo)?;
-    let now = sessions
-        .iter()
-        .find(|s| s.session == me.id())
-        .map(|s| s.renewed_ns)
-        .ok_or_else(|| RepoError::Invalid("this prune's lock is missing from the listing of locks/".into()))?;
-    let live: Vec<SessionInfo> =
-        sessions.into_iter().filter(|s| s.session != me.id() && s.is_live(now) && !s.is_prune()).collect();
+    let (_, live) = sessions_now(repo, me)?;
     if !ready(&live, marked_ns) {
         return Ok((0, 0));
     }
@@ -920,14 +921,8 @@ fn delete_finished_records(repo: &Repository, me: &Session, plan: &Plan, rewritt
     if plan.records.is_empty() {
         return Ok(0);
     }
-    let sessions = list_sessions(repo)?;
-    let mine = sessions
-        .iter()
-        .find(|s| s.session == me.id())
-        .ok_or_else(|| RepoError::Invalid("this prune's lock is missing from the listing of locks/".into()))?;
+    let (mine, live) = sessions_now(repo, me)?;
     let cutoff = rewritten_ns.unwrap_or(mine.started_ns);
-    let now = mine.renewed_ns;
-    let live: Vec<SessionInfo> = sessions.iter().filter(|s| s.session != me.id() && s.is_live(now)).cloned().collect();
     if !ready(&live, cutoff) {
         return Ok(0);
     }
