@@ -52,13 +52,22 @@ pub fn parse_local(s: &str) -> Result<Timestamp, String> {
 /// civil time `YYYY-MM-DD HH:MM:SS` (also `YYYY-MM-DD[ HH:MM]`) in `tz`, with the offset
 /// `tz` has then. Relative forms are refused: a snapshot's time is a point, not "2h".
 pub fn parse_snapshot_time(s: &str, tz: &TimeZone) -> Result<Zoned, String> {
+    let z = parse_snapshot_time_unchecked(s, tz)?;
+    // Snapshot times are i64 nanoseconds: 1677-09-21 to 2262-04-11.
+    if i64::try_from(z.timestamp().as_nanosecond()).is_err() {
+        return Err(format!("{:?} is outside the years 1678 to 2261 that a snapshot time can hold", s.trim()));
+    }
+    Ok(z)
+}
+
+fn parse_snapshot_time_unchecked(s: &str, tz: &TimeZone) -> Result<Zoned, String> {
     let t = s.trim();
     if let Ok(ts) = t.parse::<Timestamp>() {
         let offset = rfc3339_offset(t).ok_or_else(|| format!("{t:?}: cannot read the UTC offset"))?;
         return Ok(ts.to_zoned(TimeZone::fixed(offset)));
     }
     if let Some(civil) = parse_civil(t) {
-        let z = civil.to_zoned(tz.clone()).map_err(|e| format!("{t:?}: {e}"))?;
+        let z = civil.to_zoned(tz.clone()).map_err(|_| format!("{t:?} is outside the times a snapshot can hold"))?;
         // Keep the offset the zone had then, as a fixed zone: that is what is stored.
         return Ok(z.timestamp().to_zoned(TimeZone::fixed(z.offset())));
     }
@@ -179,9 +188,19 @@ mod tests {
         assert_eq!(z.offset().seconds(), -4 * 3600);
         assert_eq!(z.timestamp().to_string(), "2026-07-01T18:00:30Z");
         assert_eq!(parse_snapshot_time("2026-11-20T14:00:00Z", &ny()).unwrap().offset().seconds(), 0);
-        for bad in ["", "2h", "yesterday", "2026-13-01 00:00:00"] {
+        for bad in [
+            "",
+            "2h",
+            "yesterday",
+            "2026-13-01 00:00:00",
+            "1600-01-01 00:00:00",
+            "0000-06-01",
+            "2262-04-12T00:00:00Z",
+            "9999-12-31 23:59:59",
+        ] {
             assert!(parse_snapshot_time(bad, &ny()).is_err(), "{bad:?} parsed");
         }
+        assert!(parse_snapshot_time("2262-04-11T00:00:00Z", &ny()).is_ok());
     }
 
     #[test]

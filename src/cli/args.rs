@@ -262,7 +262,7 @@ pub struct BackupArgs {
     /// Files and directories to back up
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
-    /// Tag the snapshot (repeatable)
+    /// Tag the snapshot (comma-separated, repeatable)
     #[arg(long = "tag")]
     pub tags: Vec<String>,
     /// Host name to record (default: this machine's)

@@ -188,7 +188,8 @@ fn backup(g: &Global, a: BackupArgs) -> Result<ExitCode> {
     };
     let opts = BackupOptions {
         paths: a.paths,
-        tags: a.tags,
+        // `--tag a,b` is two tags, as in restic (and as forget's and tag's options read them).
+        tags: split_tags(&a.tags),
         host: a.host.unwrap_or_else(backup::default_host),
         excludes,
         one_file_system: a.one_file_system,
@@ -252,6 +253,18 @@ fn backup(g: &Global, a: BackupArgs) -> Result<ExitCode> {
         return Ok(ExitCode::Partial);
     }
     Ok(ExitCode::Ok)
+}
+
+/// Tags given as `--tag a,b --tag c`: split at commas, trimmed, empty parts and repeats
+/// dropped, in the order given.
+pub(super) fn split_tags(v: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for t in v.iter().flat_map(|t| t.split(',')).map(str::trim).filter(|t| !t.is_empty()) {
+        if !out.iter().any(|o| o == t) {
+            out.push(t.to_string());
+        }
+    }
+    out
 }
 
 /// An absolute, lexically clean form of a path as the user typed it (`.`, `..` and trailing

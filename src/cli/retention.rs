@@ -8,7 +8,7 @@ use indicatif::HumanBytes;
 use serde_json::json;
 
 use super::args::*;
-use super::commands::{connections, filter, open, print_json, progress, snapshot_json, threads, time_of};
+use super::commands::{connections, filter, open, print_json, progress, snapshot_json, split_tags, threads, time_of};
 use super::exit::ExitCode;
 use crate::repo::lock::{list_sessions, Session, SessionInfo};
 use crate::repo::snapshots::ListedSnapshot;
@@ -167,11 +167,6 @@ fn table(out: &mut impl Write, snaps: &[ListedSnapshot], reasons: Option<&Reason
     Ok(())
 }
 
-/// Tags given as `--add a,b --add c`: split at commas, empty parts dropped.
-fn tag_values(v: &[String]) -> Vec<String> {
-    v.iter().flat_map(|t| t.split(',')).map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect()
-}
-
 pub fn tag(g: &Global, a: TagArgs) -> Result<ExitCode> {
     if a.add.is_empty() && a.remove.is_empty() && a.set.is_empty() {
         bail!("give --add, --remove or --set");
@@ -190,24 +185,20 @@ pub fn tag(g: &Global, a: TagArgs) -> Result<ExitCode> {
         }
         v
     };
-    let (add, remove, set) = (tag_values(&a.add), tag_values(&a.remove), tag_values(&a.set));
+    let (add, remove, set) = (split_tags(&a.add), split_tags(&a.remove), split_tags(&a.set));
     let mut report = Vec::new();
     for (id, s) in &targets {
         let tags = if !a.set.is_empty() {
-            let mut t = Vec::new();
-            for x in &set {
-                if !t.contains(x) {
-                    t.push(x.clone());
-                }
-            }
-            t
+            set.clone()
         } else {
-            let mut t: Vec<String> = s.tags.iter().filter(|x| !remove.contains(x)).cloned().collect();
+            // As restic: the tags to add first, then those to remove.
+            let mut t: Vec<String> = s.tags.clone();
             for x in &add {
                 if !t.contains(x) {
                     t.push(x.clone());
                 }
             }
+            t.retain(|x| !remove.contains(x));
             t
         };
         let new = repo.retag(id, s, tags.clone())?;

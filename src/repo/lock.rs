@@ -72,7 +72,16 @@ pub fn this_machine() -> (String, String, String) {
 /// Seconds since boot, suspended time included (CLOCK_BOOTTIME).
 fn boottime() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32) + Duration::from_secs(SUSPENDED_SECS.load(Ordering::Relaxed))
+}
+
+/// Seconds the interleaving tests pretend this machine was suspended for (0 otherwise).
+static SUSPENDED_SECS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Moves the boot-time clock forward, as a suspend of the whole machine would (tests).
+#[cfg(test)]
+pub(crate) fn suspend_for_tests(secs: u64) {
+    SUSPENDED_SECS.fetch_add(secs, Ordering::Relaxed);
 }
 
 /// A lock this process holds, and the heartbeat that renews it.

@@ -180,6 +180,26 @@ fn tag_replaces_snapshots_and_keep_tag_applies_afterwards() {
     env.assert_clean();
     let r = env.run(&["tag", "latest"]);
     assert_eq!(r.code, 1, "tag needs --add, --remove or --set: {}", r.stderr);
+    // As restic: --add before --remove, and commas separate tags everywhere.
+    let r = env.ok(&["tag", "latest", "--add", "x", "--remove", "x", "--json"]).json();
+    assert_eq!(r[0]["tags"], serde_json::json!(["weekly"]), "{r}");
+    let c = backup_at(&env, &src, "2026-11-03T10:00:00Z", &["--tag", "a,b", "--tag", "c"]);
+    let snaps = env.ok(&["snapshots", "--json", "--tag", "b"]).json();
+    assert_eq!(snaps[0]["id"], c.as_str());
+    assert_eq!(snaps[0]["tags"], serde_json::json!(["a", "b", "c"]));
+}
+
+#[test]
+fn backup_time_outside_what_a_snapshot_holds_is_refused() {
+    let env = Env::new();
+    let src = env.path("src");
+    tree(&src, 1, 100, 14);
+    for bad in ["1600-01-01 00:00:00", "0000-06-01", "2262-04-12T00:00:00Z", "9999-12-31 23:59:59", "2h"] {
+        let r = env.run(&["backup", "--time", bad, src.to_str().unwrap()]);
+        assert_eq!(r.code, 1, "--time {bad}: {}", r.stderr);
+        assert!(r.stderr.contains("--time"), "names the option: {}", r.stderr);
+    }
+    assert!(snapshot_ids(&env).is_empty());
 }
 
 /// Ten days of a changing tree: `changed` of its files rewritten every day.
