@@ -531,6 +531,26 @@ impl World {
         }
     }
 
+    /// Lets actor `id` make every operation it has left, checking the invariant after each,
+    /// then waits for its thread and requires that it succeeded.
+    fn run_to_end(&mut self, id: usize) {
+        while self.gate.step(id) {
+            self.check_invariant();
+        }
+        if let Some(i) = self.actors.iter().position(|a| a.id == id) {
+            let a = self.actors.remove(i);
+            let r = a.handle.join().expect("actor panicked");
+            assert!(r.is_ok(), "{} failed: {:?}\nschedule:\n{}", a.what, r, self.log.join("\n"));
+        }
+    }
+
+    /// Runs every actor to its end, oldest first.
+    fn run_all(&mut self) {
+        while let Some(id) = self.actors.first().map(|a| a.id) {
+            self.run_to_end(id);
+        }
+    }
+
     /// Every snapshot in the store reads back completely.
     fn check_invariant(&self) {
         let repo = self.repo_for(None);
@@ -565,25 +585,11 @@ impl World {
 
     /// Runs every actor to its end, then prunes twice with nothing running.
     fn finish(mut self) {
-        while let Some(a) = self.actors.first() {
-            let id = a.id;
-            while self.gate.step(id) {
-                self.check_invariant();
-            }
-            std::thread::sleep(Duration::from_millis(1));
-            self.reap();
-        }
+        self.run_all();
         self.apply(&Step::Unlock);
         for _ in 0..2 {
             self.apply(&Step::Prune);
-            let id = self.actors.last().unwrap().id;
-            while self.gate.step(id) {
-                self.check_invariant();
-            }
-            while !self.actors.is_empty() {
-                std::thread::sleep(Duration::from_millis(1));
-                self.reap();
-            }
+            self.run_all();
         }
         self.check_invariant();
         // With nothing running, the two prunes left nothing marked behind (unless there is no
@@ -644,20 +650,10 @@ fn a_backup_deduplicating_against_packs_a_prune_marks_keeps_its_data() {
     let _serial = serial();
     crate::repo::lock::set_margin_for_tests(0);
     let mut w = World::new();
-    let run_all = |w: &mut World| {
-        while let Some(a) = w.actors.first() {
-            let id = a.id;
-            while w.gate.step(id) {
-                w.check_invariant();
-            }
-            std::thread::sleep(Duration::from_millis(1));
-            w.reap();
-        }
-    };
     w.apply(&Step::Backup(0));
-    run_all(&mut w);
+    w.run_all();
     w.apply(&Step::Backup(1));
-    run_all(&mut w);
+    w.run_all();
     // The backup of t0 again: it lists snapshots and reads the index, then waits.
     w.apply(&Step::Backup(0));
     let backup = w.actors[0].id;
@@ -667,18 +663,11 @@ fn a_backup_deduplicating_against_packs_a_prune_marks_keeps_its_data() {
     // Forget the first snapshot of t0 (keep the newest, of t1), then prune.
     w.apply(&Step::KeepLast1);
     let forget = w.actors[1].id;
-    while w.gate.step(forget) {}
-    std::thread::sleep(Duration::from_millis(5));
-    w.reap();
+    w.run_to_end(forget);
     w.apply(&Step::Prune);
     let prune = w.actors.last().unwrap().id;
-    while w.gate.step(prune) {
-        w.check_invariant();
-    }
-    std::thread::sleep(Duration::from_millis(5));
-    w.reap();
-    run_all(&mut w);
-    w.check_invariant();
+    w.run_to_end(prune);
+    w.run_all();
     w.finish();
 }
 
@@ -692,10 +681,7 @@ fn a_leftover_adopted_while_a_prune_runs_is_not_deleted() {
     for prune_ops in 1..40 {
         let mut w = World::new();
         w.apply(&Step::Backup(1));
-        let first = w.actors[0].id;
-        while w.gate.step(first) {}
-        std::thread::sleep(Duration::from_millis(2));
-        w.reap();
+        w.run_all();
         // A backup of t0 that crashes right after its pack is durable.
         w.apply(&Step::Backup(0));
         let crashing = w.actors[0].id;
@@ -717,11 +703,7 @@ fn a_leftover_adopted_while_a_prune_runs_is_not_deleted() {
         }
         w.apply(&Step::Backup(0));
         let adopting = w.actors.last().unwrap().id;
-        while w.gate.step(adopting) {
-            w.check_invariant();
-        }
-        std::thread::sleep(Duration::from_millis(2));
-        w.reap();
+        w.run_to_end(adopting);
         w.finish();
     }
 }
@@ -735,10 +717,7 @@ fn a_backup_asleep_past_its_lock_commits_nothing() {
     crate::repo::lock::set_margin_for_tests(0);
     let mut w = World::new();
     w.apply(&Step::Backup(1));
-    let first = w.actors[0].id;
-    while w.gate.step(first) {}
-    std::thread::sleep(Duration::from_millis(2));
-    w.reap();
+    w.run_all();
     w.apply(&Step::Touch(0, 3));
     w.apply(&Step::Backup(0));
     let sleeper = w.actors[0].id;
@@ -750,15 +729,7 @@ fn a_backup_asleep_past_its_lock_commits_nothing() {
     w.apply(&Step::Suspend);
     w.apply(&Step::Prune);
     let prune = w.actors.last().unwrap().id;
-    while w.gate.step(prune) {
-        w.check_invariant();
-    }
-    std::thread::sleep(Duration::from_millis(2));
-    w.reap();
-    while w.gate.step(sleeper) {
-        w.check_invariant();
-    }
-    std::thread::sleep(Duration::from_millis(2));
-    w.reap();
+    w.run_to_end(prune);
+    w.run_to_end(sleeper);
     w.finish();
 }
