@@ -88,6 +88,7 @@ fn open_with_cache(g: &Global, use_cache: bool) -> Result<Repository> {
     })?;
     let pw = password(g, false)?;
     let mut repo = Repository::open(store, &pw)?;
+    repo.warnings().set_sink(Box::new(|m| eprintln!("warning: {m}")));
     if !repo.store().is_local() && use_cache {
         if let Some(base) = cache_base(g) {
             if let Err(e) = repo.enable_cache(&base) {
@@ -328,12 +329,22 @@ pub(super) fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> serde_json::Value 
 fn snapshots(g: &Global, a: SnapshotsArgs) -> Result<ExitCode> {
     let repo = open(g)?;
     let f = filter(&a.filter);
-    let all: Vec<_> = match &a.as_of.as_of {
-        Some(t) => vec![history::as_of(g, &repo, t, &f, b"/")?],
-        None => repo.load_snapshots()?.into_iter().filter(|(_, s)| f.matches(s)).collect(),
+    let (all, damaged): (Vec<_>, Vec<_>) = match &a.as_of.as_of {
+        Some(t) => (vec![history::as_of(g, &repo, t, &f, b"/")?], Vec::new()),
+        None => {
+            let (ok, damaged) = repo.load_snapshots_all()?;
+            (ok.into_iter().map(|l| (l.id, l.snapshot)).filter(|(_, s)| f.matches(s)).collect(), damaged)
+        }
     };
+    // A damaged snapshot cannot be filtered (its host and tags are unreadable): it is
+    // always listed, after the readable ones, and warned about.
+    for d in &damaged {
+        eprintln!("warning: {}: {}; `coffer forget {}` removes it", crate::repo::snapshot_path(&d.id), d.reason, d.id.short());
+    }
     if g.json {
-        print_json(&all.iter().map(|(id, s)| snapshot_json(id, s)).collect::<Vec<_>>())?;
+        let mut v: Vec<_> = all.iter().map(|(id, s)| snapshot_json(id, s)).collect();
+        v.extend(damaged.iter().map(|d| json!({ "id": d.id.to_hex(), "short_id": d.id.short(), "damaged": d.reason })));
+        print_json(&v)?;
         return Ok(ExitCode::Ok);
     }
     let mut out = std::io::stdout().lock();
@@ -352,7 +363,14 @@ fn snapshots(g: &Global, a: SnapshotsArgs) -> Result<ExitCode> {
             paths.join(" ")
         )?;
     }
-    writeln!(out, "{} snapshots", all.len())?;
+    for d in &damaged {
+        writeln!(out, "{:<8}  DAMAGED: {}", d.id.short(), d.reason)?;
+    }
+    if damaged.is_empty() {
+        writeln!(out, "{} snapshots", all.len())?;
+    } else {
+        writeln!(out, "{} snapshots, {} damaged", all.len(), damaged.len())?;
+    }
     Ok(ExitCode::Ok)
 }
 
@@ -548,6 +566,16 @@ fn check(g: &Global, a: CheckArgs) -> Result<ExitCode> {
             "checked {} snapshots, {} trees, {} index files, {} packs ({} read, {} blobs verified)",
             r.snapshots, r.trees, r.index_files, r.packs, r.packs_read, r.blobs_read
         );
+        for j in &r.junk {
+            eprintln!("junk: {j}: not part of the repository; safe to remove");
+        }
+        if r.packs_recovered > 0 {
+            eprintln!(
+                "{} packs no readable index file lists were read from their own headers (`coffer repair index` \
+                 rebuilds the index)",
+                r.packs_recovered
+            );
+        }
         if r.leftover_packs > 0 {
             eprintln!(
                 "{} packs ({}) are not referenced by any index: leftovers of interrupted backups, reclaimable by prune",
@@ -592,6 +620,7 @@ fn copy(g: &Global, a: CopyArgs) -> Result<ExitCode> {
         false,
     )?;
     let mut dst = Repository::open(dst_store, &pw2).context("opening the destination repository")?;
+    dst.warnings().set_sink(Box::new(|m| eprintln!("warning: destination: {m}")));
     if !dst.store().is_local() && !g.no_cache {
         if let Some(base) = cache_base(g) {
             let _ = dst.enable_cache(&base);

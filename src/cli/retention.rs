@@ -74,7 +74,7 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<ExitCode> {
             );
         }
     }
-    let to_remove: usize = plans.iter().map(|p| p.remove.len()).sum();
+    let to_remove: usize = plans.iter().map(GroupPlan::removed_count).sum();
     if a.dry_run {
         if !g.quiet {
             eprintln!("dry run: would remove {to_remove} {}", plural(to_remove, "snapshot"));
@@ -107,6 +107,7 @@ fn group_json(p: &GroupPlan) -> serde_json::Value {
         "remove": snaps(&p.remove),
         "reasons": p.reasons.iter().map(|(id, m)| json!({ "snapshot": id.to_hex(), "matches": m })).collect::<Vec<_>>(),
         "future_dated": p.future_dated.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
+        "remove_damaged": p.remove_damaged.iter().map(|d| json!({ "id": d.id.to_hex(), "error": d.reason })).collect::<Vec<_>>(),
     })
 }
 
@@ -127,6 +128,9 @@ fn print_forget(opts: &ForgetOptions, plans: &[GroupPlan]) -> Result<()> {
         if !p.remove.is_empty() {
             writeln!(out, "remove {} {}:", p.remove.len(), plural(p.remove.len(), "snapshot"))?;
             table(&mut out, &p.remove, None)?;
+        }
+        for d in &p.remove_damaged {
+            writeln!(out, "remove damaged snapshot {} ({})", d.id.short(), d.reason)?;
         }
         writeln!(out)?;
     }

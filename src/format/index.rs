@@ -29,7 +29,7 @@ impl IndexKind {
         match v {
             0 => Ok(IndexKind::Packs),
             1 => Ok(IndexKind::Obsolete),
-            _ => Err(FormatError::Invalid("unknown index kind")),
+            _ => Err(FormatError::UnknownKind { what: "index kind", value: v }),
         }
     }
 }

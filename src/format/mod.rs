@@ -29,6 +29,17 @@ pub enum FormatError {
     UnsupportedVersion { what: &'static str, version: u8 },
     #[error("invalid data: {0}")]
     Invalid(&'static str),
+    #[error("unknown {what} {value}")]
+    UnknownKind { what: &'static str, value: u8 },
+}
+
+impl FormatError {
+    /// Whether the structure is one a newer release of the format wrote (an unknown version
+    /// or kind) rather than damage: after authentication succeeded, only a key holder can
+    /// have written it, so it is refused, never worked around as damage.
+    pub fn is_newer_format(&self) -> bool {
+        matches!(self, FormatError::UnsupportedVersion { .. } | FormatError::UnknownKind { .. })
+    }
 }
 
 /// Kinds of blob stored in packs (docs/format.md, "Blob types").

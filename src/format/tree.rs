@@ -205,7 +205,22 @@ pub fn decode(b: &[u8]) -> Result<Vec<Node>, FormatError> {
     if nodes.windows(2).any(|w| w[0].name >= w[1].name) {
         return Err(FormatError::Invalid("tree entries are not sorted and unique"));
     }
+    nodes.iter().try_for_each(check_shape)?;
     Ok(nodes)
+}
+
+/// A node's fields must fit its kind: a directory has a subtree and no content; nothing
+/// else has a subtree; only a file has content. (A file that claims a subtree, or a
+/// directory without one, would otherwise be restored as something it is not.)
+fn check_shape(n: &Node) -> Result<(), FormatError> {
+    match (n.kind, n.subtree.is_some(), n.content.is_empty()) {
+        (NodeKind::Dir, false, _) => Err(FormatError::Invalid("directory without a subtree")),
+        (NodeKind::Dir, true, false) => Err(FormatError::Invalid("directory with file content")),
+        (NodeKind::Dir, true, true) => Ok(()),
+        (_, true, _) => Err(FormatError::Invalid("a node that is not a directory has a subtree")),
+        (NodeKind::File, false, _) | (_, false, true) => Ok(()),
+        (_, false, false) => Err(FormatError::Invalid("a node that is not a file has content")),
+    }
 }
 
 #[cfg(test)]
@@ -256,6 +271,21 @@ mod tests {
                     subtree,
                 },
             )
+            .prop_map(|mut n| {
+                // Only shapes the decoder accepts (check_shape).
+                match n.kind {
+                    NodeKind::Dir => {
+                        n.content.clear();
+                        n.subtree = n.subtree.or(Some([7; 32]));
+                    }
+                    NodeKind::File => n.subtree = None,
+                    _ => {
+                        n.content.clear();
+                        n.subtree = None;
+                    }
+                }
+                n
+            })
     }
 
     proptest! {
@@ -270,6 +300,26 @@ mod tests {
         fn decode_never_panics(b in bytes(400)) {
             let _ = decode(&b);
         }
+    }
+
+    #[test]
+    fn nodes_whose_fields_do_not_fit_their_kind_are_rejected() {
+        let mut file_with_subtree = Node::new(b"f".to_vec(), NodeKind::File);
+        file_with_subtree.subtree = Some([1; 32]);
+        let dir_without_subtree = Node::new(b"d".to_vec(), NodeKind::Dir);
+        let mut dir_with_content = Node::new(b"d".to_vec(), NodeKind::Dir);
+        dir_with_content.subtree = Some([1; 32]);
+        dir_with_content.content = vec![[2; 32]];
+        let mut link_with_content = Node::new(b"l".to_vec(), NodeKind::Symlink);
+        link_with_content.content = vec![[2; 32]];
+        for n in [file_with_subtree, dir_without_subtree, dir_with_content, link_with_content] {
+            assert!(decode(&encode(std::slice::from_ref(&n))).is_err(), "{n:?}");
+        }
+        let mut ok = Node::new(b"d".to_vec(), NodeKind::Dir);
+        ok.subtree = Some([1; 32]);
+        let mut f = Node::new(b"f".to_vec(), NodeKind::File);
+        f.content = vec![[2; 32]];
+        assert_eq!(decode(&encode(&[ok.clone(), f.clone()])).unwrap(), vec![ok, f]);
     }
 
     #[test]

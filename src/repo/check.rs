@@ -53,6 +53,11 @@ pub struct CheckReport {
     pub obsolete_bytes: u64,
     /// Sessions (backups, copies, prunes) whose locks look live.
     pub running_sessions: u64,
+    /// Packs entered from their own headers because an index file is damaged.
+    pub packs_recovered: u64,
+    /// Objects that are not part of the repository (unknown names, empty files where no
+    /// object is expected): reported, never counted as damage, safe to remove.
+    pub junk: Vec<String>,
 }
 
 /// Something found wrong, kept with what is needed to look again: the repository may have
@@ -65,6 +70,8 @@ enum Finding {
     ChunkMissing { snapshot: String, path: String, blob: BlobId },
     Tree { snapshot: String, path: String, tree: BlobId, error: String },
     PackRead(PackId, String),
+    /// Listed by no readable index file, and its header does not open.
+    PackUnreadable(PackId, String),
     Other(String),
 }
 
@@ -80,6 +87,9 @@ impl Finding {
             }
             Finding::Tree { snapshot, path, error, .. } => format!("snapshot {snapshot}: {path}: {error}"),
             Finding::PackRead(_, e) | Finding::Other(e) => e.clone(),
+            Finding::PackUnreadable(p, why) => {
+                format!("{}: no readable index file lists it, and its header: {why}", pack_path(p))
+            }
         }
     }
 }
@@ -108,6 +118,7 @@ pub fn check(repo: &Repository, read: ReadData, readers: usize, progress: &dyn P
     r.packs = index.packs().iter().filter(|p| !p.obsolete).count() as u64;
     findings.extend(check_snapshots(repo, &index, &snaps, &listed, &mut r)?);
     findings.extend(read_packs(repo, &index, read, readers, &listed, progress, &mut r));
+    r.junk = find_junk(repo, &index)?;
     let confirmed = if findings.is_empty() { findings } else { confirm(repo, findings)? };
     r.errors.extend(confirmed.iter().map(Finding::message));
     Ok(r)
@@ -154,6 +165,11 @@ fn classify_unindexed(
     r.running_sessions = live.len() as u64;
     let margin = super::lock::margin_ns();
     for (id, l) in listed {
+        // While an index file is damaged, a pack nothing describes is a finding, never a
+        // leftover; an empty file is junk.
+        if (!index.is_whole() || l.size == 0) && index.pack_pos(id).is_none() {
+            continue;
+        }
         match index.pack_pos(id).map(|pos| index.pack(pos).obsolete) {
             Some(false) => {}
             Some(true) => {
@@ -175,7 +191,7 @@ fn classify_unindexed(
 /// Looks at every finding again with a fresh index and listing: what a backup or prune
 /// changed meanwhile (a pack moved by a repack, an index file replaced) is not damage.
 fn confirm(repo: &Repository, findings: Vec<Finding>) -> Result<Vec<Finding>> {
-    let index = repo.load_index()?;
+    let index = repo.load_index_with(false)?;
     let listed = list_packs(repo)?;
     let mut out = Vec::new();
     for f in findings {
@@ -197,6 +213,7 @@ fn confirm(repo: &Repository, findings: Vec<Finding>) -> Result<Vec<Finding>> {
                 // Gone since: marked obsolete and deleted, or no longer indexed.
                 listed.contains_key(p) && index.pack_pos(p).is_some_and(|pos| !index.pack(pos).obsolete)
             }
+            Finding::PackUnreadable(p, _) => index.unreadable.iter().any(|(u, _)| u == p),
             Finding::Other(_) => true,
         };
         if still {
@@ -206,9 +223,47 @@ fn confirm(repo: &Repository, findings: Vec<Finding>) -> Result<Vec<Finding>> {
     Ok(out)
 }
 
+/// Whether `path` is the name of an object Coffer writes (docs/format.md, "Layout").
+fn is_object_name(path: &str) -> bool {
+    use crate::id::{IndexId, KeyId, LockId, SnapshotId};
+    match path.split_once('/') {
+        None => path == super::CONFIG_PATH,
+        Some(("keys", n)) => KeyId::from_name(n).is_some(),
+        Some(("index", n)) => IndexId::from_name(n).is_some(),
+        Some(("snapshots", n)) => SnapshotId::from_name(n).is_some(),
+        Some(("locks", n)) => LockId::from_name(n).is_some(),
+        Some(("data", _)) => path.rsplit('/').next().and_then(PackId::from_name).is_some_and(|p| pack_path(&p) == path),
+        Some(_) => false,
+    }
+}
+
+/// Everything in storage that is not an object of the repository: unknown names anywhere,
+/// and empty files no index lists (Coffer never writes an empty object; an empty index file
+/// or snapshot is damage, reported as such).
+fn find_junk(repo: &Repository, index: &MasterIndex) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for l in repo.store().list("")? {
+        if !is_object_name(&l.path) {
+            out.push(format!("{} (not a repository object)", l.path));
+        } else if l.size == 0 && (l.path.starts_with("keys/") || l.path.starts_with("locks/")) {
+            out.push(format!("{} (empty file)", l.path));
+        } else if l.size == 0 && l.path.starts_with("data/") {
+            let id = l.path.rsplit('/').next().and_then(PackId::from_name);
+            if id.and_then(|id| index.pack_pos(&id)).is_none() {
+                out.push(format!("{} (empty file, not a pack)", l.path));
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn check_keys(repo: &Repository, r: &mut CheckReport) -> Result<()> {
     for l in repo.store().list("keys")? {
         let name = l.path;
+        // Junk (an unknown name, an empty file) is reported by find_junk.
+        if !is_object_name(&name) || l.size == 0 {
+            continue;
+        }
         r.key_files += 1;
         match repo.store().get(&name) {
             Ok(b) => {
@@ -222,19 +277,21 @@ fn check_keys(repo: &Repository, r: &mut CheckReport) -> Result<()> {
     Ok(())
 }
 
+/// The index as every command sees it; damaged index files, and packs neither an index
+/// file nor their own header describes, are findings.
 fn load_index(repo: &Repository, r: &mut CheckReport) -> Result<(MasterIndex, Vec<Finding>)> {
-    let mut files = Vec::new();
-    let mut findings = Vec::new();
-    for (l, id) in super::index::list_index_files(repo)? {
-        r.index_files += 1;
-        match repo.load_index_file(&id) {
-            Ok(f) => files.push((l, id, f)),
-            // Deleted since it was listed: replaced by a prune, which wrote its successor first.
-            Err(super::RepoError::Storage(crate::storage::StorageError::NotFound { .. })) => r.index_files -= 1,
-            Err(e) => findings.push(Finding::Other(e.to_string())),
-        }
-    }
-    Ok((MasterIndex::build(files), findings))
+    let index = repo.load_index_with(false)?;
+    r.index_files = (index.files.len() + index.damaged_files.len()) as u64;
+    r.packs_recovered = index.recovered.len() as u64;
+    let mut findings: Vec<Finding> = index
+        .damaged_files
+        .iter()
+        .map(|d| Finding::Other(format!("{}: {}", super::index_path(&d.id), d.reason)))
+        .collect();
+    findings.extend(index.unreadable.iter().map(|(p, why)| {
+        Finding::PackUnreadable(*p, why.clone())
+    }));
+    Ok((index, findings))
 }
 
 /// Walks every snapshot's trees (each tree once) and checks that all data is indexed.

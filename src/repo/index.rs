@@ -58,6 +58,13 @@ pub struct FileInfo {
     pub packs: Vec<PackId>,
 }
 
+/// An index file that is listed but cannot be read (see [`Repository::load_index`]).
+#[derive(Clone, Debug)]
+pub struct DamagedFile {
+    pub id: IndexId,
+    pub reason: String,
+}
+
 #[derive(Default)]
 pub struct MasterIndex {
     /// Blobs in live packs: what writers deduplicate against and readers use first.
@@ -69,6 +76,14 @@ pub struct MasterIndex {
     pack_pos: HashMap<PackId, u32>,
     /// The index files read, in listing order.
     pub files: Vec<FileInfo>,
+    /// Index files listed but unreadable. While there are any, the packs no readable file
+    /// lists were entered from their own headers ([`Self::recovered`]), and nothing may
+    /// judge a pack unreferenced (prune refuses).
+    pub damaged_files: Vec<DamagedFile>,
+    /// Packs entered from their own headers because an index file is damaged.
+    pub recovered: Vec<PackId>,
+    /// Packs no readable index file lists whose header cannot be read either.
+    pub unreadable: Vec<(PackId, String)>,
 }
 
 impl MasterIndex {
@@ -203,6 +218,11 @@ impl MasterIndex {
         self.add_packs(f, &HashSet::new());
     }
 
+    /// Whether every index file listed could be read.
+    pub fn is_whole(&self) -> bool {
+        self.damaged_files.is_empty()
+    }
+
     /// Whether the blob is held by an obsolete pack and by no live one.
     pub fn only_obsolete(&self, id: &BlobId) -> bool {
         !self.blobs.contains_key(id) && self.fallback.contains_key(id)
@@ -233,22 +253,61 @@ impl Repository {
         let name = index_path(id);
         self.cached_get("index", &id.to_hex(), &name, |bytes| {
             let plain = self.open_object(ObjectType::Index, id.as_bytes(), &name, bytes)?;
-            IndexFile::decode(&plain).map_err(|e| RepoError::damaged(name.clone(), e))
+            IndexFile::decode(&plain).map_err(|e| RepoError::decoding(name.clone(), e))
         })
     }
 
-    /// Loads every index file. Any damaged index file is an error naming it. A file that
-    /// was listed but is gone when read was deleted meanwhile by a prune, which wrote its
-    /// replacement first: the listing is then taken again (a listing that began before the
-    /// replacement was written may not show it), a few times at most, then the files still
-    /// there are used.
+    /// Loads every index file. A file that was listed but is gone when read was deleted
+    /// meanwhile by a prune, which wrote its replacement first: the listing is then taken
+    /// again (a listing that began before the replacement was written may not show it), a
+    /// few times at most, then the files still there are used.
+    ///
+    /// A damaged index file does not stop anything: the others are used, and the packs none
+    /// of them lists are read from their own headers (two ranged reads each), so every
+    /// blob that is still readable is found. Each damaged file is warned about once. Index
+    /// files of a newer format, and storage that cannot be reached, are errors.
     pub fn load_index(&self) -> Result<MasterIndex> {
+        self.load_index_with(true)
+    }
+
+    /// [`Self::load_index`], warning about damaged files only if `warn` (check reports them
+    /// as damage instead).
+    pub fn load_index_with(&self, warn: bool) -> Result<MasterIndex> {
+        let mut idx = None;
         for _ in 0..3 {
-            if let Some(idx) = self.try_load_index(false)? {
-                return Ok(idx);
+            idx = self.try_load_index(false)?;
+            if idx.is_some() {
+                break;
             }
         }
-        Ok(self.try_load_index(true)?.expect("missing files allowed"))
+        let mut idx = match idx {
+            Some(i) => i,
+            None => self.try_load_index(true)?.expect("missing files allowed"),
+        };
+        if !idx.is_whole() {
+            super::packs::enter_unlisted_packs(self, &mut idx)?;
+            if warn {
+                self.warn_damaged_index(&idx);
+            }
+        }
+        Ok(idx)
+    }
+
+    fn warn_damaged_index(&self, idx: &MasterIndex) {
+        for d in &idx.damaged_files {
+            self.warnings().warn(format!(
+                "{}: {}; the other index files and the packs' own headers are used instead \
+                 (`coffer repair index` rebuilds the index)",
+                index_path(&d.id),
+                d.reason
+            ));
+        }
+        for (p, why) in &idx.unreadable {
+            self.warnings().warn(format!(
+                "{}: no readable index file lists it and its header cannot be read ({why}): its blobs are unavailable",
+                super::pack_path(p)
+            ));
+        }
     }
 
     fn try_load_index(&self, allow_missing: bool) -> Result<Option<MasterIndex>> {
@@ -258,15 +317,18 @@ impl Repository {
             c.retain("index", |n| IndexId::from_name(n).is_some_and(|id| ids.contains(&id)));
         }
         let mut files = Vec::with_capacity(listed.len());
+        let mut damaged = Vec::new();
         for (l, id) in listed {
             match self.load_index_file(&id) {
                 Ok(f) => files.push((l, id, f)),
                 Err(RepoError::Storage(StorageError::NotFound { .. })) if allow_missing => {}
                 Err(RepoError::Storage(StorageError::NotFound { .. })) => return Ok(None),
+                Err(RepoError::Damaged { reason, .. }) => damaged.push(DamagedFile { id, reason }),
                 Err(e) => return Err(e),
             }
         }
-        let idx = MasterIndex::build(files);
+        let mut idx = MasterIndex::build(files);
+        idx.damaged_files = damaged;
         if let Some(c) = self.cache() {
             c.retain("trees", |n| BlobId::from_name(n).is_some_and(|id| idx.get(&id).is_some()));
         }

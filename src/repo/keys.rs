@@ -72,6 +72,10 @@ pub(crate) fn unlock<T>(
     let mut damaged: Option<RepoError> = None;
     for (id, name) in key_files(store)? {
         let bytes = store.get(&name)?;
+        // An empty file is junk (`check` reports it), not a damaged key.
+        if bytes.is_empty() {
+            continue;
+        }
         let kf = match KeyFile::decode(&bytes) {
             Ok(kf) => kf,
             Err(e) => {
@@ -102,7 +106,11 @@ impl Repository {
     pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
         let mut out = Vec::new();
         for (id, name) in key_files(&self.store)? {
-            let kf = KeyFile::decode(&self.store.get(&name)?).map_err(|e| RepoError::damaged(name, e))?;
+            let bytes = self.store.get(&name)?;
+            if bytes.is_empty() {
+                continue; // junk
+            }
+            let kf = KeyFile::decode(&bytes).map_err(|e| RepoError::damaged(name, e))?;
             let created = jiff::Timestamp::from_second(kf.created_unix).map(|t| t.to_string()).unwrap_or_default();
             out.push(KeyInfo {
                 id: id.to_hex(),

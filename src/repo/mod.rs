@@ -45,6 +45,10 @@ pub enum RepoError {
     WrongPassword,
     #[error("{object}: {reason}")]
     Damaged { object: String, reason: String },
+    /// Authenticated, but of a version or kind this release does not know: refused, never
+    /// worked around as damage.
+    #[error("{object}: {reason}: it was written by a newer Coffer release; upgrade this one")]
+    NewerFormat { object: String, reason: String },
     #[error("{0}")]
     Invalid(String),
     /// Another process holds what this one needs (a second prune): exit code 11.
@@ -64,6 +68,51 @@ pub enum RepoError {
 impl RepoError {
     pub(crate) fn damaged(object: impl Into<String>, reason: impl ToString) -> Self {
         RepoError::Damaged { object: object.into(), reason: reason.to_string() }
+    }
+
+    /// A decoding failure of an authenticated object: damage, or a newer format.
+    pub(crate) fn decoding(object: impl Into<String>, e: FormatError) -> Self {
+        if e.is_newer_format() {
+            RepoError::NewerFormat { object: object.into(), reason: e.to_string() }
+        } else {
+            RepoError::damaged(object, e)
+        }
+    }
+
+    /// Whether the error says an object is damaged or missing (as opposed to storage that
+    /// could not be reached, a wrong password, or a newer format).
+    pub fn is_damage(&self) -> bool {
+        matches!(self, RepoError::Damaged { .. })
+    }
+}
+
+/// Damage a command worked around (an unreadable index file or snapshot): each message is
+/// kept once, in order, and handed once to the sink the caller installed (the CLI prints it).
+#[derive(Default)]
+pub struct Warnings {
+    seen: std::sync::Mutex<Vec<String>>,
+    #[allow(clippy::type_complexity)]
+    sink: std::sync::Mutex<Option<Box<dyn Fn(&str) + Send + Sync>>>,
+}
+
+impl Warnings {
+    /// Records `msg`; the first time it is seen, it goes to the sink.
+    pub fn warn(&self, msg: String) {
+        let mut seen = self.seen.lock().expect("poisoned");
+        if seen.contains(&msg) {
+            return;
+        }
+        if let Some(f) = self.sink.lock().expect("poisoned").as_ref() {
+            f(&msg);
+        }
+        seen.push(msg);
+    }
+    pub fn set_sink(&self, f: Box<dyn Fn(&str) + Send + Sync>) {
+        *self.sink.lock().expect("poisoned") = Some(f);
+    }
+    /// Every warning so far, in order.
+    pub fn all(&self) -> Vec<String> {
+        self.seen.lock().expect("poisoned").clone()
     }
 }
 
@@ -118,6 +167,7 @@ pub struct Repository {
     keys: Arc<Keys>,
     config: Config,
     key_id: KeyId,
+    warnings: Arc<Warnings>,
 }
 
 impl Repository {
@@ -142,7 +192,8 @@ impl Repository {
             compression_level: opts.compression_level,
             pack_target_size: opts.pack_size,
         };
-        let repo = Repository { store, cache: None, readahead: None, master, keys, config, key_id };
+        let repo =
+            Repository { store, cache: None, readahead: None, master, keys, config, key_id, warnings: Default::default() };
         let sealed = repo.seal_object(ObjectType::Config, &[0u8; 32], &repo.config.encode(), 0);
         repo.store.put_new(CONFIG_PATH, sealed)?;
         Ok(repo)
@@ -160,7 +211,7 @@ impl Repository {
         keys::unlock(&store, password, |master, repo_id, key_id| {
             let keys = Keys::derive(&master, repo_id);
             let plain = open_envelope(&keys, ObjectType::Config, &[0u8; 32], CONFIG_PATH, &config_bytes)?;
-            let config = Config::decode(&plain).map_err(|e| RepoError::damaged(CONFIG_PATH, e))?;
+            let config = Config::decode(&plain).map_err(|e| RepoError::decoding(CONFIG_PATH, e))?;
             if config.repo_id != repo_id.0 {
                 return Err(RepoError::damaged(CONFIG_PATH, "belongs to another repository than the key file"));
             }
@@ -175,6 +226,7 @@ impl Repository {
                 keys: Arc::new(keys),
                 config,
                 key_id,
+                warnings: Default::default(),
             })
         })
     }
@@ -201,6 +253,7 @@ impl Repository {
             keys: self.keys.clone(),
             config: self.config.clone(),
             key_id: self.key_id,
+            warnings: self.warnings.clone(),
         }
     }
 
@@ -208,6 +261,11 @@ impl Repository {
     pub fn enable_cache(&mut self, base: &std::path::Path) -> std::io::Result<()> {
         self.cache = Some(cache::Cache::open(base, &self.id().to_hex())?);
         Ok(())
+    }
+
+    /// Damage worked around so far (see [`Warnings`]).
+    pub fn warnings(&self) -> &Warnings {
+        &self.warnings
     }
 
     pub fn cache(&self) -> Option<&cache::Cache> {
@@ -287,6 +345,17 @@ impl Repository {
         }
     }
 
+    /// Reads one chunk of a file's content: the blob must be indexed as data (a file node
+    /// naming a tree blob is a damaged or hostile tree, never restored as bytes).
+    pub fn read_data_blob(&self, index: &MasterIndex, id: &BlobId) -> Result<Vec<u8>> {
+        if let Some(loc) = index.get(id) {
+            if loc.blob_type != BlobType::Data {
+                return Err(RepoError::damaged(format!("blob {id}"), "a file's content names a tree blob"));
+            }
+        }
+        self.read_blob(index, id)
+    }
+
     fn read_blob_at(&self, index: &MasterIndex, id: &BlobId, loc: BlobLoc) -> Result<Vec<u8>> {
         let pack = index.pack_id(loc.pack);
         let path = pack_path(&pack);
@@ -341,7 +410,7 @@ impl Repository {
             }
         }
         let plain = self.read_blob(index, id)?;
-        tree::decode(&plain).map_err(|e| RepoError::damaged(format!("tree {id}"), e))
+        tree::decode(&plain).map_err(|e| RepoError::decoding(format!("tree {id}"), e))
     }
 }
 

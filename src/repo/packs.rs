@@ -72,6 +72,32 @@ pub fn empty_listing_check(listing: &[crate::storage::Listed], index: &MasterInd
     Ok(())
 }
 
+/// Enters every pack in `data/` that no readable index file lists from its own header
+/// (an index file is damaged: these are the packs it may have listed). Nothing is written;
+/// a pack whose header cannot be read is recorded in [`MasterIndex::unreadable`].
+pub fn enter_unlisted_packs(repo: &Repository, index: &mut MasterIndex) -> Result<()> {
+    let listing = repo.store().list("data")?;
+    let mut f = IndexFile { kind: IndexKind::Packs, supersedes: Vec::new(), packs: Vec::new() };
+    for l in listing {
+        let Some(pid) = l.path.rsplit('/').next().and_then(PackId::from_name) else { continue };
+        if pack_path(&pid) != l.path || index.pack_pos(&pid).is_some() {
+            continue;
+        }
+        let header = read_header(repo, &pid, l.size, |r| {
+            repo.store().get_range(&l.path, r).map(|b| b.to_vec()).map_err(|e| e.to_string())
+        });
+        match header {
+            Ok(entries) => {
+                f.packs.push(index_pack(&pid, l.size, &entries));
+                index.recovered.push(pid);
+            }
+            Err(why) => index.unreadable.push((pid, why)),
+        }
+    }
+    index.add_file(&f);
+    Ok(())
+}
+
 /// Re-indexes every complete pack no index lists; returns how many were adopted.
 /// The index file is written only if `alive` (the caller's session) may still commit.
 pub fn adopt_orphans(repo: &Repository, index: &mut MasterIndex, alive: Option<&super::lock::Alive>) -> Result<usize> {

@@ -21,7 +21,7 @@ use crate::id::{BlobId, IndexId};
 
 /// The index files a writer saw when it started.
 pub fn seen_files(index: &super::MasterIndex) -> HashSet<IndexId> {
-    index.files.iter().map(|f| f.id).collect()
+    index.files.iter().map(|f| f.id).chain(index.damaged_files.iter().map(|d| d.id)).collect()
 }
 
 /// Ensures every blob reachable from `roots` is held by a live pack, copying those that
@@ -43,6 +43,11 @@ pub fn ensure_live(
             }
             Ok(_) => {}
             Err(super::RepoError::Storage(crate::storage::StorageError::NotFound { .. })) => {}
+            // Unreadable: it may be a record, so the trees are walked.
+            Err(e) if e.is_damage() => {
+                marked = true;
+                break;
+            }
             Err(e) => return Err(e),
         }
     }

@@ -22,6 +22,14 @@ impl SnapshotFilter {
     }
 }
 
+/// A snapshot listed but unreadable (damaged): left out of everything, reported by id.
+#[derive(Clone, Debug)]
+pub struct DamagedSnapshot {
+    pub id: SnapshotId,
+    pub stored_ns: i64,
+    pub reason: String,
+}
+
 /// A snapshot as listed: its id, content, and the storage's timestamp for its object
 /// (Unix ns), which forget compares with the time the snapshot claims.
 #[derive(Clone, Debug)]
@@ -50,7 +58,7 @@ impl Repository {
         let name = snapshot_path(id);
         self.cached_get("snapshots", &id.to_hex(), &name, |bytes| {
             let plain = self.open_object(ObjectType::Snapshot, id.as_bytes(), &name, bytes)?;
-            Snapshot::decode(&plain).map_err(|e| RepoError::damaged(name.clone(), e))
+            Snapshot::decode(&plain).map_err(|e| RepoError::decoding(name.clone(), e))
         })
     }
 
@@ -59,11 +67,26 @@ impl Repository {
         Ok(self.load_snapshots_listed()?.into_iter().map(|l| (l.id, l.snapshot)).collect())
     }
 
-    /// All snapshots with the storage's timestamps, oldest (by claimed time) first. A
-    /// snapshot listed but gone when read was removed meanwhile (forget, tag): skipped.
+    /// All readable snapshots with the storage's timestamps, oldest (by claimed time) first.
+    /// A damaged snapshot is left out with a warning (see [`Self::load_snapshots_all`]).
     pub fn load_snapshots_listed(&self) -> Result<Vec<ListedSnapshot>> {
-        // A snapshot listed but gone when read was replaced (tag writes the new one first)
-        // or removed: the listing is taken again, so a replacement is not missed.
+        let (ok, damaged) = self.load_snapshots_all()?;
+        for d in &damaged {
+            self.warnings().warn(format!(
+                "{}: {}; the snapshot is left out (`coffer forget {}` removes it)",
+                snapshot_path(&d.id),
+                d.reason,
+                d.id.short()
+            ));
+        }
+        Ok(ok)
+    }
+
+    /// Every snapshot listed: the readable ones (oldest by claimed time first) and the
+    /// damaged ones. A snapshot listed but gone when read was replaced (tag writes the new
+    /// one first) or removed: the listing is then taken again, so a replacement is not
+    /// missed. Storage that cannot be reached, and snapshots of a newer format, are errors.
+    pub fn load_snapshots_all(&self) -> Result<(Vec<ListedSnapshot>, Vec<DamagedSnapshot>)> {
         for _ in 0..4 {
             if let Some(v) = self.try_load_snapshots_listed()? {
                 return Ok(v);
@@ -72,8 +95,9 @@ impl Repository {
         Err(RepoError::Invalid("snapshots/ keeps changing while it is read; try again".into()))
     }
 
-    fn try_load_snapshots_listed(&self) -> Result<Option<Vec<ListedSnapshot>>> {
-        let mut v = Vec::new();
+    #[allow(clippy::type_complexity)]
+    fn try_load_snapshots_listed(&self) -> Result<Option<(Vec<ListedSnapshot>, Vec<DamagedSnapshot>)>> {
+        let (mut v, mut damaged) = (Vec::new(), Vec::new());
         let listed = self.list_snapshots()?;
         if let Some(c) = self.cache() {
             let ids: std::collections::HashSet<SnapshotId> = listed.iter().map(|(id, _)| *id).collect();
@@ -83,11 +107,13 @@ impl Repository {
             match self.load_snapshot(&id) {
                 Ok(snapshot) => v.push(ListedSnapshot { id, snapshot, stored_ns }),
                 Err(RepoError::Storage(crate::storage::StorageError::NotFound { .. })) => return Ok(None),
+                Err(RepoError::Damaged { reason, .. }) => damaged.push(DamagedSnapshot { id, stored_ns, reason }),
                 Err(e) => return Err(e),
             }
         }
         v.sort_by_key(|a| (a.snapshot.time_ns, a.id));
-        Ok(Some(v))
+        damaged.sort_by_key(|d| (d.stored_ns, d.id));
+        Ok(Some((v, damaged)))
     }
 
     /// Writes a snapshot manifest (after the index that covers its data is durable).

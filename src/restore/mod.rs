@@ -329,7 +329,7 @@ fn restore_file(ctx: &Ctx, job: &FileJob) -> std::io::Result<()> {
     for id in &job.node.content {
         let id = BlobId(*id);
         let len = ctx.index.get(&id).map(|l| u64::from(l.raw_len));
-        match ctx.repo.read_blob(&ctx.index, &id) {
+        match ctx.repo.read_data_blob(&ctx.index, &id) {
             Ok(data) => {
                 write_sparse(&file, &data, offset)?;
                 offset += data.len() as u64;

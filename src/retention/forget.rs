@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use super::policy::{self, GroupBy, GroupKey, Item, Policy};
 use crate::id::SnapshotId;
-use crate::repo::snapshots::{match_id, ListedSnapshot, SnapshotFilter};
+use crate::repo::snapshots::{match_id, DamagedSnapshot, ListedSnapshot, SnapshotFilter};
 use crate::repo::{snapshot_path, RepoError, Repository, Result};
 
 /// How much later than its object's storage timestamp a snapshot may claim to be before it
@@ -44,11 +44,17 @@ pub struct GroupPlan {
     pub reasons: Vec<(SnapshotId, Vec<String>)>,
     /// Kept snapshots whose claimed time is later than their storage timestamp.
     pub future_dated: Vec<SnapshotId>,
+    /// Damaged (unreadable) snapshots named by id: removed. A policy never removes one.
+    pub remove_damaged: Vec<DamagedSnapshot>,
 }
 
 impl GroupPlan {
     pub fn removed_ids(&self) -> impl Iterator<Item = SnapshotId> + '_ {
-        self.remove.iter().map(|s| s.id)
+        self.remove.iter().map(|s| s.id).chain(self.remove_damaged.iter().map(|d| d.id))
+    }
+    /// Snapshots removed, readable and damaged.
+    pub fn removed_count(&self) -> usize {
+        self.remove.len() + self.remove_damaged.len()
     }
 }
 
@@ -70,10 +76,12 @@ pub fn zoned(s: &ListedSnapshot) -> jiff::Zoned {
 
 /// Decides what to remove; nothing is changed.
 pub fn plan(repo: &Repository, opts: &ForgetOptions) -> Result<Vec<GroupPlan>> {
-    let all = repo.load_snapshots_listed()?;
     if !opts.ids.is_empty() {
-        return plan_ids(&all, opts);
+        let (all, damaged) = repo.load_snapshots_all()?;
+        return plan_ids(&all, &damaged, opts);
     }
+    // Damaged snapshots are warned about and kept: only `forget ID` removes one.
+    let all = repo.load_snapshots_listed()?;
     opts.policy.validate().map_err(RepoError::Invalid)?;
     let filtered = !opts.filter.hosts.is_empty() || !opts.filter.tags.is_empty() || !opts.filter.paths.is_empty();
     policy::check_policy_given(&opts.policy, opts.allow_remove_all, filtered).map_err(RepoError::Invalid)?;
@@ -95,7 +103,8 @@ pub fn plan(repo: &Repository, opts: &ForgetOptions) -> Result<Vec<GroupPlan>> {
             policy::check_group_keeps_something(&opts.policy, &items, &decisions, &key.to_string())
                 .map_err(RepoError::Invalid)?;
         }
-        let mut g = GroupPlan { key, keep: vec![], remove: vec![], reasons: vec![], future_dated: vec![] };
+        let mut g =
+            GroupPlan { key, keep: vec![], remove: vec![], reasons: vec![], future_dated: vec![], remove_damaged: vec![] };
         for d in decisions {
             let s = snaps[d.index].clone();
             if items[d.index].untrusted_time {
@@ -114,12 +123,13 @@ pub fn plan(repo: &Repository, opts: &ForgetOptions) -> Result<Vec<GroupPlan>> {
 }
 
 /// `forget ID...`: exactly those snapshots, as one group.
-fn plan_ids(all: &[ListedSnapshot], opts: &ForgetOptions) -> Result<Vec<GroupPlan>> {
+fn plan_ids(all: &[ListedSnapshot], damaged: &[DamagedSnapshot], opts: &ForgetOptions) -> Result<Vec<GroupPlan>> {
     if !opts.policy.is_empty() {
         return Err(RepoError::Invalid("give snapshot ids or a policy (--keep-*), not both".into()));
     }
-    let ids: Vec<SnapshotId> = all.iter().map(|s| s.id).collect();
+    let ids: Vec<SnapshotId> = all.iter().map(|s| s.id).chain(damaged.iter().map(|d| d.id)).collect();
     let mut remove: Vec<ListedSnapshot> = Vec::new();
+    let mut remove_damaged: Vec<DamagedSnapshot> = Vec::new();
     for spec in &opts.ids {
         let id =
             if spec == "latest" {
@@ -129,12 +139,24 @@ fn plan_ids(all: &[ListedSnapshot], opts: &ForgetOptions) -> Result<Vec<GroupPla
             } else {
                 match_id(spec, &ids)?
             };
-        if !remove.iter().any(|s| s.id == id) {
-            remove.push(all.iter().find(|s| s.id == id).expect("listed").clone());
+        match all.iter().find(|s| s.id == id) {
+            Some(s) if !remove.iter().any(|r| r.id == id) => remove.push(s.clone()),
+            Some(_) => {}
+            None if !remove_damaged.iter().any(|d| d.id == id) => {
+                remove_damaged.push(damaged.iter().find(|d| d.id == id).expect("listed").clone())
+            }
+            None => {}
         }
     }
     remove.sort_by_key(|s| std::cmp::Reverse((s.snapshot.time_ns, s.id)));
-    Ok(vec![GroupPlan { key: GroupKey::default(), keep: vec![], remove, reasons: vec![], future_dated: vec![] }])
+    Ok(vec![GroupPlan {
+        key: GroupKey::default(),
+        keep: vec![],
+        remove,
+        reasons: vec![],
+        future_dated: vec![],
+        remove_damaged,
+    }])
 }
 
 /// Deletes the snapshots the plans remove; returns how many were deleted. A snapshot

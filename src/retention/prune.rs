@@ -278,7 +278,7 @@ fn mark_used(
             used.insert(t);
             let nodes = match (index.get(&t), &fresh) {
                 (None, None) => {
-                    fresh = Some(repo.load_index()?);
+                    fresh = Some(whole_index(repo)?);
                     repo.load_tree(fresh.as_ref().expect("just set"), &t)
                 }
                 (None, Some(f)) => repo.load_tree(f, &t),
@@ -330,7 +330,7 @@ fn sessions_now(repo: &Repository, me: &Session) -> Result<(SessionInfo, Vec<Ses
 pub fn plan(repo: &Repository, me: &Session, opts: &PruneOptions, progress: &dyn Progress) -> Result<Plan> {
     let data = list_packs(repo)?;
     let (_, live) = sessions_now(repo, me)?;
-    let index = repo.load_index()?;
+    let index = whole_index(repo)?;
     let mut data = data;
     complete_listing(repo, &index, &mut data)?;
     let live_packs = index.packs().iter().filter(|p| !p.obsolete).count();
@@ -340,7 +340,7 @@ pub fn plan(repo: &Repository, me: &Session, opts: &PruneOptions, progress: &dyn
              that cannot be complete"
         )));
     }
-    let snaps = repo.load_snapshots_listed()?;
+    let snaps = all_snapshots(repo)?;
     if snaps.is_empty() && live_packs > 0 {
         return Err(RepoError::Invalid(format!(
             "the listing of snapshots/ is empty, but the index lists {live_packs} packs: not pruning on a \
@@ -882,8 +882,8 @@ fn delete_marked_now(
         return Ok((0, 0));
     }
     let data = list_packs(repo)?;
-    let index = repo.load_index()?;
-    let snaps = repo.load_snapshots_listed()?;
+    let index = whole_index(repo)?;
+    let snaps = all_snapshots(repo)?;
     let new_roots: Vec<(SnapshotId, [u8; 32])> =
         snaps.iter().filter(|s| !plan.seen_snapshots.contains(&s.id)).map(|s| (s.id, s.snapshot.tree)).collect();
     let mut newly_used = HashSet::new();
@@ -927,7 +927,7 @@ fn delete_finished_records(repo: &Repository, me: &Session, plan: &Plan, rewritt
         return Ok(0);
     }
     let data = list_packs(repo)?;
-    let index = repo.load_index()?;
+    let index = whole_index(repo)?;
     // Every pack a live kind-0 file lists, obsolete or not: such a file would make it live
     // again once no record names it.
     let listed_live: HashSet<PackId> = index
@@ -949,10 +949,42 @@ fn delete_finished_records(repo: &Repository, me: &Session, plan: &Plan, rewritt
     Ok(n)
 }
 
+/// The index, refusing to go on when an index file is damaged: the packs it listed are
+/// then known only from their headers, and which of them a running backup is about to
+/// index cannot be told from leftovers, so no pack may be judged unreferenced.
+fn whole_index(repo: &Repository) -> Result<MasterIndex> {
+    let index = repo.load_index_with(false)?;
+    match index.damaged_files.first() {
+        None => Ok(index),
+        Some(d) => Err(RepoError::Invalid(format!(
+            "{}: {}; prune cannot tell which packs are unreferenced while an index file is damaged: \
+             run `coffer repair index` first",
+            index_path(&d.id),
+            d.reason
+        ))),
+    }
+}
+
+/// Every snapshot, refusing to go on when one is damaged: the data it needs cannot be told
+/// from garbage.
+fn all_snapshots(repo: &Repository) -> Result<Vec<crate::repo::snapshots::ListedSnapshot>> {
+    let (ok, damaged) = repo.load_snapshots_all()?;
+    match damaged.first() {
+        None => Ok(ok),
+        Some(d) => Err(RepoError::Invalid(format!(
+            "{}: {}; prune cannot tell which data that snapshot needs: remove it with `coffer forget {}` \
+             (or repair it), then prune",
+            crate::repo::snapshot_path(&d.id),
+            d.reason,
+            d.id.short()
+        ))),
+    }
+}
+
 /// Obsolete packs still present after the run.
 fn count_waiting(repo: &Repository) -> Result<u64> {
     let data = list_packs(repo)?;
-    let index = repo.load_index()?;
+    let index = whole_index(repo)?;
     Ok(index.packs().iter().filter(|p| p.obsolete && data.contains_key(&p.id)).count() as u64)
 }
 

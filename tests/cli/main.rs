@@ -9,6 +9,7 @@ mod catalog;
 mod check;
 mod copy;
 mod corruption;
+mod containment;
 mod crash;
 mod faults;
 mod fixture;
