@@ -443,8 +443,9 @@ pub struct CheckArgs {
     /// Read and verify all pack data
     #[arg(long, conflicts_with = "read_data_subset")]
     pub read_data: bool,
-    /// Read and verify a random subset of the packs, e.g. 10%
-    #[arg(long)]
+    /// Read and verify a subset of the packs: n/t (part n of t, by pack id; t runs cover
+    /// all), x% (at random) or a size such as 500M (at random)
+    #[arg(long, value_name = "n/t|x%|SIZE")]
     pub read_data_subset: Option<String>,
 }
 

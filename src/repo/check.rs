@@ -29,6 +29,52 @@ pub enum ReadData {
     All,
     /// A fraction in (0, 1] of the packs, chosen at random each run.
     Subset(f64),
+    /// Part `n` of `t` (1-based), restic's `n/t`: the packs whose id, read as a big-endian
+    /// number, is `n - 1` modulo `t`. Fixed by the ids alone, so `t` runs with `n = 1..=t`
+    /// read every pack exactly once (packs written since are in one of the parts too).
+    Part {
+        n: u64,
+        t: u64,
+    },
+    /// Packs chosen at random until their sizes add up to at least this many bytes.
+    Bytes(u64),
+}
+
+impl ReadData {
+    /// Parses `--read-data-subset`: `n/t`, `x%` (or a bare number, a percentage) or a size
+    /// (`500M`, `2G`, bytes with a unit suffix k, m, g, t).
+    pub fn parse_subset(
+        s: &str,
+        parse_size: impl Fn(&str) -> std::result::Result<u64, String>,
+    ) -> std::result::Result<ReadData, String> {
+        let t = s.trim();
+        if let Some((n, total)) = t.split_once('/') {
+            let (n, total): (u64, u64) = match (n.trim().parse(), total.trim().parse()) {
+                (Ok(n), Ok(t)) => (n, t),
+                _ => return Err(format!("{s:?}: give n/t with whole numbers, e.g. 2/7")),
+            };
+            if total == 0 || n == 0 || n > total {
+                return Err(format!("{s:?}: n/t needs 1 <= n <= t"));
+            }
+            return Ok(ReadData::Part { n, t: total });
+        }
+        let is_size = t.chars().last().is_some_and(|c| matches!(c.to_ascii_lowercase(), 'k' | 'm' | 'g' | 't'));
+        if is_size {
+            let b = parse_size(t)?;
+            if b == 0 {
+                return Err(format!("{s:?}: the size must be above 0"));
+            }
+            return Ok(ReadData::Bytes(b));
+        }
+        let n: f64 =
+            t.trim_end_matches('%').trim().parse().map_err(|_| {
+                format!("{s:?} is not a subset: give n/t (e.g. 1/7), a percentage (10%) or a size (500M)")
+            })?;
+        if !(n > 0.0 && n <= 100.0) {
+            return Err(format!("{s:?}: a percentage must be above 0 and at most 100"));
+        }
+        Ok(ReadData::Subset(n / 100.0))
+    }
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -55,6 +101,9 @@ pub struct CheckReport {
     pub running_sessions: u64,
     /// Packs entered from their own headers because an index file is damaged.
     pub packs_recovered: u64,
+    /// What could not be checked (storage that failed while reading a pack): not damage,
+    /// but the check is not complete, so it exits 1.
+    pub unchecked: Vec<String>,
     /// Objects that are not part of the repository (unknown names, empty files where no
     /// object is expected): reported, never counted as damage, safe to remove.
     pub junk: Vec<String>,
@@ -67,8 +116,17 @@ pub struct CheckReport {
 enum Finding {
     PackMissing(PackId),
     PackSize(PackId, u64, u64),
-    ChunkMissing { snapshot: String, path: String, blob: BlobId },
-    Tree { snapshot: String, path: String, tree: BlobId, error: String },
+    ChunkMissing {
+        snapshot: String,
+        path: String,
+        blob: BlobId,
+    },
+    Tree {
+        snapshot: String,
+        path: String,
+        tree: BlobId,
+        error: String,
+    },
     PackRead(PackId, String),
     /// Listed by no readable index file, and its header does not open.
     PackUnreadable(PackId, String),
@@ -288,9 +346,7 @@ fn load_index(repo: &Repository, r: &mut CheckReport) -> Result<(MasterIndex, Ve
         .iter()
         .map(|d| Finding::Other(format!("{}: {}", super::index_path(&d.id), d.reason)))
         .collect();
-    findings.extend(index.unreadable.iter().map(|(p, why)| {
-        Finding::PackUnreadable(*p, why.clone())
-    }));
+    findings.extend(index.unreadable.iter().map(|(p, why)| Finding::PackUnreadable(*p, why.clone())));
     Ok((index, findings))
 }
 
@@ -368,22 +424,44 @@ fn check_snapshots(
     Ok(out)
 }
 
-/// Picks the packs to read: all, or a random fraction (at least one).
+/// Picks the packs to read (see [`ReadData`]); a random fraction is at least one pack.
 fn select(index: &MasterIndex, read: ReadData) -> Vec<PackId> {
-    let all: Vec<PackId> = index.packs().iter().filter(|p| !p.obsolete).map(|p| p.id).collect();
+    let all: Vec<&super::index::PackInfo> = index.packs().iter().filter(|p| !p.obsolete).collect();
+    let shuffled = || {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).expect("random source");
+        let mut keyed: Vec<(blake3::Hash, &super::index::PackInfo)> =
+            all.iter().map(|p| (blake3::keyed_hash(&seed, p.id.as_bytes()), *p)).collect();
+        keyed.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        keyed.into_iter().map(|(_, p)| p).collect::<Vec<_>>()
+    };
     match read {
         ReadData::None => Vec::new(),
-        ReadData::All => all,
+        ReadData::All => all.iter().map(|p| p.id).collect(),
         ReadData::Subset(f) => {
-            let mut seed = [0u8; 32];
-            getrandom::fill(&mut seed).expect("random source");
-            let mut keyed: Vec<(blake3::Hash, PackId)> =
-                all.into_iter().map(|id| (blake3::keyed_hash(&seed, id.as_bytes()), id)).collect();
-            keyed.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            let n = ((keyed.len() as f64 * f).ceil() as usize).clamp(keyed.len().min(1), keyed.len());
-            keyed.into_iter().take(n).map(|(_, id)| id).collect()
+            let v = shuffled();
+            let n = ((v.len() as f64 * f).ceil() as usize).clamp(v.len().min(1), v.len());
+            v.into_iter().take(n).map(|p| p.id).collect()
+        }
+        ReadData::Part { n, t } => all.iter().filter(|p| part_of(&p.id, t) == n - 1).map(|p| p.id).collect(),
+        ReadData::Bytes(limit) => {
+            let mut total = 0u64;
+            shuffled()
+                .into_iter()
+                .take_while(|p| {
+                    let take = total < limit;
+                    total = total.saturating_add(p.size);
+                    take
+                })
+                .map(|p| p.id)
+                .collect()
         }
     }
+}
+
+/// Which of `t` parts a pack is in: its id's first 8 bytes, big-endian, modulo `t`.
+pub fn part_of(id: &PackId, t: u64) -> u64 {
+    u64::from_be_bytes(id.as_bytes()[..8].try_into().expect("8 bytes")) % t
 }
 
 fn read_packs(
@@ -402,39 +480,51 @@ fn read_packs(
     }
     progress.set_total(chosen.iter().map(|p| listed[p].size).sum(), chosen.len() as u64);
     let queue = Mutex::new(chosen.into_iter());
-    let out = Mutex::new((Vec::new(), 0u64, 0u64));
+    let out = Mutex::new((Vec::new(), 0u64, 0u64, Vec::new()));
     std::thread::scope(|s| {
         for _ in 0..readers.max(1) {
             s.spawn(|| loop {
                 let Some(pid) = queue.lock().expect("poisoned").next() else { break };
                 let expect = by_pack.get(&pid).map(Vec::as_slice).unwrap_or(&[]);
-                let (errs, blobs) = verify_pack(repo, &pid, expect);
-                let errs: Vec<Finding> = errs.into_iter().map(|e| Finding::PackRead(pid, e)).collect();
+                let result = verify_pack(repo, &pid, expect);
                 progress.add_bytes(listed[&pid].size);
                 progress.add_item();
                 let mut o = out.lock().expect("poisoned");
-                o.0.extend(errs);
-                o.1 += 1;
-                o.2 += blobs;
+                match result {
+                    Ok((errs, blobs)) => {
+                        o.0.extend(errs.into_iter().map(|e| Finding::PackRead(pid, e)));
+                        o.1 += 1;
+                        o.2 += blobs;
+                    }
+                    Err(e) => o.3.push(e),
+                }
             });
         }
     });
-    let (errs, packs, blobs) = out.into_inner().expect("poisoned");
+    let (errs, packs, blobs, unchecked) = out.into_inner().expect("poisoned");
     r.packs_read = packs;
     r.blobs_read = blobs;
+    r.unchecked.extend(unchecked);
     errs
 }
 
 /// Downloads one pack and checks its header against the index and every blob's content.
-fn verify_pack(repo: &Repository, pid: &PackId, expect: &[(BlobId, super::BlobLoc)]) -> (Vec<String>, u64) {
+/// Returns what is wrong, or `Err` when the pack could not be read at all (storage failing,
+/// not the pack: nothing is known about it).
+fn verify_pack(
+    repo: &Repository,
+    pid: &PackId,
+    expect: &[(BlobId, super::BlobLoc)],
+) -> std::result::Result<(Vec<String>, u64), String> {
     let name = pack_path(pid);
     let bytes = match repo.store().get(&name) {
         Ok(b) => b,
-        Err(e) => return (vec![e.to_string()], 0),
+        Err(e @ crate::storage::StorageError::NotFound { .. }) => return Ok((vec![e.to_string()], 0)),
+        Err(e) => return Err(format!("{name}: could not be read: {e}")),
     };
     let entries = match parse_pack(repo, pid, &bytes) {
         Ok(e) => e,
-        Err(reason) => return (vec![format!("{name}: {reason}")], 0),
+        Err(reason) => return Ok((vec![format!("{name}: {reason}")], 0)),
     };
     let mut errors = Vec::new();
     let mut offset = 0u64;
@@ -468,11 +558,59 @@ fn verify_pack(repo: &Repository, pid: &PackId, expect: &[(BlobId, super::BlobLo
             _ => errors.push(format!("{name}: blob {id}: the index disagrees with the pack header")),
         }
     }
-    (errors, blobs)
+    Ok((errors, blobs))
 }
 
 /// Reads a whole pack's trailer and header; checks the blobs exactly fill the space before it.
 pub fn parse_pack(repo: &Repository, pid: &PackId, bytes: &[u8]) -> std::result::Result<Vec<pack::PackEntry>, String> {
     let size = bytes.len() as u64;
     super::packs::read_header(repo, pid, size, |r| Ok(bytes[r.start as usize..r.end as usize].to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn size(s: &str) -> std::result::Result<u64, String> {
+        crate::retention::prune::parse_size(s)
+    }
+
+    #[test]
+    fn subsets_parse_in_restic_forms() {
+        assert_eq!(ReadData::parse_subset("2/7", size), Ok(ReadData::Part { n: 2, t: 7 }));
+        assert_eq!(ReadData::parse_subset("10%", size), Ok(ReadData::Subset(0.1)));
+        assert_eq!(ReadData::parse_subset("25", size), Ok(ReadData::Subset(0.25)));
+        assert_eq!(ReadData::parse_subset("500M", size), Ok(ReadData::Bytes(500 << 20)));
+        assert_eq!(ReadData::parse_subset("1g", size), Ok(ReadData::Bytes(1 << 30)));
+        for bad in ["0/3", "4/3", "1/0", "a/b", "0%", "101%", "-5", "x", "0M", ""] {
+            assert!(ReadData::parse_subset(bad, size).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_parts_of_t_cover_every_pack_exactly_once() {
+        use crate::format::index::{IndexFile, IndexPack};
+        let packs: Vec<IndexPack> = (0..300u32)
+            .map(|i| IndexPack { pack_id: *blake3::hash(&i.to_le_bytes()).as_bytes(), pack_size: 10, blobs: vec![] })
+            .collect();
+        let l = crate::storage::Listed { path: String::new(), size: 0, modified_ns: 0 };
+        let f = IndexFile { kind: crate::format::index::IndexKind::Packs, supersedes: vec![], packs };
+        let index = MasterIndex::build(vec![(l, crate::id::IndexId([1; 32]), f)]);
+        for t in [1u64, 2, 3, 7, 10, 256] {
+            let mut seen: HashMap<PackId, u64> = HashMap::new();
+            for n in 1..=t {
+                let part = select(&index, ReadData::Part { n, t });
+                assert_eq!(part, select(&index, ReadData::Part { n, t }), "deterministic");
+                if t <= 10 {
+                    assert!(!part.is_empty(), "part {n}/{t} of 300 packs is not empty");
+                }
+                for p in part {
+                    assert!(seen.insert(p, n).is_none(), "{p:?} in two parts of {t}");
+                }
+            }
+            assert_eq!(seen.len(), 300, "the {t} parts cover every pack");
+        }
+        assert_eq!(select(&index, ReadData::Bytes(25)).len(), 3, "packs until 25 bytes are reached");
+        assert_eq!(select(&index, ReadData::Subset(0.1)).len(), 30);
+    }
 }

@@ -192,8 +192,16 @@ impl Repository {
             compression_level: opts.compression_level,
             pack_target_size: opts.pack_size,
         };
-        let repo =
-            Repository { store, cache: None, readahead: None, master, keys, config, key_id, warnings: Default::default() };
+        let repo = Repository {
+            store,
+            cache: None,
+            readahead: None,
+            master,
+            keys,
+            config,
+            key_id,
+            warnings: Default::default(),
+        };
         let sealed = repo.seal_object(ObjectType::Config, &[0u8; 32], &repo.config.encode(), 0);
         repo.store.put_new(CONFIG_PATH, sealed)?;
         Ok(repo)

@@ -103,8 +103,14 @@ pub fn plan(repo: &Repository, opts: &ForgetOptions) -> Result<Vec<GroupPlan>> {
             policy::check_group_keeps_something(&opts.policy, &items, &decisions, &key.to_string())
                 .map_err(RepoError::Invalid)?;
         }
-        let mut g =
-            GroupPlan { key, keep: vec![], remove: vec![], reasons: vec![], future_dated: vec![], remove_damaged: vec![] };
+        let mut g = GroupPlan {
+            key,
+            keep: vec![],
+            remove: vec![],
+            reasons: vec![],
+            future_dated: vec![],
+            remove_damaged: vec![],
+        };
         for d in decisions {
             let s = snaps[d.index].clone();
             if items[d.index].untrusted_time {

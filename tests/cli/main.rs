@@ -7,9 +7,9 @@
 mod backup;
 mod catalog;
 mod check;
+mod containment;
 mod copy;
 mod corruption;
-mod containment;
 mod crash;
 mod faults;
 mod fixture;
