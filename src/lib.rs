@@ -22,6 +22,8 @@ pub mod compress;
 pub mod copy;
 #[cfg(feature = "app")]
 pub mod crypto;
+#[cfg(feature = "app")]
+pub mod fdlimit;
 pub mod format;
 pub mod id;
 #[cfg(feature = "app")]

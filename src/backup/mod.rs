@@ -58,6 +58,9 @@ pub struct BackupOptions {
     pub uploaders: usize,
     /// The snapshot's time and UTC offset instead of now (`--time`, as `restic backup --time`).
     pub time: Option<jiff::Zoned>,
+    /// Directories (device, inode) never backed up: the repository itself and Coffer's cache
+    /// when they lie inside the backed-up paths.
+    pub skip_dirs: Vec<(u64, u64)>,
 }
 
 /// Backup failures that stop the backup (unreadable files only warn).

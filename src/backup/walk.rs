@@ -290,21 +290,43 @@ fn dir_entry(
     dir: &Arc<OwnedFd>,
     name: &CStr,
     path: &[u8],
-    mut node: Node,
+    node: Node,
     pnode: Option<&Node>,
     root_dev: u64,
 ) -> Option<Pending> {
-    let shown = || String::from_utf8_lossy(path).into_owned();
     if ctx.opts.one_file_system && node.dev != root_dev {
         return send_dir(q, node, Vec::new(), pnode).ok();
     }
     let fd = match source::open_dir_at(dir.as_fd(), name) {
         Ok(fd) => Arc::new(fd),
         Err(e) => {
-            ctx.warn(format!("{}: cannot open directory: {e}", shown()));
+            ctx.warn(format!("{}: cannot open directory: {e}", String::from_utf8_lossy(path)));
             return None;
         }
     };
+    walk_dir(ctx, q, fd, path, node, pnode, root_dev).0
+}
+
+/// Directory levels below which a walk keeps every ancestor's descriptor open; deeper, a
+/// directory closes its own while a subdirectory is walked and reopens it afterwards
+/// through the subdirectory's `..` (checked to be the same directory), so a walk holds a
+/// bounded number of descriptors however deep the tree (`crate::fdlimit`).
+fn keep_open_levels() -> usize {
+    crate::fdlimit::dir_budget() / 2
+}
+
+/// Walks an open directory; returns its pending node and its descriptor (reopened, if it
+/// was closed while a subdirectory was walked; `None` if it could not be).
+fn walk_dir(
+    ctx: &Arc<Ctx>,
+    q: &Queues<'_>,
+    fd: Arc<OwnedFd>,
+    path: &[u8],
+    mut node: Node,
+    pnode: Option<&Node>,
+    root_dev: u64,
+) -> (Option<Pending>, Option<Arc<OwnedFd>>) {
+    let shown = || String::from_utf8_lossy(path).into_owned();
     match source::read_xattrs_fd(fd.as_fd()) {
         Ok(x) => node.xattrs = x,
         Err(e) => ctx.warn(format!("{}: cannot read extended attributes: {e}", shown())),
@@ -317,14 +339,18 @@ fn dir_entry(
         // Keep the directory and its tag, as other tools do, but not its contents.
         names.retain(|n| n.as_bytes() == CACHEDIR_TAG);
     }
+    let deep = path.iter().filter(|b| **b == b'/').count() >= keep_open_levels();
+    let ident = (node.dev, node.inode);
     let ptree = parent_tree(ctx, pnode, path);
     let mut entries = Vec::with_capacity(names.len());
+    let mut fd = Some(fd);
     for child in names {
+        let Some(dir) = fd.as_ref() else { break };
         let cpath = join(path, child.to_bytes());
         if ctx.opts.excludes.matches(&cpath, child.to_bytes()) {
             continue;
         }
-        let st = match source::stat_at(fd.as_fd(), &child) {
+        let st = match source::stat_at(dir.as_fd(), &child) {
             Ok(st) => st,
             Err(e) => {
                 ctx.warn(format!("{}: vanished or unreadable: {e}", String::from_utf8_lossy(&cpath)));
@@ -332,11 +358,40 @@ fn dir_entry(
             }
         };
         let cp = find(ptree.as_deref(), child.to_bytes());
-        if let Some(p) = walk_entry(ctx, q, &fd, &child, cpath, &st, cp, root_dev) {
-            entries.push(p);
+        let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        if is_dir && ctx.opts.skip_dirs.contains(&(st.st_dev as u64, st.st_ino as u64)) {
+            continue;
+        }
+        if !(deep && is_dir) || (ctx.opts.one_file_system && st.st_dev as u64 != root_dev) {
+            if let Some(p) = walk_entry(ctx, q, dir, &child, cpath, &st, cp, root_dev) {
+                entries.push(p);
+            }
+            continue;
+        }
+        let cnode = source::node_from_stat(child.to_bytes(), &st, &ctx.names);
+        let cfd = match source::open_dir_at(dir.as_fd(), &child) {
+            Ok(f) => Arc::new(f),
+            Err(e) => {
+                ctx.warn(format!("{}: cannot open directory: {e}", String::from_utf8_lossy(&cpath)));
+                continue;
+            }
+        };
+        drop(fd.take());
+        let (p, cfd) = walk_dir(ctx, q, cfd, &cpath, cnode, cp, root_dev);
+        entries.extend(p);
+        fd = cfd.and_then(|c| reopen_parent(&c, ident));
+        if fd.is_none() {
+            ctx.warn(format!("{}: moved or replaced while it was read; the rest of it is left out", shown()));
         }
     }
-    send_dir(q, node, entries, pnode).ok()
+    (send_dir(q, node, entries, pnode).ok(), fd)
+}
+
+/// The directory `..` of `child` names, if it is still the one with `ident` (device, inode).
+fn reopen_parent(child: &OwnedFd, ident: (u64, u64)) -> Option<Arc<OwnedFd>> {
+    let fd = source::open_dir_at(child.as_fd(), c"..").ok()?;
+    let st = rustix::fs::fstat(&fd).ok()?;
+    ((st.st_dev as u64, st.st_ino as u64) == ident).then(|| Arc::new(fd))
 }
 
 const CACHEDIR_TAG: &[u8] = b"CACHEDIR.TAG";

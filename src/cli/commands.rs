@@ -169,6 +169,25 @@ fn init(g: &Global, a: InitArgs) -> Result<ExitCode> {
     Ok(ExitCode::Ok)
 }
 
+/// The repository's folder and Coffer's cache, as (device, inode), so a backup never stores
+/// them; each one inside a backed-up path is named in a note.
+fn own_dirs_inside(g: &Global, repo: &Repository, paths: &[std::path::PathBuf]) -> Vec<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let roots: Vec<std::path::PathBuf> = paths.iter().filter_map(|p| p.canonicalize().ok()).collect();
+    let mine =
+        [("the repository", repo.store().local_root().map(Path::to_path_buf)), ("Coffer's cache", cache_base(g))];
+    let mut out = Vec::new();
+    for (what, dir) in mine {
+        let Some(dir) = dir.and_then(|d| d.canonicalize().ok()) else { continue };
+        let Ok(m) = std::fs::metadata(&dir) else { continue };
+        out.push((m.dev(), m.ino()));
+        if roots.iter().any(|r| dir.starts_with(r)) && !g.quiet {
+            eprintln!("note: {what} at {} is inside the backed-up paths: it is left out", dir.display());
+        }
+    }
+    out
+}
+
 fn backup(g: &Global, a: BackupArgs) -> Result<ExitCode> {
     if let Some(level) = a.compression {
         crate::repo::check_compression_level(level).map_err(|e| anyhow!(e))?;
@@ -187,7 +206,9 @@ fn backup(g: &Global, a: BackupArgs) -> Result<ExitCode> {
         Some(p) => Some(repo.find_snapshot(p, &SnapshotFilter::default())?.0),
         None => None,
     };
+    let skip_dirs = own_dirs_inside(g, &repo, &a.paths);
     let opts = BackupOptions {
+        skip_dirs,
         paths: a.paths,
         // `--tag a,b` is two tags, as in restic (and as forget's and tag's options read them).
         tags: split_tags(&a.tags),

@@ -23,6 +23,7 @@ pub use exit::{exit_code_for, ExitCode};
 /// Runs the command line and returns the process exit code.
 pub fn main() -> i32 {
     install_signal_handler();
+    crate::fdlimit::raise();
     // Repository objects (key files above all) and restored files start private; restore
     // then sets each file's recorded mode explicitly.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));

@@ -74,6 +74,16 @@ pub(super) fn make_dir(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<OwnedFd> 
     }
 }
 
+/// Opens an existing directory below `dir`, never following a symlink.
+pub(super) fn open_dir(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        dir,
+        OsStr::from_bytes(name),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
 /// Creates a symlink, FIFO or device node.
 pub(super) fn create_special(dir: BorrowedFd<'_>, name: &CStr, node: &Node, is_root: bool) -> io::Result<()> {
     let mode = Mode::from_raw_mode(node.mode & 0o7777);

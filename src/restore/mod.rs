@@ -87,6 +87,7 @@ struct Ctx {
     bytes: AtomicU64,
     verified: AtomicU64,
     owners: meta::Owners,
+    open_dirs: dirs::OpenDirs,
 }
 
 impl Ctx {
@@ -150,6 +151,7 @@ pub fn run(
         bytes: AtomicU64::new(0),
         verified: AtomicU64::new(0),
         owners: meta::Owners::new(rustix::process::geteuid().is_root()),
+        open_dirs: Default::default(),
     });
     let threads = opts.threads.max(1);
     let (tx, rx) = bounded::<FileJob>(threads * 16);
@@ -318,7 +320,7 @@ fn worker(ctx: Arc<Ctx>, rx: Receiver<FileJob>) {
 /// Writes one file's content, then its metadata. A damaged chunk is reported and left as a
 /// hole (the rest of the file is still written), so nothing is silently wrong.
 fn restore_file(ctx: &Ctx, job: &FileJob) -> std::io::Result<()> {
-    let fd = job.dir.fd().ok_or_else(|| std::io::Error::other("directory was not created"))?;
+    let fd = job.dir.ensure(ctx)?;
     let name = CString::new(job.node.name.clone()).map_err(std::io::Error::other)?;
     let file = match &job.file {
         Some(f) => f.try_clone()?,

@@ -411,6 +411,7 @@ impl World {
                         threads: 1,
                         uploaders: 1,
                         time: None,
+                        skip_dirs: Vec::new(),
                     };
                     match backup::run(Arc::new(repo), opts, Arc::new(NoProgress)) {
                         Ok(_) => Ok(()),

@@ -149,8 +149,18 @@ impl RateLimit {
 struct LocalReads {
     root: std::path::PathBuf,
     open: std::sync::Mutex<std::collections::HashMap<String, Arc<std::fs::File>>>,
-    /// The file system cannot make hard links (SMB/CIFS, some NAS): see [`Store::put_new`].
-    no_hardlinks: bool,
+    /// Hard links were ruled out by the caller (`--no-hardlinks`).
+    forced_no_hardlinks: bool,
+    /// Whether the file system can make hard links (SMB/CIFS, some NAS cannot: see
+    /// [`Store::put_new`]), probed at the first write, so that a command that writes
+    /// nothing (a wrong password, a listing) leaves no trace in the repository.
+    links: std::sync::OnceLock<bool>,
+}
+
+impl LocalReads {
+    fn no_hardlinks(&self) -> bool {
+        self.forced_no_hardlinks || !*self.links.get_or_init(|| supports_hard_links(&self.root))
+    }
 }
 
 /// Whether `dir` supports hard links: makes a probe file, links it, removes both. A
@@ -264,8 +274,12 @@ impl Store {
             .map_err(|e| StorageError::Location(shown.clone(), e.to_string()))?
             .with_fsync(true);
         let root = dir.canonicalize().map_err(|e| StorageError::Location(shown.clone(), e.to_string()))?;
-        let no_hardlinks = no_hardlinks || !supports_hard_links(&root);
-        let local = Some(Arc::new(LocalReads { root, open: Default::default(), no_hardlinks }));
+        let local = Some(Arc::new(LocalReads {
+            root,
+            open: Default::default(),
+            forced_no_hardlinks: no_hardlinks,
+            links: Default::default(),
+        }));
         Ok(Store {
             inner: Arc::new(fs),
             rt: runtime(),
@@ -373,6 +387,11 @@ impl Store {
     }
 
     /// Whether the repository is a local folder (or NAS mount), where reads are cheap.
+    /// The folder of a local repository (canonical), `None` for S3.
+    pub fn local_root(&self) -> Option<&Path> {
+        self.local.as_ref().map(|l| l.root.as_path())
+    }
+
     pub fn is_local(&self) -> bool {
         self.local.is_some()
     }
@@ -501,7 +520,7 @@ impl Store {
         let p = ObjPath::from(path);
         let mut opts = PutOptions { mode: PutMode::Create, ..Default::default() };
         let multipart = self.local.is_none() && data.len() >= MULTIPART_MIN;
-        if multipart || self.local.as_ref().is_some_and(|l| l.no_hardlinks) {
+        if multipart || self.local.as_ref().is_some_and(|l| l.no_hardlinks()) {
             // Without hard links the publish step is a rename, which replaces silently, so
             // existence is checked first. Only `config` and key files have names that anyone
             // else could choose; every other name is 256 random bits, so two writers never
@@ -522,7 +541,7 @@ impl Store {
             return self.rt.block_on(self.multipart(&p, data)).map_err(|e| StorageError::from_os("write", path, e));
         }
         if let Some(local) = self.local.as_ref().filter(|_| data.len() >= DIRECT_MIN) {
-            match direct::put(&local.root, path, &data, !local.no_hardlinks) {
+            match direct::put(&local.root, path, &data, !local.no_hardlinks()) {
                 Ok(direct::Outcome::Written) => return Ok(()),
                 Ok(direct::Outcome::Exists) if self.get_once(path).is_ok_and(|b| b == data) => return Ok(()),
                 Ok(direct::Outcome::Exists) => return Err(StorageError::AlreadyExists { path: path.to_string() }),

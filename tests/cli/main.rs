@@ -14,6 +14,7 @@ mod crash;
 mod faults;
 mod fixture;
 mod keys;
+mod limits;
 mod restore;
 mod retention;
 mod s3;
