@@ -486,7 +486,11 @@ fn read_packs(
             s.spawn(|| loop {
                 let Some(pid) = queue.lock().expect("poisoned").next() else { break };
                 let expect = by_pack.get(&pid).map(Vec::as_slice).unwrap_or(&[]);
-                let result = verify_pack(repo, &pid, expect);
+                let mut result = verify_pack(repo, &pid, expect);
+                // Bytes damaged in transit from a remote store: downloaded once more.
+                if matches!(&result, Ok((errs, _)) if !errs.is_empty()) && !repo.store().is_local() {
+                    result = verify_pack(repo, &pid, expect);
+                }
                 progress.add_bytes(listed[&pid].size);
                 progress.add_item();
                 let mut o = out.lock().expect("poisoned");

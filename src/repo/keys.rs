@@ -71,28 +71,42 @@ pub(crate) fn unlock<T>(
 ) -> Result<T> {
     let mut damaged: Option<RepoError> = None;
     for (id, name) in key_files(store)? {
-        let bytes = store.get(&name)?;
+        let mut bytes = store.get(&name)?;
         // An empty file is junk (`check` reports it), not a damaged key.
         if bytes.is_empty() {
             continue;
         }
-        let kf = match KeyFile::decode(&bytes) {
-            Ok(kf) => kf,
-            Err(e) => {
-                damaged = Some(RepoError::damaged(name, e));
-                continue;
-            }
-        };
-        match crypto::open_key_file(&kf, &id, password) {
+        let mut opened = open_key(&bytes, &id, &name, password);
+        // Bytes from a remote store may have been damaged in transit: fetched once more.
+        if matches!(opened, Err(Some(_))) && !store.is_local() {
+            bytes = store.get(&name)?;
+            opened = open_key(&bytes, &id, &name, password);
+        }
+        match opened {
             Ok((master, repo_id)) => match accept(master, repo_id, id) {
                 Ok(t) => return Ok(t),
                 Err(e) => damaged = Some(e),
             },
-            Err(CryptoError::WrongPassword) => continue,
-            Err(e) => damaged = Some(RepoError::damaged(name, e)),
+            Err(None) => continue,
+            Err(Some(e)) => damaged = Some(e),
         }
     }
     Err(damaged.unwrap_or(RepoError::WrongPassword))
+}
+
+/// Decodes and opens one key file: `Err(None)` for a wrong password, `Err(Some)` if damaged.
+fn open_key(
+    bytes: &[u8],
+    id: &KeyId,
+    name: &str,
+    password: &[u8],
+) -> std::result::Result<(MasterKey, RepoId), Option<RepoError>> {
+    let kf = KeyFile::decode(bytes).map_err(|e| Some(RepoError::damaged(name, e)))?;
+    match crypto::open_key_file(&kf, id, password) {
+        Ok(k) => Ok(k),
+        Err(CryptoError::WrongPassword) => Err(None),
+        Err(e) => Err(Some(RepoError::damaged(name, e))),
+    }
 }
 
 impl Repository {

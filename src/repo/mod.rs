@@ -216,15 +216,17 @@ impl Repository {
             Err(StorageError::NotFound { .. }) => return Err(RepoError::NotFound(store.location().to_string())),
             Err(e) => return Err(e.into()),
         };
+        let mut config_bytes = config_bytes;
         keys::unlock(&store, password, |master, repo_id, key_id| {
             let keys = Keys::derive(&master, repo_id);
-            let plain = open_envelope(&keys, ObjectType::Config, &[0u8; 32], CONFIG_PATH, &config_bytes)?;
-            let config = Config::decode(&plain).map_err(|e| RepoError::decoding(CONFIG_PATH, e))?;
-            if config.repo_id != repo_id.0 {
-                return Err(RepoError::damaged(CONFIG_PATH, "belongs to another repository than the key file"));
-            }
-            validate_settings(&config.chunker, config.pack_target_size, config.compression_level)
-                .map_err(|e| RepoError::damaged(CONFIG_PATH, e))?;
+            let config = match open_config(&keys, repo_id, &config_bytes) {
+                // Damaged in transit? Fetched once more before it is called damage.
+                Err(_) if !store.is_local() => {
+                    config_bytes = store.get(CONFIG_PATH)?;
+                    open_config(&keys, repo_id, &config_bytes)?
+                }
+                r => r?,
+            };
             let readahead = (!store.is_local()).then(readahead::Readahead::default);
             Ok(Repository {
                 store: store.clone(),
@@ -298,7 +300,16 @@ impl Repository {
             }
         }
         let b = self.store.get(path)?;
-        let t = valid(&b)?;
+        let (b, t) = match valid(&b) {
+            Ok(t) => (b, t),
+            // Damaged in transit? Fetched once more before it is called damage.
+            Err(_) if !self.store.is_local() => {
+                let b = self.store.get(path)?;
+                let t = valid(&b)?;
+                (b, t)
+            }
+            Err(e) => return Err(e),
+        };
         if let Some(c) = &self.cache {
             c.put(kind, name, &b);
         }
@@ -376,16 +387,28 @@ impl Repository {
         }
         let range = u64::from(loc.offset)..u64::from(loc.offset) + u64::from(loc.stored_len);
         let stored = match &self.readahead {
-            Some(ra) => ra.read(&self.store, &path, pack, index.packs()[loc.pack as usize].size, range),
-            None => self.store.get_range(&path, range),
+            Some(ra) => ra.read(&self.store, &path, pack, index.packs()[loc.pack as usize].size, range.clone()),
+            None => self.store.get_range(&path, range.clone()),
         };
-        let stored = stored.map_err(|e| match e {
+        let missing = |e| match e {
             StorageError::NotFound { .. } => RepoError::damaged(path.clone(), "pack missing"),
             e => e.into(),
-        })?;
-        let plain = self
-            .decode_blob(&pack, id, &loc, stored.to_vec())
-            .map_err(|reason| RepoError::damaged(format!("{path} (blob {id})"), reason))?;
+        };
+        let stored = stored.map_err(missing)?;
+        let plain = match self.decode_blob(&pack, id, &loc, stored.to_vec()) {
+            Ok(p) => Ok((p, stored)),
+            // Bytes from a remote store may have been damaged in transit: fetched once more
+            // (past the read-ahead windows) before they are called damage.
+            Err(_) if !self.store.is_local() => {
+                if let Some(ra) = &self.readahead {
+                    ra.forget(&pack);
+                }
+                let again = self.store.get_range(&path, range).map_err(missing)?;
+                self.decode_blob(&pack, id, &loc, again.to_vec()).map(|p| (p, again))
+            }
+            Err(e) => Err(e),
+        };
+        let (plain, stored) = plain.map_err(|reason| RepoError::damaged(format!("{path} (blob {id})"), reason))?;
         if let Some(c) = cache {
             c.put("trees", &id.to_hex(), &stored);
         }
@@ -420,6 +443,18 @@ impl Repository {
         let plain = self.read_blob(index, id)?;
         tree::decode(&plain).map_err(|e| RepoError::decoding(format!("tree {id}"), e))
     }
+}
+
+/// Opens and checks the config object with the keys of one key file.
+fn open_config(keys: &Keys, repo_id: RepoId, bytes: &[u8]) -> Result<Config> {
+    let plain = open_envelope(keys, ObjectType::Config, &[0u8; 32], CONFIG_PATH, bytes)?;
+    let config = Config::decode(&plain).map_err(|e| RepoError::decoding(CONFIG_PATH, e))?;
+    if config.repo_id != repo_id.0 {
+        return Err(RepoError::damaged(CONFIG_PATH, "belongs to another repository than the key file"));
+    }
+    validate_settings(&config.chunker, config.pack_target_size, config.compression_level)
+        .map_err(|e| RepoError::damaged(CONFIG_PATH, e))?;
+    Ok(config)
 }
 
 /// Checks the settings a repository is created with, and found with on open.

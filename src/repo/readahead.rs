@@ -39,6 +39,12 @@ impl Readahead {
         })
     }
 
+    /// Drops the windows of `pack` (bytes from it failed to authenticate: they may have been
+    /// damaged in transit, so they are fetched again).
+    pub fn forget(&self, pack: &PackId) {
+        self.windows.lock().expect("poisoned").retain(|w| w.pack != *pack);
+    }
+
     /// Exactly the bytes of `range` of pack `pack` (stored at `path`, `pack_size` bytes long).
     pub fn read(
         &self,

@@ -28,6 +28,29 @@ pub struct Faults {
     pub deny: &'static [&'static str],
     /// Listings (ListObjectsV2) of a prefix containing this text are answered wrongly.
     pub bad_listing: Option<(&'static str, ListFault)>,
+    /// GET responses with one byte of the body flipped, as damage in transit would: each
+    /// distinct request (path and range) at most once, so asking again gets good bytes.
+    pub flip_once: u32,
+}
+
+/// The GET requests (first line and range) whose answer was already flipped once.
+static FLIPPED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Flips one byte in the middle of a 200/206 response body the first time `key` is asked.
+fn flip_once(resp: &mut [u8], key: String) -> bool {
+    let ok = resp.starts_with(b"HTTP/1.1 200") || resp.starts_with(b"HTTP/1.1 206");
+    let body_at = resp.windows(4).position(|w| w == b"\r\n\r\n").map_or(resp.len(), |p| p + 4);
+    if !ok || body_at >= resp.len() {
+        return false;
+    }
+    let mut seen = FLIPPED.lock().unwrap();
+    if seen.contains(&key) {
+        return false;
+    }
+    seen.push(key);
+    let mid = body_at + (resp.len() - body_at) / 2;
+    resp[mid] ^= 0x20;
+    true
 }
 
 /// How a listing is answered wrongly.
@@ -247,6 +270,14 @@ fn serve(
             let cut = body_at + (resp.len() - body_at) / 2;
             out.write_all(&resp[..cut])?;
             return Ok(()); // close mid-body
+        } else if method == "GET" && !line.contains("list-type") && hit(f.flip_once) {
+            let mut resp = forward(upstream, &head, &body)?;
+            let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let range = text.lines().find(|l| l.starts_with("range:")).unwrap_or_default().to_string();
+            if flip_once(&mut resp, format!("{line} {range}")) {
+                faulted.fetch_add(1, Ordering::Relaxed);
+            }
+            out.write_all(&resp)?;
         } else if method == "PUT" && hit(f.put_stored_then_500) {
             faulted.fetch_add(1, Ordering::Relaxed);
             forward(upstream, &head, &body)?;
@@ -489,4 +520,25 @@ fn forget_and_prune_on_s3_through_faults() {
 fn s3_backups_prunes_and_checks_at_once_lose_nothing() {
     let env = Env::s3();
     crate::retention::backups_beside_prunes(&env, &[]);
+}
+
+/// Bytes damaged in transit are fetched again before they are called damage: a restore and
+/// `check --read-data` through a proxy that flips a byte in a fifth of the answers (each
+/// request at most once) succeed exactly.
+#[test]
+fn bytes_damaged_in_transit_are_fetched_again() {
+    let faults = Faults { flip_once: 200, only_method: Some("GET"), ..Default::default() };
+    let (env, proxy) = env_behind_proxy(faults, 11);
+    let src = env.path("src");
+    make_simple_tree(&src);
+    for i in 0..6 {
+        std::fs::write(src.join(format!("r{i}")), noise(700 + i, 700_000)).unwrap();
+    }
+    env.backup(&[&src], &[]);
+    // A fresh cache, so index files, snapshots and trees are fetched through the proxy too.
+    let _ = std::fs::remove_dir_all(env.path("cache"));
+    env.assert_restores(&src, "out");
+    env.assert_clean();
+    let flipped = proxy.faulted.load(Ordering::Relaxed);
+    assert!(flipped >= 3, "the proxy flipped {flipped} answers");
 }
