@@ -137,7 +137,8 @@ pub fn copy(
     let session = crate::repo::lock::Session::start(&dst, crate::format::lock::LockKind::Writer, "copy")?;
     let mut dst_index = dst.load_index()?;
     let seen_index = crate::repo::recheck::seen_files(&dst_index);
-    crate::repo::packs::adopt_orphans(&dst, &mut dst_index, Some(&session.alive()))?;
+    let adopted = crate::repo::packs::adopt_orphans(&dst, &mut dst_index, Some(&session.alive()))?;
+    dst_index.set_aside_packs(&adopted.missing.iter().copied().collect());
     let existing = dst.load_snapshots()?;
     let mut report = CopyReport::default();
     let mut todo = Vec::new();

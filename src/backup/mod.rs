@@ -85,6 +85,33 @@ pub struct BackupResult {
     pub rescued: u64,
 }
 
+/// Live packs the listing of `data/` lacks are gone (a prune deletes only packs its records
+/// made obsolete, and waits for this session): they are recorded as damaged, so readers stop
+/// trying them first, and this backup stores what they held again.
+fn record_missing(
+    repo: &Repository,
+    index: &MasterIndex,
+    missing: &[crate::id::PackId],
+    alive: &crate::repo::lock::Alive,
+    progress: &dyn Progress,
+) -> Result<(), BackupError> {
+    if missing.is_empty() {
+        return Ok(());
+    }
+    for p in missing {
+        progress.warn(&format!(
+            "{}: listed in the index but missing; the data it held is stored again (run `coffer check`)",
+            crate::repo::pack_path(p)
+        ));
+    }
+    let found: Vec<_> = missing.iter().map(|p| crate::repo::damage::Damage::Pack(*p)).collect();
+    alive.check()?;
+    if let Err(e) = crate::repo::damage::record(repo, index, &found) {
+        progress.warn(&format!("the missing packs could not be recorded as damaged: {e}"));
+    }
+    Ok(())
+}
+
 /// Counters shared by the stages.
 #[derive(Default)]
 struct Counters {
@@ -221,7 +248,9 @@ pub fn run(
     let mut index = repo.load_index()?;
     let seen_index = crate::repo::recheck::seen_files(&index);
     if let Some(session) = &session {
-        crate::repo::packs::adopt_orphans(&repo, &mut index, Some(&session.alive()))?;
+        let adopted = crate::repo::packs::adopt_orphans(&repo, &mut index, Some(&session.alive()))?;
+        record_missing(&repo, &index, &adopted.missing, &session.alive(), progress.as_ref())?;
+        index.set_aside_packs(&adopted.missing.iter().copied().collect());
     }
     let index = Arc::new(index);
     // A parent whose trees cannot be read (a prune moved them while this backup started)

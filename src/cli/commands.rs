@@ -541,6 +541,7 @@ fn restore(g: &Global, a: RestoreArgs) -> Result<ExitCode> {
             "files_verified": sum.files_verified,
             "total_duration": secs,
             "errors": sum.errors,
+            "damage_recorded": sum.damage_recorded,
         }))?;
     } else {
         eprintln!(
@@ -555,11 +556,26 @@ fn restore(g: &Global, a: RestoreArgs) -> Result<ExitCode> {
             eprintln!("verified {} files", sum.files_verified);
         }
     }
+    print_damage_recorded(sum.damage_recorded, sum.record_error.as_deref());
     if !sum.errors.is_empty() {
         eprintln!("coffer: {} errors during restore (listed above)", sum.errors.len());
         return Ok(ExitCode::Error);
     }
     Ok(ExitCode::Ok)
+}
+
+/// Says what was recorded as damaged (or why it could not be), on stderr.
+fn print_damage_recorded(n: u64, error: Option<&str>) {
+    if n > 0 {
+        eprintln!(
+            "recorded {n} damaged blob {} in the repository: the next backup of the files holding them stores \
+             them again",
+            if n == 1 { "copy" } else { "copies" }
+        );
+    }
+    if let Some(e) = error {
+        eprintln!("warning: the damage found could not be recorded in the repository: {e}");
+    }
 }
 
 fn check(g: &Global, a: CheckArgs) -> Result<ExitCode> {
@@ -585,6 +601,7 @@ fn check(g: &Global, a: CheckArgs) -> Result<ExitCode> {
             "checked {} snapshots, {} trees, {} index files, {} packs ({} read, {} blobs verified)",
             r.snapshots, r.trees, r.index_files, r.packs, r.packs_read, r.blobs_read
         );
+        print_damage_recorded(r.damage_recorded, r.record_error.as_deref());
         for u in &r.unchecked {
             eprintln!("could not check: {u}");
         }

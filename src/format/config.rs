@@ -1,7 +1,7 @@
 //! The repository config payload (object `config`, envelope type Config).
 //!
-//! Layout (docs/format.md, "Config"): version u8 (the repository format version: 2, or 1 for
-//! repositories made before locks and prune existed);
+//! Layout (docs/format.md, "Config"): version u8 (the repository format version: 3; 2 or 1
+//! for repositories made before damage records, or before locks and prune, existed);
 //! repo id (32); created (i64 Unix ns); chunker algorithm u8 (1 = FastCDC 2020 with a keyed
 //! gear table); chunk min, avg, max (u32 each); normalization level u8; default zstd level
 //! i32; pack target size u32.
@@ -10,7 +10,7 @@ use super::codec::{Reader, Writer};
 use super::FormatError;
 
 /// The repository format version `init` writes (docs/format.md, "Format version").
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// The oldest repository format version this release reads and writes.
 pub const OLDEST_VERSION: u8 = 1;
 pub const CHUNKER_FASTCDC2020_KEYED: u8 = 1;

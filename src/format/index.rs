@@ -22,6 +22,11 @@ pub enum IndexKind {
     /// them. Writers never deduplicate against them; readers use them only for blobs no
     /// live pack holds.
     Obsolete = 1,
+    /// A damage record (repository format 3): the blob entries listed were found missing or
+    /// damaged where they are listed (by `check`, `restore`, `drill`). Writers never
+    /// deduplicate against those copies, so the next backup stores the blobs afresh;
+    /// readers try them last.
+    Damaged = 2,
 }
 
 impl IndexKind {
@@ -29,6 +34,7 @@ impl IndexKind {
         match v {
             0 => Ok(IndexKind::Packs),
             1 => Ok(IndexKind::Obsolete),
+            2 => Ok(IndexKind::Damaged),
             _ => Err(FormatError::UnknownKind { what: "index kind", value: v }),
         }
     }
@@ -138,7 +144,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn round_trip(kind in 0u8..2, supersedes in proptest::collection::vec(id(), 0..3), packs in proptest::collection::vec(pack(), 0..5)) {
+        fn round_trip(kind in 0u8..3, supersedes in proptest::collection::vec(id(), 0..3), packs in proptest::collection::vec(pack(), 0..5)) {
             let f = IndexFile { kind: IndexKind::from_u8(kind).unwrap(), supersedes, packs };
             prop_assert_eq!(IndexFile::decode(&f.encode()).unwrap(), f);
         }

@@ -14,6 +14,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
+use super::damage::Damage;
 use super::{pack_path, MasterIndex, Repository, Result};
 use crate::format::keyfile::KeyFile;
 use crate::format::pack;
@@ -104,6 +105,11 @@ pub struct CheckReport {
     /// What could not be checked (storage that failed while reading a pack): not damage,
     /// but the check is not complete, so it exits 1.
     pub unchecked: Vec<String>,
+    /// Copies of blobs this check recorded as damaged (repo::damage): the next backup stores
+    /// them afresh.
+    pub damage_recorded: u64,
+    /// Why the damage found could not be recorded (read-only credentials, say).
+    pub record_error: Option<String>,
     /// Objects that are not part of the repository (unknown names, empty files where no
     /// object is expected): reported, never counted as damage, safe to remove.
     pub junk: Vec<String>,
@@ -116,10 +122,12 @@ pub struct CheckReport {
 enum Finding {
     PackMissing(PackId),
     PackSize(PackId, u64, u64),
+    /// `recorded`: its only copies are recorded as damaged.
     ChunkMissing {
         snapshot: String,
         path: String,
         blob: BlobId,
+        recorded: bool,
     },
     Tree {
         snapshot: String,
@@ -127,24 +135,44 @@ enum Finding {
         tree: BlobId,
         error: String,
     },
-    PackRead(PackId, String),
+    /// A pack read whole: one blob of it (`Some`), or the whole pack (`None`), is bad.
+    PackRead(PackId, Option<BlobId>, String),
     /// Listed by no readable index file, and its header does not open.
     PackUnreadable(PackId, String),
     Other(String),
 }
 
 impl Finding {
+    /// What to record as damaged (repo::damage), if anything is to be recorded.
+    fn damage(&self, index: &MasterIndex) -> Option<Damage> {
+        match self {
+            Finding::PackMissing(p) | Finding::PackSize(p, ..) | Finding::PackRead(p, None, _) => {
+                Some(Damage::Pack(*p))
+            }
+            Finding::PackRead(p, Some(b), _) => Some(Damage::Blob { pack: *p, blob: *b }),
+            Finding::Tree { tree, .. } => {
+                index.get(tree).map(|l| Damage::Blob { pack: index.pack_id(l.pack), blob: *tree })
+            }
+            Finding::ChunkMissing { .. } | Finding::PackUnreadable(..) | Finding::Other(_) => None,
+        }
+    }
+
     fn message(&self) -> String {
         match self {
             Finding::PackMissing(p) => format!("{}: pack missing (listed in the index)", pack_path(p)),
             Finding::PackSize(p, s, want) => {
                 format!("{}: size {s} differs from the {want} the index recorded (truncated or damaged)", pack_path(p))
             }
-            Finding::ChunkMissing { snapshot, path, blob } => {
+            Finding::ChunkMissing { snapshot, path, blob, recorded: false } => {
                 format!("snapshot {snapshot}: {path}: chunk {} is missing from the index", blob.short())
             }
+            Finding::ChunkMissing { snapshot, path, blob, recorded: true } => format!(
+                "snapshot {snapshot}: {path}: chunk {} is damaged (recorded: the next backup of the file stores it \
+                 again)",
+                blob.short()
+            ),
             Finding::Tree { snapshot, path, error, .. } => format!("snapshot {snapshot}: {path}: {error}"),
-            Finding::PackRead(_, e) | Finding::Other(e) => e.clone(),
+            Finding::PackRead(_, _, e) | Finding::Other(e) => e.clone(),
             Finding::PackUnreadable(p, why) => {
                 format!("{}: no readable index file lists it, and its header: {why}", pack_path(p))
             }
@@ -177,8 +205,17 @@ pub fn check(repo: &Repository, read: ReadData, readers: usize, progress: &dyn P
     findings.extend(check_snapshots(repo, &index, &snaps, &listed, &mut r)?);
     findings.extend(read_packs(repo, &index, read, readers, &listed, progress, &mut r));
     r.junk = find_junk(repo, &index)?;
-    let confirmed = if findings.is_empty() { findings } else { confirm(repo, findings)? };
+    if findings.is_empty() {
+        return Ok(r);
+    }
+    let (confirmed, fresh) = confirm(repo, findings)?;
     r.errors.extend(confirmed.iter().map(Finding::message));
+    // What is damaged is recorded, so the next backup stores it afresh (repo::damage).
+    let found: Vec<Damage> = confirmed.iter().filter_map(|f| f.damage(&fresh)).collect();
+    match super::damage::record(repo, &fresh, &found) {
+        Ok(n) => r.damage_recorded = n.map_or(0, |(_, n)| n as u64),
+        Err(e) => r.record_error = Some(e.to_string()),
+    }
     Ok(r)
 }
 
@@ -248,7 +285,7 @@ fn classify_unindexed(
 
 /// Looks at every finding again with a fresh index and listing: what a backup or prune
 /// changed meanwhile (a pack moved by a repack, an index file replaced) is not damage.
-fn confirm(repo: &Repository, findings: Vec<Finding>) -> Result<Vec<Finding>> {
+fn confirm(repo: &Repository, findings: Vec<Finding>) -> Result<(Vec<Finding>, MasterIndex)> {
     let index = repo.load_index_with(false)?;
     let listed = list_packs(repo)?;
     let mut out = Vec::new();
@@ -267,7 +304,7 @@ fn confirm(repo: &Repository, findings: Vec<Finding>) -> Result<Vec<Finding>> {
                 !matches!(index.get(blob), Some(l) if l.blob_type == BlobType::Data) || !present
             }
             Finding::Tree { tree, .. } => repo.load_tree(&index, tree).is_err(),
-            Finding::PackRead(p, _) => {
+            Finding::PackRead(p, _, _) => {
                 // Gone since: marked obsolete and deleted, or no longer indexed.
                 listed.contains_key(p) && index.pack_pos(p).is_some_and(|pos| !index.pack(pos).obsolete)
             }
@@ -278,7 +315,7 @@ fn confirm(repo: &Repository, findings: Vec<Finding>) -> Result<Vec<Finding>> {
             out.push(f);
         }
     }
-    Ok(out)
+    Ok((out, index))
 }
 
 /// Whether `path` is the name of an object Coffer writes (docs/format.md, "Layout").
@@ -414,7 +451,13 @@ fn check_snapshots(
                     match index.get(&BlobId(*c)) {
                         Some(l) if l.blob_type == BlobType::Data && present(&BlobId(*c)) => {}
                         _ => {
-                            out.push(Finding::ChunkMissing { snapshot: sid.short(), path: shown(&p), blob: BlobId(*c) })
+                            let recorded = !index.damaged_locations(&BlobId(*c)).is_empty();
+                            out.push(Finding::ChunkMissing {
+                                snapshot: sid.short(),
+                                path: shown(&p),
+                                blob: BlobId(*c),
+                                recorded,
+                            })
                         }
                     }
                 }
@@ -496,7 +539,7 @@ fn read_packs(
                 let mut o = out.lock().expect("poisoned");
                 match result {
                     Ok((errs, blobs)) => {
-                        o.0.extend(errs.into_iter().map(|e| Finding::PackRead(pid, e)));
+                        o.0.extend(errs.into_iter().map(|(b, e)| Finding::PackRead(pid, b, e)));
                         o.1 += 1;
                         o.2 += blobs;
                     }
@@ -515,20 +558,21 @@ fn read_packs(
 /// Downloads one pack and checks its header against the index and every blob's content.
 /// Returns what is wrong, or `Err` when the pack could not be read at all (storage failing,
 /// not the pack: nothing is known about it).
+#[allow(clippy::type_complexity)]
 fn verify_pack(
     repo: &Repository,
     pid: &PackId,
     expect: &[(BlobId, super::BlobLoc)],
-) -> std::result::Result<(Vec<String>, u64), String> {
+) -> std::result::Result<(Vec<(Option<BlobId>, String)>, u64), String> {
     let name = pack_path(pid);
     let bytes = match repo.store().get(&name) {
         Ok(b) => b,
-        Err(e @ crate::storage::StorageError::NotFound { .. }) => return Ok((vec![e.to_string()], 0)),
+        Err(e @ crate::storage::StorageError::NotFound { .. }) => return Ok((vec![(None, e.to_string())], 0)),
         Err(e) => return Err(format!("{name}: could not be read: {e}")),
     };
     let entries = match parse_pack(repo, pid, &bytes) {
         Ok(e) => e,
-        Err(reason) => return Ok((vec![format!("{name}: {reason}")], 0)),
+        Err(reason) => return Ok((vec![(None, format!("{name}: {reason}"))], 0)),
     };
     let mut errors = Vec::new();
     let mut offset = 0u64;
@@ -547,7 +591,7 @@ fn verify_pack(
         };
         let body = bytes[offset as usize..offset as usize + e.stored_len as usize].to_vec();
         if let Err(reason) = repo.decode_blob(pid, &id, &loc, body) {
-            errors.push(format!("{name}: blob {id}: {reason}"));
+            errors.push((Some(id), format!("{name}: blob {id}: {reason}")));
         }
         blobs += 1;
         offset += u64::from(e.stored_len);
@@ -559,7 +603,7 @@ fn verify_pack(
                     && e.raw_len == loc.raw_len
                     && e.blob_type == loc.blob_type
                     && e.compression == loc.compression => {}
-            _ => errors.push(format!("{name}: blob {id}: the index disagrees with the pack header")),
+            _ => errors.push((Some(*id), format!("{name}: blob {id}: the index disagrees with the pack header"))),
         }
     }
     Ok((errors, blobs))

@@ -72,6 +72,9 @@ pub struct MasterIndex {
     /// Blobs found only in obsolete packs, every copy: readers' last resort (some of those
     /// packs may already be deleted).
     fallback: HashMap<BlobId, Vec<BlobLoc>>,
+    /// Copies a damage record names (kind 2), every one: readers try them last, writers
+    /// never see them, so the next backup stores those blobs afresh.
+    damaged: HashMap<BlobId, Vec<BlobLoc>>,
     packs: Vec<PackInfo>,
     pack_pos: HashMap<PackId, u32>,
     /// The index files read, in listing order.
@@ -87,9 +90,45 @@ pub struct MasterIndex {
 }
 
 impl MasterIndex {
-    /// Where a blob can be read: a live pack, else an obsolete one not yet deleted.
+    /// Where a blob can be read: a live pack, else an obsolete one not yet deleted, else a
+    /// copy recorded as damaged (it may have been a passing fault).
     pub fn get(&self, id: &BlobId) -> Option<BlobLoc> {
-        self.blobs.get(id).copied().or_else(|| self.fallback.get(id).and_then(|v| v.first()).copied())
+        self.blobs
+            .get(id)
+            .copied()
+            .or_else(|| self.fallback.get(id).and_then(|v| v.first()).copied())
+            .or_else(|| self.damaged.get(id).and_then(|v| v.first()).copied())
+    }
+
+    /// Copies of a blob recorded as damaged.
+    pub fn damaged_locations(&self, id: &BlobId) -> &[BlobLoc] {
+        self.damaged.get(id).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Blobs whose every known copy is recorded as damaged (no live or obsolete copy), with
+    /// the first such copy.
+    pub fn iter_damaged_only(&self) -> impl Iterator<Item = (&BlobId, &BlobLoc)> {
+        self.damaged
+            .iter()
+            .filter(|(id, _)| !self.blobs.contains_key(id) && !self.fallback.contains_key(id))
+            .filter_map(|(id, v)| Some((id, v.first()?)))
+    }
+
+    /// Whether a damage record names this copy of the blob.
+    pub fn is_recorded_damaged(&self, id: &BlobId, loc: &BlobLoc) -> bool {
+        self.damaged.get(id).is_some_and(|v| v.iter().any(|l| l.pack == loc.pack && l.offset == loc.offset))
+    }
+
+    /// Takes the blobs of packs found missing out of what writers see (in memory only): a
+    /// backup that finds a pack the index lists gone from `data/` stores those blobs again.
+    pub fn set_aside_packs(&mut self, packs: &HashSet<PackId>) {
+        let pos: HashSet<u32> = packs.iter().filter_map(|p| self.pack_pos(p)).collect();
+        let gone: Vec<(BlobId, BlobLoc)> =
+            self.blobs.iter().filter(|(_, l)| pos.contains(&l.pack)).map(|(id, l)| (*id, *l)).collect();
+        for (id, loc) in gone {
+            self.blobs.remove(&id);
+            self.damaged.entry(id).or_default().push(loc);
+        }
     }
     /// Where a blob is in a live pack (never an obsolete one).
     pub fn get_live(&self, id: &BlobId) -> Option<BlobLoc> {
@@ -132,6 +171,11 @@ impl MasterIndex {
         self.fallback.iter().filter_map(|(id, v)| Some((id, v.first()?)))
     }
 
+    /// Every copy in an obsolete pack of a blob no live pack holds.
+    pub fn iter_fallback_all(&self) -> impl Iterator<Item = (&BlobId, &BlobLoc)> {
+        self.fallback.iter().flat_map(|(id, v)| v.iter().map(move |l| (id, l)))
+    }
+
     /// Every obsolete copy of a blob no live pack holds.
     pub fn fallback_locations(&self, id: &BlobId) -> &[BlobLoc] {
         self.fallback.get(id).map(Vec::as_slice).unwrap_or(&[])
@@ -148,8 +192,12 @@ impl MasterIndex {
     }
 
     /// Enters the packs of one live index file (kind 0); packs in `obsolete` go to the
-    /// fallback map.
+    /// fallback map, copies in `bad` (damage records) to the damaged map.
     fn add_packs(&mut self, f: &IndexFile, obsolete: &HashSet<PackId>) {
+        self.add_packs_with(f, obsolete, &HashSet::new());
+    }
+
+    fn add_packs_with(&mut self, f: &IndexFile, obsolete: &HashSet<PackId>, bad: &HashSet<(PackId, BlobId, u32)>) {
         for p in &f.packs {
             let pid = PackId(p.pack_id);
             let is_obsolete = obsolete.contains(&pid);
@@ -163,7 +211,12 @@ impl MasterIndex {
                     stored_len: b.stored_len,
                     raw_len: b.raw_len,
                 };
-                if is_obsolete {
+                if bad.contains(&(pid, BlobId(b.id), b.offset)) {
+                    let v = self.damaged.entry(BlobId(b.id)).or_default();
+                    if !v.iter().any(|l| l.pack == pos && l.offset == b.offset) {
+                        v.push(loc);
+                    }
+                } else if is_obsolete {
                     let v = self.fallback.entry(BlobId(b.id)).or_default();
                     if !v.iter().any(|l| l.pack == pos) {
                         v.push(loc);
@@ -184,6 +237,14 @@ impl MasterIndex {
             .filter(|(_, _, f)| f.kind == IndexKind::Obsolete)
             .flat_map(|(_, _, f)| f.packs.iter().map(|p| PackId(p.pack_id)))
             .collect();
+        // Copies damage records name: (pack, blob, offset).
+        let bad: HashSet<(PackId, BlobId, u32)> = files
+            .iter()
+            .filter(|(_, _, f)| f.kind == IndexKind::Damaged)
+            .flat_map(|(_, _, f)| {
+                f.packs.iter().flat_map(|p| p.blobs.iter().map(|b| (PackId(p.pack_id), BlobId(b.id), b.offset)))
+            })
+            .collect();
         let mut idx = MasterIndex::default();
         let mut records = Vec::new();
         for (listed, id, f) in files {
@@ -197,15 +258,15 @@ impl MasterIndex {
                 packs: f.packs.iter().map(|p| PackId(p.pack_id)).collect(),
             });
             match f.kind {
-                IndexKind::Packs if !is_superseded => idx.add_packs(&f, &obsolete),
-                IndexKind::Packs => {}
+                IndexKind::Packs if !is_superseded => idx.add_packs_with(&f, &obsolete, &bad),
+                IndexKind::Packs | IndexKind::Damaged => {}
                 IndexKind::Obsolete => records.push(f),
             }
         }
         // Obsolete packs no live file lists any more (prune's rewrite left them out): their
         // entries come from the records themselves.
         for f in &records {
-            idx.add_packs(f, &obsolete);
+            idx.add_packs_with(f, &obsolete, &bad);
         }
         // The fallback holds only what no live pack has.
         let MasterIndex { blobs, fallback, .. } = &mut idx;

@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod check;
+pub mod damage;
 pub mod index;
 pub mod keys;
 pub mod lock;
@@ -369,7 +370,8 @@ impl Repository {
     pub fn read_data_blob(&self, index: &MasterIndex, id: &BlobId) -> Result<Vec<u8>> {
         if let Some(loc) = index.get(id) {
             if loc.blob_type != BlobType::Data {
-                return Err(RepoError::damaged(format!("blob {id}"), "a file's content names a tree blob"));
+                // A bad tree, not a bad blob: nothing to record as damaged.
+                return Err(RepoError::Invalid(format!("blob {id}: a file's content names a tree blob")));
             }
         }
         self.read_blob(index, id)

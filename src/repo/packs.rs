@@ -98,12 +98,36 @@ pub fn enter_unlisted_packs(repo: &Repository, index: &mut MasterIndex) -> Resul
     Ok(())
 }
 
-/// Re-indexes every complete pack no index lists; returns how many were adopted.
+/// What [`adopt_orphans`] did.
+#[derive(Debug, Default)]
+pub struct Adopted {
+    /// Unindexed packs now indexed.
+    pub packs: usize,
+    /// Live packs the index lists that `data/` lacks: the caller sets their blobs aside
+    /// ([`MasterIndex::set_aside_packs`]), so it stores them again rather than reference a
+    /// missing pack.
+    pub missing: Vec<PackId>,
+}
+
+/// Re-indexes every complete pack no index lists, and finds the live packs that are
+/// missing (a prune deletes only packs its records made obsolete, which are not live; and
+/// it waits for this writer's session, which started before the index was read).
 /// The index file is written only if `alive` (the caller's session) may still commit.
-pub fn adopt_orphans(repo: &Repository, index: &mut MasterIndex, alive: Option<&super::lock::Alive>) -> Result<usize> {
+pub fn adopt_orphans(
+    repo: &Repository,
+    index: &mut MasterIndex,
+    alive: Option<&super::lock::Alive>,
+) -> Result<Adopted> {
     let known: HashSet<PackId> = index.packs().iter().map(|p| p.id).collect();
     let listing = repo.store().list("data")?;
     empty_listing_check(&listing, index)?;
+    let listed: HashSet<&str> = listing.iter().map(|l| l.path.as_str()).collect();
+    let missing: Vec<PackId> = index
+        .packs()
+        .iter()
+        .filter(|p| !p.obsolete && !listed.contains(pack_path(&p.id).as_str()))
+        .map(|p| p.id)
+        .collect();
     let mut packs = Vec::new();
     for l in listing {
         let (name, size) = (l.path, l.size);
@@ -127,5 +151,5 @@ pub fn adopt_orphans(repo: &Repository, index: &mut MasterIndex, alive: Option<&
         repo.save_index_file(&f)?;
         index.add_file(&f);
     }
-    Ok(n)
+    Ok(Adopted { packs: n, missing })
 }

@@ -30,6 +30,7 @@ use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind};
 use crate::id::BlobId;
 use crate::progress::Progress;
+use crate::repo::damage::Damage;
 use crate::repo::{MasterIndex, RepoError, Repository};
 use crate::source::exclude::Patterns;
 use dirs::DirState;
@@ -65,6 +66,11 @@ pub struct RestoreSummary {
     pub bytes_restored: u64,
     pub files_verified: u64,
     pub errors: Vec<String>,
+    /// Copies of blobs found damaged and recorded in the repository (repo::damage), so the
+    /// next backup stores them afresh.
+    pub damage_recorded: u64,
+    /// Why damage found could not be recorded (read-only credentials, say).
+    pub record_error: Option<String>,
 }
 
 struct FileJob {
@@ -88,6 +94,8 @@ struct Ctx {
     verified: AtomicU64,
     owners: meta::Owners,
     open_dirs: dirs::OpenDirs,
+    /// Blobs (data and trees) that could not be read: recorded at the end.
+    damaged: Mutex<Vec<BlobId>>,
 }
 
 impl Ctx {
@@ -152,6 +160,7 @@ pub fn run(
         verified: AtomicU64::new(0),
         owners: meta::Owners::new(rustix::process::geteuid().is_root()),
         open_dirs: Default::default(),
+        damaged: Mutex::new(Vec::new()),
     });
     let threads = opts.threads.max(1);
     let (tx, rx) = bounded::<FileJob>(threads * 16);
@@ -187,7 +196,10 @@ pub fn run(
         w.join().map_err(|_| RestoreError::Invalid("a restore worker panicked".into()))?;
     }
     let ctx = Arc::try_unwrap(ctx).map_err(|_| RestoreError::Invalid("restore still running".into()))?;
+    let (damage_recorded, record_error) = record_damage(&ctx);
     Ok(RestoreSummary {
+        damage_recorded,
+        record_error,
         files_restored: ctx.files.into_inner(),
         dirs_restored: ctx.dirs.into_inner(),
         other_restored: ctx.other.into_inner(),
@@ -195,6 +207,19 @@ pub fn run(
         files_verified: ctx.verified.into_inner(),
         errors: ctx.errors.into_inner().expect("poisoned"),
     })
+}
+
+/// Records the blobs that could not be read (the copy each was read from).
+fn record_damage(ctx: &Ctx) -> (u64, Option<String>) {
+    let blobs = ctx.damaged.lock().expect("poisoned");
+    let found: Vec<Damage> = blobs
+        .iter()
+        .filter_map(|b| ctx.index.get(b).map(|l| Damage::Blob { pack: ctx.index.pack_id(l.pack), blob: *b }))
+        .collect();
+    match crate::repo::damage::record(&ctx.repo, &ctx.index, &found) {
+        Ok(n) => (n.map_or(0, |(_, n)| n as u64), None),
+        Err(e) => (0, Some(e.to_string())),
+    }
 }
 
 /// The parent directory of an absolute path (`/` for top-level names).
@@ -227,7 +252,12 @@ impl Walker<'_> {
         let Some(t) = node.subtree else { return };
         let tree = match self.ctx.repo.load_tree(&self.ctx.index, &BlobId(t)) {
             Ok(t) => t,
-            Err(e) => return self.ctx.error(path, format!("directory contents lost: {e}")),
+            Err(e) => {
+                if e.is_damage() {
+                    self.ctx.damaged.lock().expect("poisoned").push(BlobId(t));
+                }
+                return self.ctx.error(path, format!("directory contents lost: {e}"));
+            }
         };
         for child in tree {
             self.entry(dir, child, path, included);
@@ -338,6 +368,9 @@ fn restore_file(ctx: &Ctx, job: &FileJob) -> std::io::Result<()> {
                 ctx.progress.add_bytes(data.len() as u64);
             }
             Err(e) => {
+                if e.is_damage() {
+                    ctx.damaged.lock().expect("poisoned").push(id);
+                }
                 damaged.push(e.to_string());
                 offset += len.unwrap_or(0);
             }

@@ -362,7 +362,9 @@ pub fn plan(repo: &Repository, me: &Session, opts: &PruneOptions, progress: &dyn
 
     // Which live pack each used blob is read from, and how much of each pack is used.
     let mut usage: HashMap<u32, Usage> = HashMap::new();
-    for (id, loc) in index.iter() {
+    // A used blob whose only copies are recorded as damaged keeps its pack (it may still
+    // read; `repair packs` decides): nothing readable is dropped by a prune.
+    for (id, loc) in index.iter().chain(index.iter_damaged_only()) {
         let u = usage.entry(loc.pack).or_default();
         if used.contains(id) {
             u.used_bytes += u64::from(loc.stored_len);
@@ -430,7 +432,8 @@ fn classify_live_packs(
         match data.get(&p.id) {
             None if u.used_blobs > 0 => {
                 return Err(RepoError::Invalid(format!(
-                    "{path}: missing, but snapshots need {} of its blobs; prune stops (run `coffer check`)",
+                    "{path}: missing, but snapshots need {} of its blobs; prune stops (run `coffer check`; \
+                     `coffer repair snapshots` replaces what is lost)",
                     u.used_blobs
                 )))
             }
@@ -506,7 +509,7 @@ fn classify_live_packs(
     }
     // The used blobs of the packs chosen, from the master index (one location each).
     let mut used_in: HashMap<u32, Vec<(BlobId, BlobLoc)>> = HashMap::new();
-    for (id, loc) in index.iter() {
+    for (id, loc) in index.iter().chain(index.iter_damaged_only()) {
         if plan.copy.contains_key(&loc.pack) && used.contains(id) {
             used_in.entry(loc.pack).or_default().push((*id, *loc));
         }

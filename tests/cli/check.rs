@@ -48,7 +48,9 @@ fn read_data_subset_parts_cover_every_pack_once() {
     assert_eq!(total, packs, "the three parts read every pack once");
     // One damaged data pack is found by exactly one of the parts (a pack holding trees would
     // be found by every check, which reads all trees: such a pack is put back).
+    let mut damaged_name = String::new();
     for victim in env.packs() {
+        damaged_name = victim.file_name().unwrap().to_string_lossy().into_owned();
         let good = std::fs::read(&victim).unwrap();
         let mut b = good.clone();
         b[100] ^= 1;
@@ -61,8 +63,14 @@ fn read_data_subset_parts_cover_every_pack_once() {
         std::fs::write(&victim, good).unwrap();
     }
     let runs: Vec<Run> = (1..=3).map(|n| env.run(&["check", "--read-data-subset", &format!("{n}/3")])).collect();
-    let failing: Vec<&str> = runs.iter().filter(|r| r.code == 1).map(|r| r.stderr.as_str()).collect();
-    assert_eq!(failing.len(), 1, "exactly one part holds the damaged pack: {failing:?}");
+    // The part that reads the pack names it (and records the damage, which every later
+    // check then reports, without naming the pack).
+    let failing: Vec<&str> =
+        runs.iter().filter(|r| r.stderr.contains(&damaged_name)).map(|r| r.stderr.as_str()).collect();
+    assert_eq!(failing.len(), 1, "exactly one part reads the damaged pack: {failing:?}");
+    let at = runs.iter().position(|r| r.stderr.contains(&damaged_name)).unwrap();
+    assert!(runs[..at].iter().all(|r| r.code == 0), "before it, nothing was known");
+    assert!(runs[at..].iter().all(|r| r.code == 1), "from then on, the recorded damage is reported");
     let r = env.run(&["check", "--read-data-subset", "1M", "--json"]);
     assert!(r.json()["packs_read"].as_u64().unwrap() >= 1, "{}", r.stdout);
     let r = env.run(&["check", "--read-data-subset", "100%", "--json"]);

@@ -223,3 +223,103 @@ fn trees_whose_nodes_do_not_fit_their_kind_are_refused() {
         assert_eq!(r.code, 1, "check names it: {}", r.stderr);
     }
 }
+
+/// The largest pack that holds no tree (without it, every tree still reads).
+fn data_pack(env: &Env) -> PathBuf {
+    let mut packs = env.packs();
+    packs.sort_by_key(|p| std::cmp::Reverse(std::fs::metadata(p).unwrap().len()));
+    let aside = env.path("aside");
+    for p in packs {
+        std::fs::rename(&p, &aside).unwrap();
+        let ok = env.run(&["ls", "latest"]).code == 0;
+        std::fs::rename(&aside, &p).unwrap();
+        if ok {
+            return p;
+        }
+    }
+    panic!("no pack without trees");
+}
+
+fn one_backup_of_ten_files() -> (Env, PathBuf) {
+    let env = Env::uninit();
+    env.ok(&["init", "--kdf-memory", "19", "--kdf-iterations", "2", "--pack-size", "1"]);
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..10 {
+        std::fs::write(src.join(format!("file{i}")), noise(400 + i, 500_000)).unwrap();
+    }
+    env.backup(&[&src], &[]);
+    (env, src)
+}
+
+#[test]
+fn after_a_pack_is_deleted_the_next_backup_is_whole_again() {
+    for run_check_first in [false, true] {
+        let (env, src) = one_backup_of_ten_files();
+        let old = env.ok(&["snapshots", "--json"]).json()[0]["id"].as_str().unwrap().to_string();
+        std::fs::remove_file(data_pack(&env)).unwrap();
+        if run_check_first {
+            let r = env.run(&["check", "--json"]);
+            assert_eq!(r.code, 1);
+            assert!(r.json()["damage_recorded"].as_u64().unwrap() > 0, "{}", r.stdout);
+        }
+        let r = env.ok(&["backup", "--json", src.to_str().unwrap()]);
+        assert!(r.json()["data_added"].as_u64().unwrap() > 0, "the lost data is stored again: {}", r.stdout);
+        if !run_check_first {
+            assert!(r.stderr.contains("missing"), "the backup says so: {}", r.stderr);
+        }
+        // The new snapshot is whole: it restores exactly, and so does the old one now (the
+        // blobs it lacked are back, under the same ids).
+        env.assert_restores(&src, &format!("out-{run_check_first}"));
+        let out = env.path(&format!("old-{run_check_first}"));
+        let spec = format!("{old}:{}", src.display());
+        env.ok(&["restore", &spec, "--target", out.to_str().unwrap()]);
+        assert_same_tree(&src, &out);
+        // Once prune has dropped the missing pack from the index, nothing is damaged.
+        env.ok(&["prune", "--max-unused", "0"]);
+        env.assert_clean();
+    }
+}
+
+#[test]
+fn after_check_finds_a_damaged_blob_the_next_backup_stores_it_again() {
+    for touch in [true, false] {
+        let (env, src) = one_backup_of_ten_files();
+        let pack = data_pack(&env);
+        rewrite(&pack, |v| v[100] ^= 1);
+        let r = env.run(&["check", "--read-data", "--json"]);
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        assert_eq!(r.json()["damage_recorded"], 1, "{}", r.stdout);
+        // Recorded once: a second check records nothing new.
+        let r = env.run(&["check", "--read-data", "--json"]);
+        assert_eq!(r.json()["damage_recorded"], 0, "{}", r.stdout);
+        if touch {
+            for i in 0..10 {
+                let f = src.join(format!("file{i}"));
+                let b = std::fs::read(&f).unwrap();
+                std::fs::write(&f, b).unwrap();
+            }
+        }
+        let r = env.ok(&["backup", "--json", src.to_str().unwrap()]);
+        assert!(r.json()["data_added"].as_u64().unwrap() > 0, "touch={touch}: stored again: {}", r.stdout);
+        env.assert_restores(&src, &format!("out-{touch}"));
+        // The damaged copy is unused now: prune repacks it away and the repository is clean.
+        env.ok(&["prune", "--max-unused", "0"]);
+        env.assert_clean();
+    }
+}
+
+#[test]
+fn a_restore_that_meets_damage_records_it_for_the_next_backup() {
+    let (env, src) = one_backup_of_ten_files();
+    let pack = data_pack(&env);
+    rewrite(&pack, |v| v[100] ^= 1);
+    let out = env.path("out");
+    let spec = format!("latest:{}", src.display());
+    let r = env.run(&["restore", &spec, "--target", out.to_str().unwrap(), "--json"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(r.json()["damage_recorded"], 1, "{}", r.stdout);
+    assert!(r.stderr.contains("recorded 1 damaged blob copy"), "{}", r.stderr);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    env.assert_restores(&src, "out2");
+}

@@ -78,3 +78,45 @@ fn a_version_1_repository_still_works() {
 
 /// BLAKE3 of `random.bin` as made by tests/fixtures/make-repo-v1.sh.
 const RANDOM_BIN_BLAKE3: &str = "e1cd9d7e03ba0908135f19483673a83dae560dd2ad8f464f58a92e0ca3933ffb";
+
+#[test]
+fn a_version_2_repository_still_works() {
+    let env = fixture_env("repo-v2", "coffer-fixture-v2");
+    let snaps = env.ok(&["snapshots", "--json"]).json();
+    let snaps = snaps.as_array().unwrap().clone();
+    assert_eq!(snaps.len(), 2, "{snaps:?}");
+    assert_eq!(snaps[0]["tags"], serde_json::json!(["second"]));
+    assert_eq!(snaps[1]["tags"], serde_json::json!(["third", "kept"]));
+    assert!(snaps[1]["original"].is_string(), "tag recorded the snapshot it replaced: {}", snaps[1]);
+    assert_eq!(snaps[1]["time"], "2026-11-03T10:00:00+00:00");
+    env.assert_clean();
+    let out = env.path("out");
+    env.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    let data = out.join("tmp/coffer-fixture-v2/data");
+    let readme = std::fs::read_to_string(data.join("docs/readme.txt")).unwrap();
+    assert_eq!(readme, "hello from format version 2\n".repeat(50));
+    assert_eq!(std::fs::read_to_string(data.join("docs/third.txt")).unwrap(), "added in the third snapshot\n");
+    let random = std::fs::read(data.join("random.bin")).unwrap();
+    assert_eq!(blake3::hash(&random).to_hex().as_str(), RANDOM_BIN_BLAKE3);
+
+    // Version-3 objects go into it as needed: a damage record, then a backup that stores
+    // the damaged data again, and a prune that leaves it clean.
+    let src = env.path("src");
+    make_simple_tree(&src);
+    std::fs::write(src.join("big"), noise(77, 300_000)).unwrap();
+    env.backup(&[&src], &[]);
+    let pack = env.packs().into_iter().max_by_key(|p| std::fs::metadata(p).unwrap().len()).unwrap();
+    let mut b = std::fs::read(&pack).unwrap();
+    b[50] ^= 1;
+    std::fs::remove_file(&pack).unwrap();
+    std::fs::write(&pack, b).unwrap();
+    let r = env.run(&["check", "--read-data", "--json"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(r.json()["damage_recorded"], 1, "{}", r.stdout);
+    std::fs::write(src.join("big"), noise(77, 300_000)).unwrap();
+    env.backup(&[&src], &[]);
+    env.assert_restores(&src, "out2");
+    env.ok(&["forget", snaps[0]["id"].as_str().unwrap()]);
+    env.ok(&["prune", "--max-unused", "0"]);
+    env.assert_clean();
+}
