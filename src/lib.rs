@@ -29,6 +29,8 @@ pub mod id;
 #[cfg(feature = "app")]
 pub mod progress;
 #[cfg(feature = "app")]
+pub mod repair;
+#[cfg(feature = "app")]
 pub mod repo;
 #[cfg(feature = "app")]
 pub mod restore;

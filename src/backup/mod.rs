@@ -58,6 +58,8 @@ pub struct BackupOptions {
     pub uploaders: usize,
     /// The snapshot's time and UTC offset instead of now (`--time`, as `restic backup --time`).
     pub time: Option<jiff::Zoned>,
+    /// The operator confirms that the repository went back in time (see repo::rollback).
+    pub accept_rollback: bool,
     /// Directories (device, inode) never backed up: the repository itself and Coffer's cache
     /// when they lie inside the backed-up paths.
     pub skip_dirs: Vec<(u64, u64)>,
@@ -71,6 +73,8 @@ pub enum BackupError {
     Source { path: String, source: std::io::Error },
     #[error("{0}")]
     Invalid(String),
+    #[error("{0}; nothing was written: if this is expected, run the backup again with --accept-rollback")]
+    Rollback(String),
     #[error(transparent)]
     Repo(#[from] RepoError),
 }
@@ -372,6 +376,7 @@ pub fn run(
         program_version: format!("coffer {}", env!("CARGO_PKG_VERSION")),
         summary,
         original: None,
+        repaired: Vec::new(),
     };
     let mut rescued = 0;
     let snapshot_id = match &session {
@@ -404,7 +409,16 @@ fn parent_and_seq(
     roots: &[Vec<u8>],
 ) -> Result<(Option<(SnapshotId, Snapshot)>, u64), BackupError> {
     let all = repo.load_snapshots()?;
-    let seq = all.iter().filter(|(_, s)| s.host == opts.host).map(|(_, s)| s.seq).max().map_or(1, |m| m + 1);
+    if let Some(r) = repo.seen().map(|s| s.rollbacks()).and_then(|v| v.into_iter().next()) {
+        if !opts.accept_rollback {
+            return Err(BackupError::Rollback(r.to_string()));
+        }
+        let listed = repo.load_snapshots_listed()?;
+        repo.seen().expect("checked").accept(&listed);
+    }
+    // Above both the repository's and this client's highest: a number is never reused.
+    let seen = repo.seen().map_or(0, |s| s.seq(&opts.host));
+    let seq = all.iter().filter(|(_, s)| s.host == opts.host).map(|(_, s)| s.seq).max().unwrap_or(0).max(seen) + 1;
     let parent = match opts.parent {
         Some(id) => Some((id, repo.load_snapshot(&id)?)),
         None => all.into_iter().rev().find(|(_, s)| s.host == opts.host && s.paths == roots),

@@ -66,6 +66,7 @@ impl Fake {
             program_version: "test".into(),
             summary: Default::default(),
             original: None,
+            repaired: Vec::new(),
         };
         self.snaps.insert(id, s);
         id

@@ -116,6 +116,52 @@ pub enum Command {
     Prune(PruneArgs),
     /// Remove stale locks (--remove-all: every lock; only when no backup or prune runs)
     Unlock(UnlockArgs),
+    /// Repair a damaged repository without losing anything that still reads
+    Repair {
+        #[command(subcommand)]
+        command: RepairCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RepairCommand {
+    /// Rebuild the index from the packs' headers
+    Index(RepairIndexArgs),
+    /// Write new snapshots in which only unreadable files and directories are replaced
+    Snapshots(RepairSnapshotsArgs),
+    /// Copy every readable blob out of damaged packs, then retire them
+    Packs(RepairPacksArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RepairIndexArgs {
+    /// Print the plan, change nothing
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Read every pack's header, even for packs a readable index file describes
+    #[arg(long)]
+    pub read_all_packs: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RepairSnapshotsArgs {
+    /// Snapshots to repair (`latest`, ids or prefixes); default: every snapshot
+    pub snapshots: Vec<String>,
+    /// Remove each original once its repaired copy is written
+    #[arg(long)]
+    pub forget: bool,
+    /// Print the plan, change nothing
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RepairPacksArgs {
+    /// Packs to repair (full ids); default: every pack a damage record names
+    pub packs: Vec<String>,
+    /// Print the plan, change nothing
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
 }
 
 fn count(s: &str) -> Result<crate::retention::policy::Count, String> {
@@ -293,6 +339,10 @@ pub struct BackupArgs {
     /// "YYYY-MM-DD HH:MM:SS" (for imports and for testing retention)
     #[arg(long, value_name = "TIME")]
     pub time: Option<String>,
+    /// Write even though the repository went back in time (its snapshots were replaced by
+    /// an older copy): the operator confirms this is expected
+    #[arg(long)]
+    pub accept_rollback: bool,
 }
 
 /// Which snapshots `latest` (and `snapshots`) consider.

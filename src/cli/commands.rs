@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::args::*;
 use super::exit::ExitCode;
-use super::{history, password, progress, retention};
+use super::{history, password, progress, repair, retention};
 use crate::backup::{self, BackupOptions};
 use crate::format::keyfile::KdfParams;
 use crate::format::snapshot::Snapshot;
@@ -44,6 +44,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Tag(a) => retention::tag(&g, a),
         Command::Prune(a) => retention::prune(&g, a),
         Command::Unlock(a) => retention::unlock(&g, a),
+        Command::Repair { command } => repair::repair(&g, command),
     }
 }
 
@@ -89,6 +90,10 @@ fn open_with_cache(g: &Global, use_cache: bool) -> Result<Repository> {
     let pw = password(g, false)?;
     let mut repo = Repository::open(store, &pw)?;
     repo.warnings().set_sink(Box::new(|m| eprintln!("warning: {m}")));
+    if let Some(dir) = state_dir() {
+        // Every reading of the snapshots compares them with what this client saw before.
+        repo.enable_rollback_check(&dir);
+    }
     if !repo.store().is_local() && use_cache {
         if let Some(base) = cache_base(g) {
             if let Err(e) = repo.enable_cache(&base) {
@@ -97,6 +102,15 @@ fn open_with_cache(g: &Global, use_cache: bool) -> Result<Repository> {
         }
     }
     Ok(repo)
+}
+
+/// Where this client keeps what it must not forget (its marks of the repositories it has
+/// seen): `COFFER_STATE_DIR`, else `$XDG_STATE_HOME/coffer`, else `~/.local/state/coffer`.
+pub(super) fn state_dir() -> Option<std::path::PathBuf> {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+    var("COFFER_STATE_DIR")
+        .or_else(|| var("XDG_STATE_HOME").map(|d| d.join("coffer")))
+        .or_else(|| var("HOME").map(|h| h.join(".local/state/coffer")))
 }
 
 /// `--cache-dir`, else `$XDG_CACHE_HOME/coffer`, else `~/.cache/coffer`.
@@ -209,6 +223,7 @@ fn backup(g: &Global, a: BackupArgs) -> Result<ExitCode> {
     let skip_dirs = own_dirs_inside(g, &repo, &a.paths);
     let opts = BackupOptions {
         skip_dirs,
+        accept_rollback: a.accept_rollback,
         paths: a.paths,
         // `--tag a,b` is two tags, as in restic (and as forget's and tag's options read them).
         tags: split_tags(&a.tags),
@@ -344,6 +359,7 @@ pub(super) fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> serde_json::Value 
         "program_version": s.program_version,
         "summary": s.summary,
         "original": s.original.map(hex::encode),
+        "repaired": s.repaired.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect::<Vec<_>>(),
     })
 }
 

@@ -11,6 +11,7 @@ mod exit;
 mod history;
 mod password;
 mod progress;
+mod repair;
 mod retention;
 
 use std::io::IsTerminal;

@@ -5,12 +5,14 @@
 //! (u32); paths (list of bytes); tags, excludes (lists of strings); parent (optional id);
 //! root tree id (32); per-host sequence number u64; program version (string); summary
 //! (13 x u64, then partial u8); in version 2, then the original snapshot (optional id: the
-//! snapshot this one replaced, as `tag` does; version 1 has no such field).
+//! snapshot this one replaced, as `tag` and `repair snapshots` do; version 1 has no such
+//! field); in version 3, then the paths `repair snapshots` replaced (list of bytes). A
+//! writer uses version 3 only for a snapshot that has such paths, else version 2.
 
 use super::codec::{Reader, Writer};
 use super::FormatError;
 
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 
 /// What a backup did; stored with the snapshot and printed by `backup --json`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
@@ -56,12 +58,15 @@ pub struct Snapshot {
     /// The snapshot this one was made from by changing its metadata (`tag`), as restic's
     /// `original`; the first of a chain when it was changed more than once.
     pub original: Option<[u8; 32]>,
+    /// Paths `repair snapshots` replaced (unreadable files made empty, unreadable
+    /// directories made empty); empty for every other snapshot.
+    pub repaired: Vec<Vec<u8>>,
 }
 
 impl Snapshot {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
-        w.u8(VERSION);
+        w.u8(if self.repaired.is_empty() { 2 } else { VERSION });
         w.i64(self.time_ns);
         w.i32(self.utc_offset_s);
         w.str(&self.host);
@@ -98,6 +103,10 @@ impl Snapshot {
         }
         w.u8(s.partial as u8);
         w.opt_id(self.original.as_ref());
+        if !self.repaired.is_empty() {
+            w.len(self.repaired.len());
+            self.repaired.iter().for_each(|p| w.bytes(p));
+        }
         w.into_bytes()
     }
 
@@ -129,6 +138,7 @@ impl Snapshot {
             _ => return Err(FormatError::Invalid("partial flag is neither 0 nor 1")),
         };
         let original = if version >= 2 { r.opt_id()? } else { None };
+        let repaired = if version >= 3 { r.list(4, |r| Ok(r.bytes()?.to_vec()))? } else { Vec::new() };
         r.finish()?;
         let summary = Summary {
             files_new: v[0],
@@ -162,6 +172,7 @@ impl Snapshot {
             program_version,
             summary,
             original,
+            repaired,
         })
     }
 }
@@ -180,7 +191,8 @@ mod tests {
                       tags in proptest::collection::vec(text(5), 0..3),
                       parent in proptest::option::of(id()), tree in id(), seq in any::<u64>(),
                       nums in proptest::array::uniform13(any::<u64>()), partial in any::<bool>(),
-                      original in proptest::option::of(id())) {
+                      original in proptest::option::of(id()),
+                      repaired in proptest::collection::vec(bytes(20), 0..3)) {
             let summary = Summary {
                 files_new: nums[0], files_changed: nums[1], files_unmodified: nums[2], dirs_new: nums[3],
                 dirs_changed: nums[4], dirs_unmodified: nums[5], total_files_processed: nums[6],
@@ -188,10 +200,12 @@ mod tests {
                 data_added_raw: nums[10], duration_ns: nums[11], errors: nums[12], partial,
             };
             let s = Snapshot { time_ns, utc_offset_s: off, host, username: user, uid, gid, paths,
-                tags: tags.clone(), excludes: tags, parent, tree, seq, program_version: "x".into(), summary, original };
+                tags: tags.clone(), excludes: tags, parent, tree, seq, program_version: "x".into(), summary, original,
+                repaired };
             prop_assert_eq!(Snapshot::decode(&s.encode()).unwrap(), s.clone());
+            prop_assert_eq!(s.encode()[0], if s.repaired.is_empty() { 2 } else { 3 });
             // Version 1 has no `original`: the same bytes less that field read back without it.
-            if s.original.is_none() {
+            if s.original.is_none() && s.repaired.is_empty() {
                 let mut v1 = s.encode();
                 v1.pop();
                 v1[0] = 1;

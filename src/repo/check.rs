@@ -190,7 +190,7 @@ impl Finding {
 pub fn check(repo: &Repository, read: ReadData, readers: usize, progress: &dyn Progress) -> Result<CheckReport> {
     let mut r = CheckReport::default();
     check_keys(repo, &mut r)?;
-    let snaps = repo.list_snapshot_ids()?;
+    let snaps = repo.load_snapshots_all()?;
     let (index, mut findings) = load_index(repo, &mut r)?;
     let listing = repo.store().list("data")?;
     // check reports rather than stops: the packs are then named as missing too.
@@ -391,7 +391,7 @@ fn load_index(repo: &Repository, r: &mut CheckReport) -> Result<(MasterIndex, Ve
 fn check_snapshots(
     repo: &Repository,
     index: &MasterIndex,
-    snaps: &[crate::id::SnapshotId],
+    snaps: &(Vec<super::snapshots::ListedSnapshot>, Vec<super::snapshots::DamagedSnapshot>),
     listed: &HashMap<PackId, crate::storage::Listed>,
     r: &mut CheckReport,
 ) -> Result<Vec<Finding>> {
@@ -401,17 +401,12 @@ fn check_snapshots(
     };
     let mut out = Vec::new();
     let mut seen: HashSet<BlobId> = HashSet::new();
-    for sid in snaps {
-        let snap = match repo.load_snapshot(sid) {
-            Ok(s) => s,
-            // Removed since it was listed (forget, tag).
-            Err(super::RepoError::Storage(crate::storage::StorageError::NotFound { .. })) => continue,
-            Err(e) => {
-                r.snapshots += 1;
-                out.push(Finding::Other(e.to_string()));
-                continue;
-            }
-        };
+    for d in &snaps.1 {
+        r.snapshots += 1;
+        out.push(Finding::Other(format!("{}: {}", super::snapshot_path(&d.id), d.reason)));
+    }
+    for l in &snaps.0 {
+        let (sid, snap) = (&l.id, &l.snapshot);
         r.snapshots += 1;
         let mut stack = vec![(BlobId(snap.tree), b"/".to_vec())];
         while let Some((tid, path)) = stack.pop() {

@@ -114,6 +114,11 @@ impl MasterIndex {
             .filter_map(|(id, v)| Some((id, v.first()?)))
     }
 
+    /// Every copy a damage record names.
+    pub fn iter_damaged_all(&self) -> impl Iterator<Item = (&BlobId, &BlobLoc)> {
+        self.damaged.iter().flat_map(|(id, v)| v.iter().map(move |l| (id, l)))
+    }
+
     /// Whether a damage record names this copy of the blob.
     pub fn is_recorded_damaged(&self, id: &BlobId, loc: &BlobLoc) -> bool {
         self.damaged.get(id).is_some_and(|v| v.iter().any(|l| l.pack == loc.pack && l.offset == loc.offset))
@@ -389,6 +394,10 @@ impl Repository {
             }
         }
         let mut idx = MasterIndex::build(files);
+        // A damaged file another file supersedes (`repair index` replaced it, and was
+        // stopped before deleting it) no longer counts.
+        let superseded: HashSet<IndexId> = idx.files.iter().flat_map(|f| f.supersedes.iter().copied()).collect();
+        damaged.retain(|d| !superseded.contains(&d.id));
         idx.damaged_files = damaged;
         if let Some(c) = self.cache() {
             c.retain("trees", |n| BlobId::from_name(n).is_some_and(|id| idx.get(&id).is_some()));

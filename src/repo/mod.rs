@@ -14,6 +14,7 @@ pub mod packs;
 mod placebuf;
 pub mod readahead;
 pub mod recheck;
+pub mod rollback;
 pub mod snapshots;
 pub mod stats;
 pub mod writer;
@@ -169,6 +170,8 @@ pub struct Repository {
     config: Config,
     key_id: KeyId,
     warnings: Arc<Warnings>,
+    /// This client's marks of what it has seen (rollback detection), once enabled.
+    seen: Option<rollback::Seen>,
 }
 
 impl Repository {
@@ -202,6 +205,7 @@ impl Repository {
             config,
             key_id,
             warnings: Default::default(),
+            seen: None,
         };
         let sealed = repo.seal_object(ObjectType::Config, &[0u8; 32], &repo.config.encode(), 0);
         repo.store.put_new(CONFIG_PATH, sealed)?;
@@ -238,6 +242,7 @@ impl Repository {
                 config,
                 key_id,
                 warnings: Default::default(),
+                seen: None,
             })
         })
     }
@@ -265,6 +270,7 @@ impl Repository {
             config: self.config.clone(),
             key_id: self.key_id,
             warnings: self.warnings.clone(),
+            seen: None,
         }
     }
 
@@ -272,6 +278,16 @@ impl Repository {
     pub fn enable_cache(&mut self, base: &std::path::Path) -> std::io::Result<()> {
         self.cache = Some(cache::Cache::open(base, &self.id().to_hex())?);
         Ok(())
+    }
+
+    /// Compares every reading of the snapshots with this client's marks, kept under `dir`
+    /// (see [`rollback`]).
+    pub fn enable_rollback_check(&mut self, dir: &std::path::Path) {
+        self.seen = Some(rollback::Seen::open(dir, &self.id().to_hex()));
+    }
+
+    pub fn seen(&self) -> Option<&rollback::Seen> {
+        self.seen.as_ref()
     }
 
     /// Damage worked around so far (see [`Warnings`]).

@@ -40,7 +40,7 @@ pub fn read_header(
 }
 
 /// Index entries for a pack's header entries (offsets follow from the lengths).
-fn index_pack(pid: &PackId, size: u64, entries: &[PackEntry]) -> IndexPack {
+pub fn index_pack(pid: &PackId, size: u64, entries: &[PackEntry]) -> IndexPack {
     let mut offset = 0u32;
     let blobs = entries
         .iter()

@@ -89,6 +89,12 @@ impl Repository {
     pub fn load_snapshots_all(&self) -> Result<(Vec<ListedSnapshot>, Vec<DamagedSnapshot>)> {
         for _ in 0..4 {
             if let Some(v) = self.try_load_snapshots_listed()? {
+                if let Some(seen) = self.seen() {
+                    for r in seen.observe(&v.0, &v.1) {
+                        self.warnings()
+                            .warn(format!("{r} (a backup refuses to write until run with --accept-rollback)"));
+                    }
+                }
                 return Ok(v);
             }
         }
@@ -121,6 +127,9 @@ impl Repository {
         let id = SnapshotId::random();
         let sealed = self.seal_object(ObjectType::Snapshot, id.as_bytes(), &s.encode(), 3);
         self.store().put_new(&snapshot_path(&id), sealed)?;
+        if let Some(seen) = self.seen() {
+            seen.wrote(id, s);
+        }
         Ok(id)
     }
 
@@ -135,6 +144,9 @@ impl Repository {
         new.tags = tags;
         new.original = Some(s.original.unwrap_or(id.0));
         let new_id = self.save_snapshot(&new)?;
+        if let Some(seen) = self.seen() {
+            seen.forgot(&[*id]);
+        }
         self.store().delete(&snapshot_path(id))?;
         if let Some(c) = self.cache() {
             c.remove("snapshots", &id.to_hex());
@@ -151,8 +163,15 @@ impl Repository {
                 .rfind(|(_, s)| filter.matches(s))
                 .ok_or_else(|| RepoError::Invalid("no snapshot matches (the repository has none that fit)".into()));
         }
-        let id = match_id(spec, &self.list_snapshot_ids()?)?;
-        Ok((id, self.load_snapshot(&id)?))
+        // Every snapshot is read (not just the one named), so a repository that went back in
+        // time is noticed here too (repo::rollback); a damaged one named is an error.
+        let (ok, damaged) = self.load_snapshots_all()?;
+        let ids: Vec<SnapshotId> = ok.iter().map(|l| l.id).chain(damaged.iter().map(|d| d.id)).collect();
+        let id = match_id(spec, &ids)?;
+        match ok.into_iter().find(|l| l.id == id) {
+            Some(l) => Ok((id, l.snapshot)),
+            None => Ok((id, self.load_snapshot(&id)?)),
+        }
     }
 }
 

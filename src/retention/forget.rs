@@ -168,6 +168,9 @@ fn plan_ids(all: &[ListedSnapshot], damaged: &[DamagedSnapshot], opts: &ForgetOp
 /// Deletes the snapshots the plans remove; returns how many were deleted. A snapshot
 /// already gone (removed by another forget meanwhile) counts as deleted.
 pub fn execute(repo: &Repository, plans: &[GroupPlan]) -> Result<usize> {
+    if let Some(seen) = repo.seen() {
+        seen.forgot(&plans.iter().flat_map(GroupPlan::removed_ids).collect::<Vec<_>>());
+    }
     let mut n = 0;
     for id in plans.iter().flat_map(GroupPlan::removed_ids) {
         repo.store().delete(&snapshot_path(&id))?;

@@ -412,6 +412,7 @@ impl World {
                         uploaders: 1,
                         time: None,
                         skip_dirs: Vec::new(),
+                        accept_rollback: false,
                     };
                     match backup::run(Arc::new(repo), opts, Arc::new(NoProgress)) {
                         Ok(_) => Ok(()),

@@ -157,6 +157,9 @@ pub struct Plan {
     replace: Vec<IndexId>,
     #[serde(skip)]
     records: Vec<(IndexId, Vec<PackId>)>,
+    /// Damage records (kind 2): deleted like finished records once their packs are gone.
+    #[serde(skip)]
+    damage_records: Vec<(IndexId, Vec<PackId>)>,
     #[serde(skip)]
     seen_snapshots: HashSet<SnapshotId>,
     #[serde(skip)]
@@ -209,7 +212,13 @@ pub struct Outcome {
 
 /// Starts a prune session, refusing (exit 11) when another prune runs.
 pub fn start_session(repo: &Repository) -> Result<(Session, i64)> {
-    let session = Session::start(repo, LockKind::Prune, "prune")?;
+    start_exclusive(repo, "prune")
+}
+
+/// Starts an exclusive session (a prune, a repair) for `command`, refusing (exit 11) when
+/// another one runs.
+pub fn start_exclusive(repo: &Repository, command: &str) -> Result<(Session, i64)> {
+    let session = Session::start(repo, LockKind::Prune, command)?;
     let sessions = list_sessions(repo)?;
     let me = sessions.iter().find(|s| s.session == session.id()).cloned();
     let Some(me) = me else {
@@ -226,7 +235,8 @@ pub fn start_session(repo: &Repository) -> Result<(Session, i64)> {
     if let Some(r) = rival {
         session.end();
         return Err(RepoError::Locked(format!(
-            "another prune is running (host {}, pid {}, started {}); only one may run at a time",
+            "another prune or repair is running ({}, host {}, pid {}, started {}); only one may run at a time",
+            r.command,
             r.host,
             r.pid,
             crate::clock::from_unix_ns(r.started_ns)
@@ -582,6 +592,9 @@ fn plan_obsolete(index: &MasterIndex, data: &HashMap<PackId, Listed>, live: &[Se
         }
         plan.records.push((f.id, f.packs.clone()));
     }
+    for f in index.files.iter().filter(|f| f.kind == IndexKind::Damaged) {
+        plan.damage_records.push((f.id, f.packs.clone()));
+    }
     for pid in plan.rescue_from.clone() {
         if data.contains_key(&pid) {
             plan.condemn.insert(pid);
@@ -921,7 +934,7 @@ fn delete_marked_now(
 /// earlier may still be using a replaced file that lists those packs, and only the record
 /// keeps it from deduplicating against them.
 fn delete_finished_records(repo: &Repository, me: &Session, plan: &Plan, rewritten_ns: Option<i64>) -> Result<u64> {
-    if plan.records.is_empty() {
+    if plan.records.is_empty() && plan.damage_records.is_empty() {
         return Ok(0);
     }
     let (mine, live) = sessions_now(repo, me)?;
@@ -940,7 +953,7 @@ fn delete_finished_records(repo: &Repository, me: &Session, plan: &Plan, rewritt
         .flat_map(|f| f.packs.iter().copied())
         .collect();
     let mut n = 0;
-    for (id, packs) in &plan.records {
+    for (id, packs) in plan.records.iter().chain(&plan.damage_records) {
         // A pack still present, or listed by a live index file (one a backup wrote while
         // adopting it): the record must stay, to keep writers away from it.
         if packs.iter().any(|p| data.contains_key(p) || listed_live.contains(p)) {

@@ -323,3 +323,106 @@ fn a_restore_that_meets_damage_records_it_for_the_next_backup() {
     env.ok(&["backup", src.to_str().unwrap()]);
     env.assert_restores(&src, "out2");
 }
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn seqs(env: &Env) -> Vec<u64> {
+    let j = env.ok(&["snapshots", "--json"]).json();
+    j.as_array().unwrap().iter().map(|s| s["seq"].as_u64().unwrap()).collect()
+}
+
+#[test]
+fn a_repository_put_back_to_an_older_copy_is_noticed_and_backup_waits_for_the_operator() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), noise(1, 10_000)).unwrap();
+    env.backup(&[&src], &[]);
+    // An old copy of snapshots/ and index/, taken after the first backup.
+    let old = env.path("old");
+    for d in ["snapshots", "index"] {
+        copy_tree(&env.repo.join(d), &old.join(d));
+    }
+    std::fs::write(src.join("b"), noise(2, 10_000)).unwrap();
+    env.backup(&[&src], &[]);
+    assert_eq!(seqs(&env), vec![1, 2]);
+    for d in ["snapshots", "index"] {
+        std::fs::remove_dir_all(env.repo.join(d)).unwrap();
+        copy_tree(&old.join(d), &env.repo.join(d));
+    }
+    // Every command says so.
+    for args in [&["snapshots"][..], &["check"], &["ls", "latest"], &["stats"]] {
+        let r = env.run(args);
+        assert!(r.stderr.contains("back in time"), "{args:?}: {}", r.stderr);
+    }
+    // backup refuses, and writes nothing.
+    let before = env.repo_files();
+    let r = env.run(&["backup", src.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("--accept-rollback"), "{}", r.stderr);
+    assert_eq!(env.repo_files().keys().filter(|k| k.starts_with("snapshots")).count(), 1);
+    assert_eq!(
+        env.repo_files().into_iter().filter(|(k, _)| !k.starts_with("locks")).collect::<Vec<_>>(),
+        before.into_iter().filter(|(k, _)| !k.starts_with("locks")).collect::<Vec<_>>()
+    );
+    // With the operator's word it writes, and never reuses sequence number 2.
+    env.ok(&["backup", "--accept-rollback", src.to_str().unwrap()]);
+    assert_eq!(seqs(&env), vec![1, 3]);
+    let r = env.ok(&["snapshots"]);
+    assert!(!r.stderr.contains("back in time"), "accepted: {}", r.stderr);
+    env.ok(&["backup", src.to_str().unwrap()]);
+    env.assert_restores(&src, "out");
+}
+
+#[test]
+fn a_sequence_number_reused_after_a_rollback_is_noticed() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), b"one").unwrap();
+    env.backup(&[&src], &[]);
+    let old = env.path("old");
+    copy_tree(&env.repo.join("snapshots"), &old.join("snapshots"));
+    env.backup(&[&src], &[]);
+    std::fs::remove_dir_all(env.repo.join("snapshots")).unwrap();
+    copy_tree(&old.join("snapshots"), &env.repo.join("snapshots"));
+    // Another client, which never saw sequence number 2, backs up and takes it again.
+    let other = Env::run_cmd({
+        let mut c = env.cmd(&["backup", src.to_str().unwrap()]);
+        c.env("COFFER_STATE_DIR", env.path("other-state"));
+        c
+    });
+    assert_eq!(other.code, 0, "{}", other.stderr);
+    assert_eq!(seqs(&env), vec![1, 2]);
+    let r = env.run(&["snapshots"]);
+    assert!(r.stderr.contains("sequence number 2 again"), "{}", r.stderr);
+}
+
+#[test]
+fn forget_and_tag_by_this_client_are_not_taken_for_a_rollback() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), b"one").unwrap();
+    env.backup(&[&src], &[]);
+    env.backup(&[&src], &[]);
+    env.ok(&["tag", "--add", "x", "latest"]);
+    let r = env.ok(&["snapshots"]);
+    assert!(!r.stderr.contains("back in time"), "{}", r.stderr);
+    env.ok(&["forget", "latest"]);
+    let r = env.ok(&["snapshots"]);
+    assert!(!r.stderr.contains("back in time"), "{}", r.stderr);
+    let r = env.ok(&["backup", "--json", src.to_str().unwrap()]);
+    assert!(!r.stderr.contains("back in time"), "{}", r.stderr);
+    assert_eq!(seqs(&env), vec![1, 3], "sequence number 2 is not handed out again");
+}

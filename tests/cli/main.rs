@@ -15,6 +15,7 @@ mod faults;
 mod fixture;
 mod keys;
 mod limits;
+mod repair;
 mod restore;
 mod retention;
 mod s3;

@@ -350,7 +350,7 @@ fn a_second_prune_refuses_with_exit_11() {
     let _ = slow.kill();
     slow.wait().unwrap();
     assert_eq!(r.code, 11, "{}", r.stderr);
-    assert!(r.stderr.contains("another prune is running"), "{}", r.stderr);
+    assert!(r.stderr.contains("another prune or repair is running (prune"), "{}", r.stderr);
     // The killed prune's lock names a process that is gone: the next prune runs.
     env.ok(&["prune"]);
     env.assert_clean();

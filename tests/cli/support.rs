@@ -92,6 +92,8 @@ impl Env {
             .env_remove("COFFER_PASSWORD_COMMAND")
             // The catalog and cache stay inside the scratch directory (S3 envs set their own).
             .env("COFFER_CACHE_DIR", self.dir.path().join("cache"))
+            // What this client has seen (rollback detection) stays in the scratch directory.
+            .env("COFFER_STATE_DIR", self.dir.path().join("state"))
             .env_remove("XDG_CACHE_HOME")
             // Local times in tests mean UTC unless a test says otherwise.
             .env("TZ", "UTC")

@@ -1,0 +1,192 @@
+//! `repair index`, `repair snapshots`, `repair packs`: print the plan, then carry it out.
+
+use std::sync::Arc;
+
+use anyhow::{anyhow, Result};
+use serde_json::json;
+
+use super::args::*;
+use super::commands::{open, print_json, progress, threads};
+use super::exit::ExitCode;
+use crate::id::PackId;
+use crate::repair;
+use crate::repo::lock::Session;
+use crate::retention::prune;
+
+pub fn repair(g: &Global, c: RepairCommand) -> Result<ExitCode> {
+    match c {
+        RepairCommand::Index(a) => index(g, a),
+        RepairCommand::Snapshots(a) => snapshots(g, a),
+        RepairCommand::Packs(a) => packs(g, a),
+    }
+}
+
+/// Prints `{"dry_run", "plan", "outcome"}`.
+fn report(dry_run: bool, plan: serde_json::Value, outcome: Option<serde_json::Value>) -> Result<()> {
+    print_json(&json!({ "dry_run": dry_run, "plan": plan, "outcome": outcome }))
+}
+
+fn index(g: &Global, a: RepairIndexArgs) -> Result<ExitCode> {
+    let repo = open(g)?;
+    let (session, _) = prune::start_exclusive(&repo, "repair index")?;
+    let prog = progress(g, "repair index");
+    let plan = repair::index::plan(&repo, a.read_all_packs, threads(g).max(4), prog.as_ref());
+    prog.finish();
+    let plan = match plan {
+        Ok(p) => p,
+        Err(e) => {
+            session.end();
+            return Err(e.into());
+        }
+    };
+    let plan_json = serde_json::to_value(&plan)?;
+    if !g.json && !g.quiet {
+        eprintln!(
+            "repair index: {} packs described by readable index files, {} by their own headers; {} blobs",
+            plan.packs_from_index, plan.packs_from_headers, plan.blobs
+        );
+        for d in &plan.index_files_damaged {
+            eprintln!("  damaged index file, replaced: {d}");
+        }
+        for u in &plan.packs_unreadable {
+            eprintln!("  unreadable pack, left out (`coffer repair packs` salvages it): {u}");
+        }
+        for m in &plan.packs_missing {
+            eprintln!("  missing pack, left out: {m}");
+        }
+        eprintln!("  the new index replaces {} index files", plan.index_files_replaced);
+    }
+    if a.dry_run || plan.is_noop() {
+        session.end();
+        if !g.json && !g.quiet {
+            eprintln!(
+                "{}",
+                if a.dry_run { "dry run: nothing was changed" } else { "the index is whole: nothing to do" }
+            );
+        }
+        if g.json {
+            report(a.dry_run, plan_json, None)?;
+        }
+        return Ok(ExitCode::Ok);
+    }
+    let out = repair::index::execute(&repo, plan);
+    session.end();
+    let out = out?;
+    if g.json {
+        report(false, plan_json, Some(serde_json::to_value(&out)?))?;
+    } else if !g.quiet {
+        eprintln!(
+            "wrote {}; deleted {} index files",
+            out.index_file.as_deref().unwrap_or("nothing"),
+            out.index_files_deleted
+        );
+    }
+    Ok(ExitCode::Ok)
+}
+
+fn snapshots(g: &Global, a: RepairSnapshotsArgs) -> Result<ExitCode> {
+    let repo = Arc::new(open(g)?);
+    let session = if a.dry_run {
+        None
+    } else {
+        Some(Session::start(&repo, crate::format::lock::LockKind::Writer, "repair snapshots")?)
+    };
+    let plan = repair::snapshots::plan(&repo, &a.snapshots)?;
+    let plan_json = serde_json::to_value(&plan)?;
+    if !g.json && !g.quiet {
+        for r in &plan.repairs {
+            eprintln!("snapshot {}: {} paths replaced:", &r.snapshot[..8], r.replaced.len());
+            for p in &r.replaced {
+                eprintln!("  {}: {}", p.path, p.reason);
+            }
+        }
+        eprintln!("{} snapshots need a repair, {} are whole", plan.repairs.len(), plan.whole);
+    }
+    let Some(session) = session else {
+        if g.json {
+            report(true, plan_json, None)?;
+        } else if !g.quiet {
+            eprintln!("dry run: nothing was changed");
+        }
+        return Ok(ExitCode::Ok);
+    };
+    let out = repair::snapshots::execute(&repo, plan, a.forget, &session.alive());
+    session.end();
+    let out = out?;
+    if g.json {
+        report(false, plan_json, Some(serde_json::to_value(&out)?))?;
+    } else if !g.quiet {
+        for (old, new) in &out.written {
+            eprintln!("snapshot {} repaired as {}", &old[..8], &new[..8]);
+        }
+        if out.forgotten > 0 {
+            eprintln!("removed {} original snapshots", out.forgotten);
+        }
+    }
+    Ok(ExitCode::Ok)
+}
+
+fn packs(g: &Global, a: RepairPacksArgs) -> Result<ExitCode> {
+    let given: Vec<PackId> = a
+        .packs
+        .iter()
+        .map(|s| PackId::from_name(s.rsplit('/').next().unwrap_or(s)).ok_or_else(|| anyhow!("{s:?} is not a pack id")))
+        .collect::<Result<_>>()?;
+    let repo = Arc::new(open(g)?);
+    let (session, _) = prune::start_exclusive(&repo, "repair packs")?;
+    let plan = match repair::packs::plan(&repo, &given) {
+        Ok(p) => p,
+        Err(e) => {
+            session.end();
+            return Err(e.into());
+        }
+    };
+    let plan_json = serde_json::to_value(&plan)?;
+    if !g.json && !g.quiet {
+        for p in &plan.packs {
+            eprintln!(
+                "{}: header {}; {} blobs to copy ({} bytes), {} good elsewhere, {} lost",
+                p.pack,
+                if p.header_ok { "readable" } else { "unreadable (the index located the blobs)" },
+                p.blobs_salvaged,
+                p.bytes_salvaged,
+                p.blobs_elsewhere,
+                p.blobs_lost.len()
+            );
+            for l in &p.blobs_lost {
+                eprintln!("  lost: {l}");
+            }
+        }
+        for p in &plan.packs_gone {
+            eprintln!("{p}: missing; nothing to salvage (`coffer repair snapshots` replaces what needed it)");
+        }
+        if plan.packs.is_empty() && plan.packs_gone.is_empty() {
+            eprintln!("no damaged packs: nothing to do");
+        }
+    }
+    if a.dry_run {
+        session.end();
+        if g.json {
+            report(true, plan_json, None)?;
+        } else if !g.quiet {
+            eprintln!("dry run: nothing was changed");
+        }
+        return Ok(ExitCode::Ok);
+    }
+    let lost: usize = plan.packs.iter().map(|p| p.blobs_lost.len()).sum();
+    let out = repair::packs::execute(&repo, plan, &session.alive());
+    session.end();
+    let out = out?;
+    if g.json {
+        report(false, plan_json, Some(serde_json::to_value(&out)?))?;
+    } else if !g.quiet {
+        eprintln!(
+            "copied {} blobs into new packs; retired {} damaged packs (the next prune deletes them)",
+            out.blobs_copied, out.packs_retired
+        );
+        if lost > 0 {
+            eprintln!("{lost} blobs could not be read: `coffer repair snapshots` replaces the files that need them");
+        }
+    }
+    Ok(ExitCode::Ok)
+}
