@@ -93,6 +93,10 @@ id_type!(
     /// Names a lock object under `locks/`: random.
     LockId
 );
+id_type!(
+    /// Names a drill record under `drills/`: random.
+    DrillId
+);
 
 #[cfg(test)]
 mod tests {

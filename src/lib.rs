@@ -23,6 +23,8 @@ pub mod copy;
 #[cfg(feature = "app")]
 pub mod crypto;
 #[cfg(feature = "app")]
+pub mod drill;
+#[cfg(feature = "app")]
 pub mod fdlimit;
 pub mod format;
 pub mod id;

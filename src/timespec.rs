@@ -136,6 +136,39 @@ fn parse_relative(s: &str) -> Option<Span> {
     Some(span)
 }
 
+/// A length of time as objectives give it (`--rto 4h`, `--rpo 1d12h`, `90m`, `45s`): one or
+/// more `<number><unit>` with units s, m (minutes), h, d (24 hours) and w, or a bare number
+/// of seconds. Returns seconds.
+pub fn parse_span_secs(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?} is not a length of time: give e.g. 30m, 4h, 1d12h or 90s");
+    let t = s.trim();
+    if t.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(n) = t.parse::<u64>() {
+        return Ok(n);
+    }
+    let mut total: u64 = 0;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = rest[digits..].trim_start();
+        let letters = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
+        let unit: u64 = match &rest[..letters] {
+            "s" | "sec" | "secs" | "second" | "seconds" => 1,
+            "m" | "min" | "mins" | "minute" | "minutes" => 60,
+            "h" | "hr" | "hrs" | "hour" | "hours" => 3600,
+            "d" | "day" | "days" => 86_400,
+            "w" | "week" | "weeks" => 604_800,
+            _ => return Err(bad()),
+        };
+        rest = rest[letters..].trim_start_matches([' ', ',']);
+        total = n.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(bad)?;
+    }
+    Ok(total)
+}
+
 fn add_unit(span: Span, n: i64, unit: &str) -> Option<Span> {
     let r = match unit {
         "s" | "sec" | "secs" | "second" | "seconds" => span.try_seconds(n),
@@ -148,6 +181,23 @@ fn add_unit(span: Span, n: i64, unit: &str) -> Option<Span> {
         _ => return None,
     };
     r.ok()
+}
+
+#[cfg(test)]
+mod span_tests {
+    use super::parse_span_secs;
+
+    #[test]
+    fn spans() {
+        assert_eq!(parse_span_secs("4h"), Ok(14_400));
+        assert_eq!(parse_span_secs("1d12h"), Ok(129_600));
+        assert_eq!(parse_span_secs("90m"), Ok(5400));
+        assert_eq!(parse_span_secs("45"), Ok(45));
+        assert_eq!(parse_span_secs("2w"), Ok(1_209_600));
+        for bad in ["", "4x", "h", "-1h", "99999999999999999999w"] {
+            assert!(parse_span_secs(bad).is_err(), "{bad}");
+        }
+    }
 }
 
 #[cfg(test)]

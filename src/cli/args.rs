@@ -116,11 +116,52 @@ pub enum Command {
     Prune(PruneArgs),
     /// Remove stale locks (--remove-all: every lock; only when no backup or prune runs)
     Unlock(UnlockArgs),
+    /// Rehearse a recovery: restore a sample for real, verify it, measure RTO and RPO, keep the evidence
+    Drill(DrillArgs),
     /// Repair a damaged repository without losing anything that still reads
     Repair {
         #[command(subcommand)]
         command: RepairCommand,
     },
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct DrillArgs {
+    #[command(subcommand)]
+    pub command: Option<DrillCommand>,
+    /// The snapshot to drill (`latest`, an id or a prefix); default: the latest of each host
+    pub snapshot: Option<String>,
+    /// Only the latest snapshot of this host (repeatable)
+    #[arg(long)]
+    pub host: Vec<String>,
+    /// Share of the files to restore, e.g. 5% (default); successive drills take the next part
+    #[arg(long, value_name = "P%", conflicts_with = "full")]
+    pub sample: Option<String>,
+    /// Restore every file of the snapshot
+    #[arg(long)]
+    pub full: bool,
+    /// Restore into DIR and keep it (default: a scratch directory, removed afterwards)
+    #[arg(long, value_name = "DIR")]
+    pub target: Option<PathBuf>,
+    /// Also compare restored files that are unchanged since the snapshot with the live ones
+    #[arg(long)]
+    pub compare_source: bool,
+    /// Recovery time objective, e.g. 4h: the projected full restore must fit in it
+    #[arg(long, value_name = "DURATION")]
+    pub rto: Option<String>,
+    /// Recovery point objective, e.g. 1d: the newest snapshot's age and the largest gap must fit in it
+    #[arg(long, value_name = "DURATION")]
+    pub rpo: Option<String>,
+    /// Write a report a person reads: Markdown (.md) or a self-contained HTML page (.html)
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DrillCommand {
+    /// List past drills, newest first (from the repository: any host sees them)
+    History,
 }
 
 #[derive(Subcommand, Debug)]

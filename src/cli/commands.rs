@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::args::*;
 use super::exit::ExitCode;
-use super::{history, password, progress, repair, retention};
+use super::{drill, history, password, progress, repair, retention};
 use crate::backup::{self, BackupOptions};
 use crate::format::keyfile::KdfParams;
 use crate::format::snapshot::Snapshot;
@@ -45,6 +45,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Prune(a) => retention::prune(&g, a),
         Command::Unlock(a) => retention::unlock(&g, a),
         Command::Repair { command } => repair::repair(&g, command),
+        Command::Drill(a) => drill::drill(&g, a),
     }
 }
 
@@ -504,7 +505,7 @@ fn ls(g: &Global, a: LsArgs) -> Result<ExitCode> {
 
 /// A reader's lock, so that a prune deletes no pack under a long read. Where it cannot be
 /// written (read-only credentials) the command reads without one.
-fn reader_session(repo: &Repository, command: &str) -> Option<crate::repo::lock::Session> {
+pub(super) fn reader_session(repo: &Repository, command: &str) -> Option<crate::repo::lock::Session> {
     crate::repo::lock::Session::start(repo, crate::format::lock::LockKind::Reader, command).ok()
 }
 
@@ -538,6 +539,8 @@ fn restore(g: &Global, a: RestoreArgs) -> Result<ExitCode> {
         // Restoring waits on file creation and writes (and remote reads) as much as on the
         // CPU: twice the cores, or more for a remote repository.
         threads: g.threads.unwrap_or_else(|| (2 * threads(g)).max(connections(g, &repo))).max(1),
+        only: None,
+        timings: false,
     };
     let prog = progress(g, "restore");
     let watch = crate::clock::stopwatch();

@@ -12,6 +12,10 @@ pub enum ExitCode {
     Usage = 2,
     /// Backup finished, but some files could not be read; the snapshot is marked partial.
     Partial = 3,
+    /// `drill` found damage.
+    DrillDamage = 4,
+    /// `drill` passed its checks, but an objective (RTO, RPO) was breached.
+    ObjectiveBreached = 5,
     RepoNotFound = 10,
     LockFailed = 11,
     WrongPassword = 12,

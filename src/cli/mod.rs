@@ -7,6 +7,7 @@
 
 mod args;
 mod commands;
+mod drill;
 mod exit;
 mod history;
 mod password;

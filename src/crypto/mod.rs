@@ -43,6 +43,7 @@ pub const KEY_TYPE_CONFIG: u8 = 1;
 pub const KEY_TYPE_INDEX: u8 = 2;
 pub const KEY_TYPE_SNAPSHOT: u8 = 3;
 pub const KEY_TYPE_LOCK: u8 = 4;
+pub const KEY_TYPE_DRILL: u8 = 5;
 pub const KEY_TYPE_PACK: u8 = 16;
 
 /// Cryptographic failures. Messages never include key material.

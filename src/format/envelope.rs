@@ -19,6 +19,8 @@ pub enum ObjectType {
     Snapshot = 3,
     /// Lock objects (`locks/`): who is writing to the repository (docs/format.md, "Locks").
     Lock = 4,
+    /// Drill records (`drills/`): the evidence of recovery drills (docs/format.md).
+    Drill = 5,
 }
 
 impl ObjectType {
@@ -28,6 +30,7 @@ impl ObjectType {
             2 => Ok(Self::Index),
             3 => Ok(Self::Snapshot),
             4 => Ok(Self::Lock),
+            5 => Ok(Self::Drill),
             _ => Err(FormatError::Invalid("unknown object type")),
         }
     }

@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod drill;
 pub mod envelope;
 pub mod index;
 pub mod keyfile;

@@ -139,6 +139,10 @@ impl Snapshot {
         };
         let original = if version >= 2 { r.opt_id()? } else { None };
         let repaired = if version >= 3 { r.list(4, |r| Ok(r.bytes()?.to_vec()))? } else { Vec::new() };
+        if version >= 3 && repaired.is_empty() {
+            // Writers use version 2 then: one encoding per snapshot.
+            return Err(FormatError::Invalid("a version-3 snapshot without repaired paths"));
+        }
         r.finish()?;
         let summary = Summary {
             files_new: v[0],

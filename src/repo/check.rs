@@ -327,6 +327,7 @@ fn is_object_name(path: &str) -> bool {
         Some(("index", n)) => IndexId::from_name(n).is_some(),
         Some(("snapshots", n)) => SnapshotId::from_name(n).is_some(),
         Some(("locks", n)) => LockId::from_name(n).is_some(),
+        Some(("drills", n)) => crate::id::DrillId::from_name(n).is_some(),
         Some(("data", _)) => path.rsplit('/').next().and_then(PackId::from_name).is_some_and(|p| pack_path(&p) == path),
         Some(_) => false,
     }

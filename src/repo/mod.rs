@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod check;
 pub mod damage;
+pub mod drills;
 pub mod index;
 pub mod keys;
 pub mod lock;
@@ -27,7 +28,7 @@ use crate::format::config::{ChunkerParams, Config};
 use crate::format::envelope::{self, Header, ObjectType};
 use crate::format::keyfile::KdfParams;
 use crate::format::{tree, BlobType, Compression, FormatError};
-use crate::id::{BlobId, IndexId, KeyId, LockId, PackId, RepoId, SnapshotId};
+use crate::id::{BlobId, DrillId, IndexId, KeyId, LockId, PackId, RepoId, SnapshotId};
 use crate::storage::{StorageError, Store};
 
 pub use index::{BlobLoc, MasterIndex};
@@ -135,6 +136,9 @@ pub fn key_path(id: &KeyId) -> String {
 }
 pub fn lock_path(id: &LockId) -> String {
     format!("locks/{id}")
+}
+pub fn drill_path(id: &DrillId) -> String {
+    format!("drills/{id}")
 }
 pub const CONFIG_PATH: &str = "config";
 
@@ -351,6 +355,7 @@ impl Repository {
             ObjectType::Index => crypto::KEY_TYPE_INDEX,
             ObjectType::Snapshot => crypto::KEY_TYPE_SNAPSHOT,
             ObjectType::Lock => crypto::KEY_TYPE_LOCK,
+            ObjectType::Drill => crypto::KEY_TYPE_DRILL,
         }
     }
 

@@ -55,6 +55,9 @@ pub fn ensure_live(
         return Ok(0);
     }
     let index = repo.load_index()?;
+    // A read that fails because a prune deleted a pack is this session's expiry showing
+    // (the prune judged it over), not damage: that is what is reported then.
+    let expired_or = |e: super::RepoError| alive.check().err().unwrap_or(e);
     let mut todo: Vec<BlobId> = Vec::new();
     let mut seen_trees: HashSet<BlobId> = HashSet::new();
     let mut seen_data: HashSet<BlobId> = HashSet::new();
@@ -66,7 +69,7 @@ pub fn ensure_live(
         if index.only_obsolete(&t) {
             todo.push(t);
         }
-        for n in repo.load_tree(&index, &t)? {
+        for n in repo.load_tree(&index, &t).map_err(expired_or)? {
             if let (NodeKind::Dir, Some(s)) = (n.kind, n.subtree) {
                 stack.push(BlobId(s));
             }
@@ -86,7 +89,7 @@ pub fn ensure_live(
     let mut w = sink.writer();
     for id in &todo {
         let loc = index.get(id).expect("only_obsolete implies a location");
-        let plain = repo.read_blob(&index, id)?;
+        let plain = repo.read_blob(&index, id).map_err(expired_or)?;
         w.write(loc.blob_type, *id, &plain, crate::compress::Plan::Try);
     }
     drop(w);

@@ -44,6 +44,37 @@ pub struct RestoreOptions {
     /// Read every restored file back and check it against the snapshot.
     pub verify: bool,
     pub threads: usize,
+    /// Restore only these files (exact snapshot paths; a drill's sample): directories not
+    /// on the way to one are not even read.
+    pub only: Option<Arc<Only>>,
+    /// Keep each file's size and restore time in the summary (a drill's measurements).
+    pub timings: bool,
+}
+
+/// The files a partial restore restores, and the directories that lead to them.
+#[derive(Debug, Default)]
+pub struct Only {
+    pub files: std::collections::HashSet<Vec<u8>>,
+    pub dirs: std::collections::HashSet<Vec<u8>>,
+}
+
+impl Only {
+    /// For these file paths (absolute, as in the snapshot).
+    pub fn new(files: impl IntoIterator<Item = Vec<u8>>) -> Only {
+        let mut o = Only::default();
+        for f in files {
+            let mut p = f.as_slice();
+            while let Some(i) = p.iter().rposition(|b| *b == b'/') {
+                p = if i == 0 { b"/" } else { &p[..i] };
+                if !o.dirs.insert(p.to_vec()) || p == b"/" {
+                    break;
+                }
+            }
+            o.files.insert(f);
+        }
+        o.dirs.insert(b"/".to_vec());
+        o
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +102,12 @@ pub struct RestoreSummary {
     pub damage_recorded: u64,
     /// Why damage found could not be recorded (read-only credentials, say).
     pub record_error: Option<String>,
+    /// With `timings`: each restored file's size and the time its worker spent on it.
+    #[serde(skip)]
+    pub timings: Vec<(u64, u64)>,
+    /// Snapshot paths of the files that could not be restored exactly.
+    #[serde(skip)]
+    pub failed_paths: Vec<Vec<u8>>,
 }
 
 struct FileJob {
@@ -96,6 +133,8 @@ struct Ctx {
     open_dirs: dirs::OpenDirs,
     /// Blobs (data and trees) that could not be read: recorded at the end.
     damaged: Mutex<Vec<BlobId>>,
+    timings: Mutex<Vec<(u64, u64)>>,
+    failed_paths: Mutex<Vec<Vec<u8>>>,
 }
 
 impl Ctx {
@@ -161,6 +200,8 @@ pub fn run(
         owners: meta::Owners::new(rustix::process::geteuid().is_root()),
         open_dirs: Default::default(),
         damaged: Mutex::new(Vec::new()),
+        timings: Mutex::new(Vec::new()),
+        failed_paths: Mutex::new(Vec::new()),
     });
     let threads = opts.threads.max(1);
     let (tx, rx) = bounded::<FileJob>(threads * 16);
@@ -200,6 +241,8 @@ pub fn run(
     Ok(RestoreSummary {
         damage_recorded,
         record_error,
+        timings: ctx.timings.into_inner().expect("poisoned"),
+        failed_paths: ctx.failed_paths.into_inner().expect("poisoned"),
         files_restored: ctx.files.into_inner(),
         dirs_restored: ctx.dirs.into_inner(),
         other_restored: ctx.other.into_inner(),
@@ -271,7 +314,12 @@ impl Walker<'_> {
         if opts.exclude.matches(&path, &node.name) {
             return;
         }
-        let included = included || opts.include.is_empty() || opts.include.matches(&path, &node.name);
+        let included = match &opts.only {
+            // Directories are made as the files inside need them; others are not read.
+            Some(only) if node.kind == NodeKind::Dir && !only.dirs.contains(&path) => return,
+            Some(only) => only.files.contains(&path),
+            None => included || opts.include.is_empty() || opts.include.matches(&path, &node.name),
+        };
         if node.kind == NodeKind::Dir {
             let sub = DirState::child(dir, node.clone(), path.clone());
             if included {
@@ -339,7 +387,13 @@ impl Walker<'_> {
 
 fn worker(ctx: Arc<Ctx>, rx: Receiver<FileJob>) {
     for job in rx {
-        if let Err(e) = restore_file(&ctx, &job) {
+        let started = std::time::Instant::now();
+        let r = restore_file(&ctx, &job);
+        if ctx.opts.timings {
+            ctx.timings.lock().expect("poisoned").push((job.node.size, started.elapsed().as_nanos() as u64));
+        }
+        if let Err(e) = r {
+            ctx.failed_paths.lock().expect("poisoned").push(job.path.clone());
             ctx.error(&job.path, e);
         }
         ctx.progress.add_item();

@@ -11,6 +11,7 @@ mod containment;
 mod copy;
 mod corruption;
 mod crash;
+mod drill;
 mod faults;
 mod fixture;
 mod keys;
