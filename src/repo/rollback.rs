@@ -46,7 +46,15 @@ pub struct Mark {
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct State {
     hosts: BTreeMap<String, Mark>,
+    /// Snapshots this client removed, newest last (at most [`FORGOTTEN_KEPT`]): a mark
+    /// naming one is no sign of a rollback, even if another process of this client set the
+    /// mark after the removal was noted.
+    #[serde(default)]
+    forgotten: Vec<String>,
 }
+
+/// How many removed snapshot ids the state remembers.
+const FORGOTTEN_KEPT: usize = 10_000;
 
 /// A sign that the repository went back in time, for one host.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,9 +109,23 @@ impl Seen {
         Seen { path, state: Mutex::new(state), found: Mutex::new(Vec::new()) }
     }
 
-    /// Compares the snapshots read now with the marks; moves marks forward where the
-    /// repository did; returns (and keeps) the rollbacks found.
-    pub fn observe(&self, ok: &[ListedSnapshot], damaged: &[DamagedSnapshot]) -> Vec<Rollback> {
+    /// The marks as they are now, before the snapshots are listed: a mark set after the
+    /// listing began (another process of this client wrote a snapshot meanwhile) names a
+    /// snapshot the listing may not show, so only these are compared ([`Self::observe`]).
+    pub fn marks_now(&self) -> BTreeMap<String, Mark> {
+        let mut state = self.state.lock().expect("poisoned");
+        self.merge_from_disk(&mut state);
+        state.hosts.clone()
+    }
+
+    /// Compares the snapshots read now with the marks `pre` (taken before the listing);
+    /// moves marks forward where the repository did; returns (and keeps) the rollbacks found.
+    pub fn observe(
+        &self,
+        pre: &BTreeMap<String, Mark>,
+        ok: &[ListedSnapshot],
+        damaged: &[DamagedSnapshot],
+    ) -> Vec<Rollback> {
         let mut newest: BTreeMap<&str, &ListedSnapshot> = BTreeMap::new();
         for s in ok {
             let e = newest.entry(s.snapshot.host.as_str()).or_insert(s);
@@ -114,14 +136,18 @@ impl Seen {
         let mut state = self.state.lock().expect("poisoned");
         self.merge_from_disk(&mut state);
         let before = state.clone();
+        let forgotten = state.forgotten.clone();
         let mut found = Vec::new();
-        for (host, mark) in state.hosts.iter_mut() {
+        for (host, mark) in pre {
             let now = newest.get(host.as_str());
             let present = ok.iter().any(|s| s.snapshot.host == *host && root_of(s) == mark.original)
                 || damaged.iter().any(|d| d.id.to_hex() == mark.snapshot);
+            let forgot = mark.forgotten
+                || state_forgot(&forgotten, &mark.snapshot)
+                || state.hosts.get(host).is_some_and(|m| m.snapshot == mark.snapshot && m.forgotten);
             // Concurrent backups of one host may share a number: only a marked snapshot that
             // is gone (and that this client did not forget) says anything.
-            if !present && !mark.forgotten {
+            if !present && !forgot {
                 let reused = ok.iter().any(|s| s.snapshot.host == *host && s.snapshot.seq == mark.seq);
                 let gone = now.is_none_or(|n| n.snapshot.seq < mark.seq);
                 if reused || gone {
@@ -131,10 +157,14 @@ impl Seen {
                         now_seq: now.map(|n| n.snapshot.seq),
                         reused,
                     });
-                    continue;
                 }
             }
-            match now {
+        }
+        for (host, mark) in state.hosts.iter_mut() {
+            if found.iter().any(|r| r.host == *host) {
+                continue;
+            }
+            match newest.get(host.as_str()) {
                 Some(n) if n.snapshot.seq > mark.seq => *mark = mark_of(n),
                 // The marked snapshot under a new id (`tag`): follow it.
                 Some(n) if n.snapshot.seq == mark.seq && root_of(n) == mark.original => *mark = mark_of(n),
@@ -181,17 +211,20 @@ impl Seen {
 
     /// This client removed these snapshots (`forget`, `tag`): their absence is expected.
     pub fn forgot(&self, ids: &[SnapshotId]) {
+        if ids.is_empty() {
+            return;
+        }
         let mut state = self.state.lock().expect("poisoned");
-        let mut changed = false;
+        self.merge_from_disk(&mut state);
         for m in state.hosts.values_mut() {
-            if ids.iter().any(|id| id.to_hex() == m.snapshot) && !m.forgotten {
+            if ids.iter().any(|id| id.to_hex() == m.snapshot) {
                 m.forgotten = true;
-                changed = true;
             }
         }
-        if changed {
-            self.save(&mut state);
-        }
+        state.forgotten.extend(ids.iter().map(|id| id.to_hex()));
+        let n = state.forgotten.len();
+        state.forgotten.drain(..n.saturating_sub(FORGOTTEN_KEPT));
+        self.save(&mut state);
     }
 
     /// This client wrote a snapshot: it is the host's mark if its number is higher.
@@ -235,6 +268,14 @@ impl Seen {
     fn merge_from_disk(&self, state: &mut State) {
         let on_disk: State =
             std::fs::read(&self.path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        let known: std::collections::HashSet<String> = state.forgotten.iter().cloned().collect();
+        for id in on_disk.forgotten {
+            if !known.contains(&id) {
+                state.forgotten.push(id);
+            }
+        }
+        let n = state.forgotten.len();
+        state.forgotten.drain(..n.saturating_sub(FORGOTTEN_KEPT));
         for (host, theirs) in on_disk.hosts {
             match state.hosts.get_mut(&host) {
                 None => {
@@ -248,6 +289,10 @@ impl Seen {
             }
         }
     }
+}
+
+fn state_forgot(forgotten: &[String], id: &str) -> bool {
+    forgotten.iter().any(|f| f == id)
 }
 
 fn mark_of(s: &ListedSnapshot) -> Mark {

@@ -88,9 +88,10 @@ impl Repository {
     /// missed. Storage that cannot be reached, and snapshots of a newer format, are errors.
     pub fn load_snapshots_all(&self) -> Result<(Vec<ListedSnapshot>, Vec<DamagedSnapshot>)> {
         for _ in 0..4 {
+            let marks = self.seen().map(|s| s.marks_now());
             if let Some(v) = self.try_load_snapshots_listed()? {
-                if let Some(seen) = self.seen() {
-                    for r in seen.observe(&v.0, &v.1) {
+                if let (Some(seen), Some(marks)) = (self.seen(), marks) {
+                    for r in seen.observe(&marks, &v.0, &v.1) {
                         self.warnings()
                             .warn(format!("{r} (a backup refuses to write until run with --accept-rollback)"));
                     }
