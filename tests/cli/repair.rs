@@ -180,3 +180,38 @@ fn repair_packs_keeps_every_blob_that_reads() {
         assert_eq!(same.len(), 10 - lost);
     }
 }
+
+#[test]
+fn repairs_killed_at_any_moment_finish_on_the_next_run() {
+    use std::process::Stdio;
+    let (env, src) = ten_files();
+    let pack = data_pack(&env);
+    rewrite(&pack, |v| v[100] ^= 1);
+    rewrite(&objects(&env, "index")[0], |v| v[30] ^= 1);
+    for delay_ms in [2u64, 10, 40, 120] {
+        for cmd in [
+            &["repair", "index", "--quiet"][..],
+            &["repair", "packs", "--quiet"],
+            &["repair", "snapshots", "--forget", "--quiet"],
+        ] {
+            let mut child = env.cmd(cmd).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+            let _ = child.kill();
+            child.wait().unwrap();
+            // Whatever was interrupted, the repository still opens and lists.
+            env.ok(&["snapshots"]);
+        }
+    }
+    env.ok(&["unlock"]);
+    env.ok(&["repair", "index"]);
+    env.run(&["check", "--read-data"]);
+    env.ok(&["repair", "packs"]);
+    env.ok(&["repair", "snapshots", "--forget"]);
+    env.ok(&["prune", "--max-unused", "0"]);
+    env.assert_clean();
+    let (r, out) = restore_latest(&env, &src, "out");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (same, differ) = compare(&src, &out);
+    assert_eq!(differ.len(), 1, "only the file with the damaged blob is lost: {differ:?}");
+    assert_eq!(same.len(), 9);
+}
