@@ -44,6 +44,10 @@ pub struct Global {
     /// Do not use or fill the local cache
     #[arg(long, global = true)]
     pub no_cache: bool,
+    /// Write even though the repository went back in time (its snapshots were replaced by an
+    /// older copy): the operator confirms it is expected (backup, forget, tag, prune, repair)
+    #[arg(long, global = true)]
+    pub accept_rollback: bool,
     /// Requests to a remote repository in flight at once (uploads, restore and check reads)
     #[arg(long, global = true, default_value_t = 8)]
     pub connections: usize,
@@ -380,10 +384,6 @@ pub struct BackupArgs {
     /// "YYYY-MM-DD HH:MM:SS" (for imports and for testing retention)
     #[arg(long, value_name = "TIME")]
     pub time: Option<String>,
-    /// Write even though the repository went back in time (its snapshots were replaced by
-    /// an older copy): the operator confirms this is expected
-    #[arg(long)]
-    pub accept_rollback: bool,
 }
 
 /// Which snapshots `latest` (and `snapshots`) consider.

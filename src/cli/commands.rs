@@ -105,6 +105,22 @@ fn open_with_cache(g: &Global, use_cache: bool) -> Result<Repository> {
     Ok(repo)
 }
 
+/// Commands that delete or replace (forget, tag, prune, repair) refuse, as backup does,
+/// while the snapshots read show that the repository went back in time (repo::rollback):
+/// the data of what vanished would be taken for garbage. With `--accept-rollback` the
+/// repository is taken as it is.
+pub(super) fn refuse_on_rollback(g: &Global, repo: &Repository) -> Result<()> {
+    let Some(seen) = repo.seen() else { return Ok(()) };
+    let found = seen.rollbacks();
+    let Some(r) = found.first() else { return Ok(()) };
+    if g.accept_rollback {
+        let listed = repo.load_snapshots_listed()?;
+        seen.accept(&listed);
+        return Ok(());
+    }
+    bail!("{r}; nothing was changed: if this is expected, run the command again with --accept-rollback")
+}
+
 /// Where this client keeps what it must not forget (its marks of the repositories it has
 /// seen): `COFFER_STATE_DIR`, else `$XDG_STATE_HOME/coffer`, else `~/.local/state/coffer`.
 pub(super) fn state_dir() -> Option<std::path::PathBuf> {
@@ -224,7 +240,7 @@ fn backup(g: &Global, a: BackupArgs) -> Result<ExitCode> {
     let skip_dirs = own_dirs_inside(g, &repo, &a.paths);
     let opts = BackupOptions {
         skip_dirs,
-        accept_rollback: a.accept_rollback,
+        accept_rollback: g.accept_rollback,
         paths: a.paths,
         // `--tag a,b` is two tags, as in restic (and as forget's and tag's options read them).
         tags: split_tags(&a.tags),

@@ -44,6 +44,15 @@ pub fn drill(g: &Global, a: DrillArgs) -> Result<ExitCode> {
             _ => bail!("--report {}: the name must end in .md (Markdown) or .html (an HTML page)", p.display()),
         },
     };
+    // The report's file must be writable before anything runs (a drill is recorded).
+    if let Some(p) = &a.report {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(p)
+            .map_err(|e| anyhow!("--report {}: cannot write it: {e}", p.display()))?;
+    }
     let repo = Arc::new(open(g)?);
     let _reading = reader_session(&repo, "drill");
     let all = repo.load_snapshots()?;

@@ -29,7 +29,10 @@ struct RepoSource<'a> {
 
 impl catalog::Source for RepoSource<'_> {
     fn snapshot_ids(&self) -> std::result::Result<Vec<SnapshotId>, BoxError> {
-        Ok(self.repo.list_snapshot_ids()?)
+        // Read, not only listed: a repository that went back in time is noticed here too
+        // (repo::rollback; the snapshots are small, and cached for remote repositories).
+        let (ok, damaged) = self.repo.load_snapshots_all()?;
+        Ok(ok.into_iter().map(|l| l.id).chain(damaged.into_iter().map(|d| d.id)).collect())
     }
     fn snapshot(&self, id: &SnapshotId) -> std::result::Result<Snapshot, BoxError> {
         Ok(self.repo.load_snapshot(id)?)

@@ -39,6 +39,13 @@ fn index(g: &Global, a: RepairIndexArgs) -> Result<ExitCode> {
             return Err(e.into());
         }
     };
+    if !a.dry_run {
+        repo.load_snapshots_all()?;
+        if let Err(e) = super::commands::refuse_on_rollback(g, &repo) {
+            session.end();
+            return Err(e);
+        }
+    }
     let plan_json = serde_json::to_value(&plan)?;
     if !g.json && !g.quiet {
         eprintln!(
@@ -48,8 +55,11 @@ fn index(g: &Global, a: RepairIndexArgs) -> Result<ExitCode> {
         for d in &plan.index_files_damaged {
             eprintln!("  damaged index file, replaced: {d}");
         }
+        for u in &plan.packs_kept_unreadable {
+            eprintln!("  pack with an unreadable header, kept with the index's entries (`coffer repair packs` salvages it): {u}");
+        }
         for u in &plan.packs_unreadable {
-            eprintln!("  unreadable pack, left out (`coffer repair packs` salvages it): {u}");
+            eprintln!("  unreadable pack no index file describes, left out: {u}");
         }
         for m in &plan.packs_missing {
             eprintln!("  missing pack, left out: {m}");
@@ -92,6 +102,9 @@ fn snapshots(g: &Global, a: RepairSnapshotsArgs) -> Result<ExitCode> {
         Some(Session::start(&repo, crate::format::lock::LockKind::Writer, "repair snapshots")?)
     };
     let plan = repair::snapshots::plan(&repo, &a.snapshots)?;
+    if !a.dry_run {
+        super::commands::refuse_on_rollback(g, &repo)?;
+    }
     let plan_json = serde_json::to_value(&plan)?;
     if !g.json && !g.quiet {
         for r in &plan.repairs {
@@ -141,6 +154,13 @@ fn packs(g: &Global, a: RepairPacksArgs) -> Result<ExitCode> {
             return Err(e.into());
         }
     };
+    if !a.dry_run {
+        repo.load_snapshots_all()?;
+        if let Err(e) = super::commands::refuse_on_rollback(g, &repo) {
+            session.end();
+            return Err(e);
+        }
+    }
     let plan_json = serde_json::to_value(&plan)?;
     if !g.json && !g.quiet {
         for p in &plan.packs {

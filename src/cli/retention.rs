@@ -8,7 +8,9 @@ use indicatif::HumanBytes;
 use serde_json::json;
 
 use super::args::*;
-use super::commands::{connections, filter, open, print_json, progress, snapshot_json, split_tags, threads, time_of};
+use super::commands::{
+    connections, filter, open, print_json, progress, refuse_on_rollback, snapshot_json, split_tags, threads, time_of,
+};
 use super::exit::ExitCode;
 use crate::repo::lock::{list_sessions, Session, SessionInfo};
 use crate::repo::snapshots::ListedSnapshot;
@@ -60,6 +62,21 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<ExitCode> {
         allow_remove_all: a.unsafe_allow_remove_all,
     };
     let plans = forget::plan(&repo, &opts)?;
+    if !a.dry_run {
+        refuse_on_rollback(g, &repo)?;
+    }
+    // forget --prune refuses before it forgets anything when prune could not run after it.
+    if a.prune && !a.dry_run {
+        let index = repo.load_index_with(false)?;
+        if let Some(d) = index.damaged_files.first() {
+            bail!(
+                "{}: {}; prune cannot run while an index file is damaged, so nothing was forgotten: run `coffer \
+                 repair index` first",
+                crate::repo::index_path(&d.id),
+                d.reason
+            );
+        }
+    }
     if g.json {
         print_json(&plans.iter().map(group_json).collect::<Vec<_>>())?;
     } else {
@@ -189,6 +206,7 @@ pub fn tag(g: &Global, a: TagArgs) -> Result<ExitCode> {
         }
         v
     };
+    refuse_on_rollback(g, &repo)?;
     let (add, remove, set) = (split_tags(&a.add), split_tags(&a.remove), split_tags(&a.set));
     let mut report = Vec::new();
     for (id, s) in &targets {
@@ -241,6 +259,12 @@ fn run_prune(g: &Global, repo: &Arc<Repository>, opts: &PruneOptions, dry_run: b
             return Err(e.into());
         }
     };
+    if !dry_run {
+        if let Err(e) = refuse_on_rollback(g, repo) {
+            session.end();
+            return Err(e);
+        }
+    }
     if !json_out && !g.quiet {
         print_plan(&plan, dry_run);
     }

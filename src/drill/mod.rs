@@ -168,17 +168,41 @@ pub fn parts_for(share: f64) -> u32 {
     ((1.0 / share).round() as u32).max(1)
 }
 
-/// The seed and part for this drill, from the earlier drills of the host: the latest seed
-/// used with this many parts, and the number of drills made with it so far.
-fn seed_and_part(history: &[DrillRecord], host: &str, parts: u32) -> ([u8; 32], u32, u32) {
+/// The seed of this drill and the parts the earlier drills of its cycle took: the host's
+/// latest seed with this many parts, and the parts of the records since the cycle began
+/// (a cycle is a run of drills whose parts increase; the next drill takes a higher part).
+fn seed_and_cycle(history: &[DrillRecord], host: &str, parts: u32) -> ([u8; 32], Vec<u32>) {
     let same: Vec<&DrillRecord> = history.iter().filter(|r| r.host == host && r.parts == parts && !r.full).collect();
     let Some(last) = same.last() else {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).expect("random source");
-        return (seed, 0, 0);
+        return (seed, Vec::new());
     };
-    let n = same.iter().filter(|r| r.seed == last.seed).count() as u32;
-    (last.seed, n % parts, n)
+    let mine: Vec<u32> = same.iter().filter(|r| r.seed == last.seed).map(|r| r.part).collect();
+    // The current cycle: the longest increasing run at the end.
+    let mut start = mine.len() - 1;
+    while start > 0 && mine[start - 1] < mine[start] {
+        start -= 1;
+    }
+    (last.seed, mine[start..].to_vec())
+}
+
+/// The part to take: the first part after the cycle's last that holds a file (parts with
+/// no file are skipped: they have nothing to prove), wrapping around to begin a new cycle.
+/// Returns the part and whether it begins a new cycle.
+fn next_part(cycle: &[u32], parts: u32, has_files: impl Fn(u32) -> bool) -> (u32, bool) {
+    let after = cycle.last().map_or(0, |p| p + 1);
+    for k in after..parts {
+        if has_files(k) {
+            return (k, false);
+        }
+    }
+    for k in 0..parts {
+        if has_files(k) {
+            return (k, !cycle.is_empty());
+        }
+    }
+    (after % parts, !cycle.is_empty() && after >= parts)
 }
 
 /// Fits `ns = a + b * bytes` (least squares, a and b at least 0) to the samples.
@@ -235,8 +259,12 @@ pub fn run(
         Sample::Full => (true, 1),
         Sample::Share(s) => (false, parts_for(s)),
     };
-    let (seed, part, _) = if full { ([0u8; 32], 0, 0) } else { seed_and_part(&history, &snap.host, parts) };
-    let chosen: Vec<&FileEntry> = files.iter().filter(|f| full || part_of(&seed, &f.path, parts) == part).collect();
+    let (seed, cycle) = if full { ([0u8; 32], Vec::new()) } else { seed_and_cycle(&history, &snap.host, parts) };
+    let part_of_file: Vec<u32> = files.iter().map(|f| if full { 0 } else { part_of(&seed, &f.path, parts) }).collect();
+    let occupied: HashSet<u32> = part_of_file.iter().copied().collect();
+    let (part, new_cycle) = if full { (0, false) } else { next_part(&cycle, parts, |k| occupied.contains(&k)) };
+    let chosen: Vec<&FileEntry> =
+        files.iter().zip(&part_of_file).filter(|(_, p)| **p == part).map(|(f, _)| f).collect();
     let bytes_total: u64 = files.iter().map(|f| f.node.size).sum();
     // Restore the sample for real.
     let scratch;
@@ -291,6 +319,8 @@ pub fn run(
     let (a, b) = fit(&sum.timings);
     let busy: f64 = sum.timings.iter().map(|t| t.1 as f64).sum::<f64>() / 1e9;
     let concurrency = if restore_secs > 0.0 { (busy / restore_secs).max(1.0) } else { 1.0 };
+    // Nothing restored (every file failed) measures nothing: there is no projection then.
+    let measured = !sum.timings.is_empty() || files.is_empty();
     let projected = if full {
         walk_secs + restore_secs
     } else {
@@ -298,23 +328,19 @@ pub fn run(
     };
     let now_ns = crate::clock::to_unix_ns(crate::clock::now());
     let (rpo_s, gap_s) = rpo(all, &snap.host, now_ns);
-    let rto_met = opts.rto_secs.map(|t| projected <= t as f64);
+    let rto_met = opts.rto_secs.and_then(|t| measured.then_some(projected <= t as f64));
     let rpo_met = opts.rpo_secs.map(|t| gap_s <= t as f64);
     // Coverage: the parts drilled in this cycle (this one and the earlier ones), by bytes.
-    let done_parts: HashSet<u32> = if full {
-        HashSet::new()
-    } else {
-        let same: Vec<&DrillRecord> =
-            history.iter().filter(|r| r.host == snap.host && r.parts == parts && r.seed == seed && !r.full).collect();
-        let cycle_start = same.len() - (part as usize).min(same.len());
-        same[cycle_start..].iter().map(|r| r.part).chain([part]).collect()
+    let mut done_parts: HashSet<u32> = if new_cycle { HashSet::new() } else { cycle.iter().copied().collect() };
+    done_parts.insert(part);
+    let covered: u64 =
+        files.iter().zip(&part_of_file).filter(|(_, p)| done_parts.contains(p)).map(|(f, _)| f.node.size).sum();
+    let coverage = match (bytes_total, files.is_empty()) {
+        // Nothing to prove is proven only if nothing failed either.
+        (0, _) if !damaged.is_empty() => 0.0,
+        (0, _) => 1.0,
+        _ => covered as f64 / bytes_total as f64,
     };
-    let covered: u64 = if full {
-        bytes_total
-    } else {
-        files.iter().filter(|f| done_parts.contains(&part_of(&seed, &f.path, parts))).map(|f| f.node.size).sum()
-    };
-    let coverage = if bytes_total == 0 { 1.0 } else { covered as f64 / bytes_total as f64 };
     let passed = damaged.is_empty() && rto_met != Some(false) && rpo_met != Some(false);
     let duration = started.elapsed().as_secs_f64();
     let rec = DrillRecord {

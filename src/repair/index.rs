@@ -32,8 +32,11 @@ pub struct IndexPlan {
     pub packs_from_index: u64,
     /// Packs described by their own header.
     pub packs_from_headers: u64,
-    /// Packs neither describes: `data/...: reason`.
+    /// Packs neither describes: `data/...: reason`. Left out.
     pub packs_unreadable: Vec<String>,
+    /// Packs whose header does not open, kept with the entries an index file had for them
+    /// (`repair packs` salvages what they hold): `data/...: reason`.
+    pub packs_kept_unreadable: Vec<String>,
     /// Packs an index file lists that are missing from `data/`.
     pub packs_missing: Vec<String>,
     /// Index files that will be replaced (superseded, then deleted).
@@ -53,6 +56,7 @@ impl IndexPlan {
     pub fn is_noop(&self) -> bool {
         self.packs_from_headers == 0
             && self.packs_missing.is_empty()
+            && self.packs_kept_unreadable.is_empty()
             && self.index_files_damaged.is_empty()
             && self.index_files_replaced <= 1
     }
@@ -102,10 +106,10 @@ pub fn plan(repo: &Repository, read_all: bool, threads: usize, progress: &dyn Pr
     let in_data: HashSet<PackId> = data.iter().filter_map(|l| pack_of(&l.path)).collect();
     for l in data {
         let Some(pid) = pack_of(&l.path) else { continue };
-        match known.remove(&pid) {
+        match known.get(&pid) {
             Some(p) if !read_all && p.pack_size == l.size => {
                 plan.packs_from_index += 1;
-                out.push(p);
+                out.push(known.remove(&pid).expect("just found"));
             }
             _ => todo.push((pid, l)),
         }
@@ -114,7 +118,18 @@ pub fn plan(repo: &Repository, read_all: bool, threads: usize, progress: &dyn Pr
     let (read, unreadable) = read_headers(repo, todo, threads, progress);
     plan.packs_from_headers = read.len() as u64;
     out.extend(read);
-    plan.packs_unreadable = unreadable;
+    // A pack whose header does not open keeps the entries a readable index file had for it
+    // (they were authenticated when that file was read), so `repair packs` can still
+    // salvage its blobs; one no index file described is left out.
+    for (pid, why) in unreadable {
+        match known.remove(&pid) {
+            Some(p) => {
+                plan.packs_kept_unreadable.push(format!("{}: {why}", pack_path(&pid)));
+                out.push(p);
+            }
+            None => plan.packs_unreadable.push(format!("{}: {why}", pack_path(&pid))),
+        }
+    }
     let mut missing: Vec<String> =
         listed_anywhere.iter().filter(|p| !in_data.contains(p)).map(|p| pack_path(p).to_string()).collect();
     missing.sort();
@@ -132,13 +147,15 @@ fn pack_of(path: &str) -> Option<PackId> {
     (pack_path(&id) == path).then_some(id)
 }
 
-/// Reads the headers of `todo`, `threads` at a time: the packs described, and the ones not.
+/// Reads the headers of `todo`, `threads` at a time: the packs described, and the ones not
+/// (with why).
+#[allow(clippy::type_complexity)]
 fn read_headers(
     repo: &Repository,
     todo: Vec<(PackId, Listed)>,
     threads: usize,
     progress: &dyn Progress,
-) -> (Vec<IndexPack>, Vec<String>) {
+) -> (Vec<IndexPack>, Vec<(PackId, String)>) {
     let queue = Mutex::new(todo.into_iter());
     let out = Mutex::new((Vec::new(), Vec::new()));
     std::thread::scope(|s| {
@@ -152,14 +169,14 @@ fn read_headers(
                 let mut o = out.lock().expect("poisoned");
                 match header {
                     Ok(entries) => o.0.push(packs::index_pack(&pid, l.size, &entries)),
-                    Err(why) => o.1.push(format!("{}: {why}", l.path)),
+                    Err(why) => o.1.push((pid, why)),
                 }
             });
         }
     });
     let (mut read, mut bad) = out.into_inner().expect("poisoned");
     read.sort_by_key(|p: &IndexPack| p.pack_id);
-    bad.sort();
+    bad.sort_by_key(|(p, _)| *p);
     (read, bad)
 }
 

@@ -62,17 +62,26 @@ pub struct PacksOutcome {
     pub packs_retired: u64,
 }
 
-/// The packs damage records name that are live, or those given.
-fn damaged_packs(index: &MasterIndex, given: &[PackId]) -> Vec<PackId> {
+/// The live packs damage records name, and those whose size in `data/` differs from the
+/// index's (truncated); or those given.
+fn damaged_packs(index: &MasterIndex, sizes: &HashMap<PackId, u64>, given: &[PackId]) -> Vec<PackId> {
     if !given.is_empty() {
         return given.to_vec();
     }
+    let live = |p: &PackId| index.pack_pos(p).is_some_and(|pos| !index.pack(pos).obsolete);
     let mut v: Vec<PackId> = index
         .files
         .iter()
         .filter(|f| f.kind == IndexKind::Damaged)
         .flat_map(|f| f.packs.iter().copied())
-        .filter(|p| index.pack_pos(p).is_some_and(|pos| !index.pack(pos).obsolete))
+        .filter(live)
+        .chain(
+            index
+                .packs()
+                .iter()
+                .filter(|p| !p.obsolete && sizes.get(&p.id).is_some_and(|s| *s != p.size))
+                .map(|p| p.id),
+        )
         .collect();
     v.sort();
     v.dedup();
@@ -101,8 +110,17 @@ fn good_elsewhere(index: &MasterIndex, id: &BlobId, pack: u32) -> bool {
 /// Downloads each damaged pack and finds what reads; changes nothing.
 pub fn plan(repo: &Repository, given: &[PackId]) -> Result<PacksPlan> {
     let index = repo.load_index()?;
+    let sizes: HashMap<PackId, u64> = repo
+        .store()
+        .list("data")?
+        .into_iter()
+        .filter_map(|l| {
+            let id = l.path.rsplit('/').next().and_then(PackId::from_name)?;
+            (pack_path(&id) == l.path).then_some((id, l.size))
+        })
+        .collect();
     let mut plan = PacksPlan::default();
-    for pid in damaged_packs(&index, given) {
+    for pid in damaged_packs(&index, &sizes, given) {
         let Some(pos) = index.pack_pos(&pid) else {
             return Err(RepoError::Invalid(format!("{}: no index file lists this pack", pack_path(&pid))));
         };

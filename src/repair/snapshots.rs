@@ -72,6 +72,7 @@ pub struct SnapshotsOutcome {
 struct Walk<'a> {
     repo: &'a Repository,
     index: &'a MasterIndex,
+    /// Packs in `data/` with the size the index records for them.
     present: &'a HashSet<PackId>,
     chunk_ok: HashMap<BlobId, Option<String>>,
     /// Trees already looked at (shared subtrees are read once): old id -> new id, and the
@@ -89,12 +90,14 @@ impl Walk<'_> {
             return r.clone();
         }
         let i = self.index;
+        // Only a live copy in a pack that is there whole, and not recorded damaged, is taken
+        // on trust; any other copy (in a retired pack, say) must prove itself by reading.
         let trusted = |loc: &crate::repo::BlobLoc| {
             self.present.contains(&i.pack_id(loc.pack))
                 && !i.is_recorded_damaged(id, loc)
                 && loc.blob_type == BlobType::Data
         };
-        let r = if i.get_live(id).is_some_and(|l| trusted(&l)) || i.fallback_locations(id).iter().any(trusted) {
+        let r = if i.get_live(id).is_some_and(|l| trusted(&l)) {
             None
         } else if i.get(id).is_none() {
             Some(format!("chunk {} is in no index", id.short()))
@@ -201,14 +204,27 @@ pub fn plan(repo: &Repository, specs: &[String]) -> Result<SnapshotsPlan> {
         }
         v
     };
-    let index = repo.load_index()?;
+    let mut index = repo.load_index()?;
+    // Packs no index file lists may hold what a snapshot needs (an index file was lost):
+    // they are read from their own headers, so nothing they hold is taken for lost.
+    let before = index.recovered.len();
+    if index.is_whole() {
+        crate::repo::packs::enter_unlisted_packs(repo, &mut index)?;
+    }
+    let entered = index.recovered.len() - before;
+    if entered > 0 {
+        repo.warnings().warn(format!(
+            "{entered} packs no index file lists were read from their own headers (`coffer repair index` indexes them)"
+        ));
+    }
     let present: HashSet<PackId> = repo
         .store()
         .list("data")?
         .into_iter()
         .filter_map(|l| {
             let id = l.path.rsplit('/').next().and_then(PackId::from_name)?;
-            (pack_path(&id) == l.path).then_some(id)
+            let whole = index.pack_pos(&id).is_some_and(|p| index.pack(p).size == l.size);
+            (pack_path(&id) == l.path && whole).then_some(id)
         })
         .collect();
     let empty = tree::encode(&[]);

@@ -163,9 +163,11 @@ impl Finding {
             Finding::PackSize(p, s, want) => {
                 format!("{}: size {s} differs from the {want} the index recorded (truncated or damaged)", pack_path(p))
             }
-            Finding::ChunkMissing { snapshot, path, blob, recorded: false } => {
-                format!("snapshot {snapshot}: {path}: chunk {} is missing from the index", blob.short())
-            }
+            Finding::ChunkMissing { snapshot, path, blob, recorded: false } => format!(
+                "snapshot {snapshot}: {path}: chunk {} is missing from the index (`coffer repair index` finds it if its \
+                 pack is still there)",
+                blob.short()
+            ),
             Finding::ChunkMissing { snapshot, path, blob, recorded: true } => format!(
                 "snapshot {snapshot}: {path}: chunk {} is damaged (recorded: the next backup of the file stores it \
                  again)",
@@ -200,9 +202,10 @@ pub fn check(repo: &Repository, read: ReadData, readers: usize, progress: &dyn P
     let listed = packs_of(listing);
     let sessions = super::lock::list_sessions(repo)?;
     findings.extend(check_packs(&index, &listed));
-    classify_unindexed(&index, &listed, &sessions, &mut r);
+    let leftovers = classify_unindexed(&index, &listed, &sessions, &mut r);
     r.packs = index.packs().iter().filter(|p| !p.obsolete).count() as u64;
     findings.extend(check_snapshots(repo, &index, &snaps, &listed, &mut r)?);
+    findings.extend(needed_leftovers(repo, &index, &findings, &leftovers, &listed, &mut r));
     findings.extend(read_packs(repo, &index, read, readers, &listed, progress, &mut r));
     r.junk = find_junk(repo, &index)?;
     if findings.is_empty() {
@@ -253,7 +256,8 @@ fn classify_unindexed(
     listed: &HashMap<PackId, crate::storage::Listed>,
     sessions: &[super::lock::SessionInfo],
     r: &mut CheckReport,
-) {
+) -> Vec<PackId> {
+    let mut leftovers = Vec::new();
     // check writes nothing, so the storage's present is judged by the newest timestamp seen.
     let now = listed.values().map(|l| l.modified_ns).chain(sessions.iter().map(|s| s.renewed_ns)).max().unwrap_or(0);
     let live: Vec<_> = sessions.iter().filter(|s| s.is_live(now)).collect();
@@ -278,9 +282,54 @@ fn classify_unindexed(
             None => {
                 r.leftover_packs += 1;
                 r.leftover_bytes += l.size;
+                leftovers.push(*id);
             }
         }
     }
+    leftovers
+}
+
+/// Leftover packs that hold blobs snapshots need but no index file lists: an index file
+/// was lost, and they are not reclaimable. Their headers are read only when something is
+/// missing from the index.
+fn needed_leftovers(
+    repo: &Repository,
+    index: &MasterIndex,
+    findings: &[Finding],
+    leftovers: &[PackId],
+    listed: &HashMap<PackId, crate::storage::Listed>,
+    r: &mut CheckReport,
+) -> Vec<Finding> {
+    let missing: HashSet<BlobId> = findings
+        .iter()
+        .filter_map(|f| match f {
+            Finding::ChunkMissing { blob, recorded: false, .. } => Some(*blob),
+            Finding::Tree { tree, .. } if index.get(tree).is_none() => Some(*tree),
+            _ => None,
+        })
+        .collect();
+    let mut out = Vec::new();
+    if missing.is_empty() {
+        return out;
+    }
+    for pid in leftovers {
+        let l = &listed[pid];
+        let header = super::packs::read_header(repo, pid, l.size, |rg| {
+            repo.store().get_range(&l.path, rg).map(|b| b.to_vec()).map_err(|e| e.to_string())
+        });
+        let Ok(entries) = header else { continue };
+        let needed = entries.iter().filter(|e| missing.contains(&BlobId(e.id))).count();
+        if needed > 0 {
+            r.leftover_packs -= 1;
+            r.leftover_bytes -= l.size;
+            out.push(Finding::Other(format!(
+                "{}: no index file lists it, but snapshots need {needed} of its blobs (an index file was lost?): \
+                 `coffer repair index` indexes it again; it is not reclaimable",
+                l.path
+            )));
+        }
+    }
+    out
 }
 
 /// Looks at every finding again with a fresh index and listing: what a backup or prune

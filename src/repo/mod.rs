@@ -372,7 +372,12 @@ impl Repository {
     /// Reads, verifies and decodes one blob. The plaintext's keyed hash must equal `id`.
     /// A blob only obsolete packs hold is read from any of them that is still there.
     pub fn read_blob(&self, index: &MasterIndex, id: &BlobId) -> Result<Vec<u8>> {
-        let loc = index.get(id).ok_or_else(|| RepoError::damaged(format!("blob {id}"), "not in any index"))?;
+        let loc = index.get(id).ok_or_else(|| {
+            RepoError::damaged(
+                format!("blob {id}"),
+                "not in any index (if an index file was lost, `coffer repair index` rebuilds the index from the packs)",
+            )
+        })?;
         match self.read_blob_at(index, id, loc) {
             Err(e) if index.fallback_locations(id).len() > 1 => {
                 for other in index.fallback_locations(id).iter().skip(1) {

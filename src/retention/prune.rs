@@ -369,6 +369,17 @@ pub fn plan(repo: &Repository, me: &Session, opts: &PruneOptions, progress: &dyn
         index = fresh;
         complete_listing(repo, &index, &mut data)?;
     }
+    // A blob a snapshot needs that no index file lists means an index file was lost (the
+    // packs it listed would pass for leftovers): nothing is decided then.
+    let unlisted: Vec<&BlobId> = used.iter().filter(|b| index.get(b).is_none()).collect();
+    if let Some(b) = unlisted.first() {
+        return Err(RepoError::Invalid(format!(
+            "snapshots need {} blobs that no index file lists (blob {b}, ...): an index file may be lost, and the \
+             packs it listed would be taken for leftovers; prune stops (`coffer repair index` rebuilds the index \
+             from the packs)",
+            unlisted.len()
+        )));
+    }
 
     // Which live pack each used blob is read from, and how much of each pack is used.
     let mut usage: HashMap<u32, Usage> = HashMap::new();
@@ -905,6 +916,10 @@ fn delete_marked_now(
     let mut newly_used = HashSet::new();
     let fresh = mark_used(repo, &index, &new_roots, &mut plan.seen_snapshots, &mut plan.seen_trees, &mut newly_used)?;
     let index = fresh.unwrap_or(index);
+    // A blob a new snapshot needs that no index file lists: nothing is deleted now.
+    if newly_used.iter().any(|b| index.get(b).is_none()) {
+        return Ok((0, 0));
+    }
     // A blob a new snapshot needs that no live pack holds keeps every obsolete pack that
     // has a copy (by the fresh index: a leftover has no entries in the record, but a backup
     // may have adopted it meanwhile): the next prune copies the blob first.

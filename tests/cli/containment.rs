@@ -426,3 +426,46 @@ fn forget_and_tag_by_this_client_are_not_taken_for_a_rollback() {
     assert!(!r.stderr.contains("back in time"), "{}", r.stderr);
     assert_eq!(seqs(&env), vec![1, 3], "sequence number 2 is not handed out again");
 }
+
+#[test]
+fn destructive_commands_refuse_while_the_repository_went_back_in_time() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), noise(1, 10_000)).unwrap();
+    env.backup(&[&src], &[]);
+    let old = env.path("old");
+    for d in ["snapshots", "index"] {
+        copy_tree(&env.repo.join(d), &old.join(d));
+    }
+    std::fs::write(src.join("b"), noise(2, 10_000)).unwrap();
+    env.backup(&[&src], &[]);
+    for d in ["snapshots", "index"] {
+        std::fs::remove_dir_all(env.repo.join(d)).unwrap();
+        copy_tree(&old.join(d), &env.repo.join(d));
+    }
+    let before = env.repo_files();
+    for args in
+        [&["prune"][..], &["forget", "--keep-last", "1"], &["tag", "--add", "x", "latest"], &["repair", "index"]]
+    {
+        let r = env.run(args);
+        assert_eq!(r.code, 1, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains("--accept-rollback"), "{args:?}: {}", r.stderr);
+    }
+    let after: Vec<_> = env.repo_files().into_keys().filter(|k| !k.starts_with("locks")).collect();
+    assert_eq!(after, before.into_keys().filter(|k| !k.starts_with("locks")).collect::<Vec<_>>(), "nothing changed");
+    let r = env.run(&["find", "a"]);
+    assert!(r.stderr.contains("back in time"), "find warns too: {}", r.stderr);
+    env.ok(&["prune", "--accept-rollback"]);
+    env.ok(&["snapshots"]);
+}
+
+#[test]
+fn forget_prune_with_a_damaged_index_forgets_nothing() {
+    let (env, _a, _b, _sa, _sb) = two_snapshots();
+    rewrite(&first_index(&env), |v| v[30] ^= 1);
+    let r = env.run(&["forget", "--keep-last", "1", "--prune"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("nothing was forgotten"), "{}", r.stderr);
+    assert_eq!(env.ok(&["snapshots", "--json"]).json().as_array().unwrap().len(), 2);
+}

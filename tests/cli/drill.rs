@@ -217,3 +217,25 @@ fn drills_and_the_runbook_work_on_s3() {
     let h = env.ok(&["drill", "history", "--json"]).json();
     assert_eq!(h.as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn a_tiny_sample_still_restores_something_and_an_unreadable_snapshot_covers_nothing() {
+    let env = Env::new();
+    let src = tree(&env);
+    env.backup(&[&src], &[]);
+    let j = env.ok(&["drill", "--sample", "0.001%", "--json", "--rto", "1h"]).json();
+    assert!(j["files_checked"].as_u64().unwrap() >= 1, "an empty part is skipped: {j}");
+    assert_eq!(j["objectives"]["rto"]["met"], true);
+    // An unwritable report is refused before the drill runs (and records nothing).
+    let n = env.ok(&["drill", "history", "--json"]).json().as_array().unwrap().len();
+    let r = env.run(&["drill", "--report", "/nonexistent/dir/r.md"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(env.ok(&["drill", "history", "--json"]).json().as_array().unwrap().len(), n);
+    // Every pack gone: nothing is proven.
+    for p in env.packs() {
+        std::fs::remove_file(p).unwrap();
+    }
+    let r = env.run(&["drill", "--full", "--json"]);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert_eq!(r.json()["coverage"], 0.0);
+}

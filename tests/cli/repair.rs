@@ -215,3 +215,55 @@ fn repairs_killed_at_any_moment_finish_on_the_next_run() {
     assert_eq!(differ.len(), 1, "only the file with the damaged blob is lost: {differ:?}");
     assert_eq!(same.len(), 9);
 }
+
+/// A lost index file (deleted, not damaged) loses nothing: `check` says what is wrong and
+/// calls no needed pack reclaimable, prune refuses, `repair snapshots` replaces nothing, and
+/// `repair index` puts it back.
+#[test]
+fn a_lost_index_file_loses_nothing() {
+    let (env, src) = ten_files();
+    std::fs::write(src.join("more"), noise(5, 300_000)).unwrap();
+    env.backup(&[&src], &[]);
+    let index = objects(&env, "index");
+    let newest = index.iter().max_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap()).unwrap();
+    std::fs::remove_file(newest).unwrap();
+    let r = env.run(&["check", "--json"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let j = r.json();
+    let errors: Vec<&str> = j["errors"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+    assert!(errors.iter().any(|e| e.contains("repair index") && e.contains("not reclaimable")), "{errors:?}");
+    assert_eq!(j["leftover_packs"], 0, "{j}");
+    let before = env.repo_files();
+    let r = env.run(&["prune"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("repair index"), "{}", r.stderr);
+    assert_eq!(env.repo_files(), before, "prune deleted nothing");
+    let r = env.ok(&["repair", "snapshots", "--json"]);
+    assert!(r.json()["plan"]["repairs"].as_array().unwrap().is_empty(), "nothing is lost: {}", r.stdout);
+    env.ok(&["repair", "index"]);
+    env.assert_clean();
+    env.assert_restores(&src, "out");
+}
+
+/// A truncated pack keeps its index entries through `repair index`, so `repair packs` still
+/// salvages what it holds.
+#[test]
+fn a_truncated_pack_survives_repair_index_for_repair_packs() {
+    let (env, src) = ten_files();
+    let pack = data_pack(&env);
+    let len = std::fs::metadata(&pack).unwrap().len();
+    rewrite(&pack, |v| v.truncate((len / 2) as usize));
+    let r = env.ok(&["repair", "index", "--json"]);
+    assert_eq!(r.json()["plan"]["packs_kept_unreadable"].as_array().unwrap().len(), 1, "{}", r.stdout);
+    let r = env.ok(&["repair", "packs", "--json"]);
+    let plan = &r.json()["plan"]["packs"][0];
+    assert_eq!(plan["header_ok"], false, "{plan}");
+    assert!(plan["blobs_salvaged"].as_u64().unwrap() >= 1, "the blobs before the cut are salvaged: {plan}");
+    env.ok(&["repair", "snapshots", "--forget"]);
+    env.ok(&["prune", "--max-unused", "0"]);
+    env.assert_clean();
+    let (r, out) = restore_latest(&env, &src, "out");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (same, _) = compare(&src, &out);
+    assert!(same.len() >= 9, "at most the file cut in half is lost: {same:?}");
+}
