@@ -276,6 +276,7 @@ fn mark_used(
     used: &mut HashSet<BlobId>,
 ) -> Result<Option<MasterIndex>> {
     let mut fresh: Option<MasterIndex> = None;
+    let mut reloads = 0;
     for (sid, root) in snapshots {
         if !seen_snapshots.insert(*sid) {
             continue;
@@ -286,14 +287,25 @@ fn mark_used(
                 continue;
             }
             used.insert(t);
-            let nodes = match (index.get(&t), &fresh) {
-                (None, None) => {
+            // The newest index read so far; a tree it does not know, or places where it is no
+            // longer (a writer copied it meanwhile, a rescue, and a prune retired the old
+            // copy), is looked up in a fresh one, a few times at most.
+            let mut nodes = {
+                if fresh.is_none() && index.get(&t).is_none() {
                     fresh = Some(whole_index(repo)?);
-                    repo.load_tree(fresh.as_ref().expect("just set"), &t)
                 }
-                (None, Some(f)) => repo.load_tree(f, &t),
-                (Some(_), _) => repo.load_tree(index, &t),
+                repo.load_tree(fresh.as_ref().unwrap_or(index), &t)
             };
+            for _ in 0..3 {
+                match &nodes {
+                    Err(e) if e.is_damage() && reloads < 8 => {
+                        reloads += 1;
+                        fresh = Some(whole_index(repo)?);
+                        nodes = repo.load_tree(fresh.as_ref().expect("just set"), &t);
+                    }
+                    _ => break,
+                }
+            }
             let nodes = nodes.map_err(|e| {
                 RepoError::Invalid(format!("snapshot {}: {e}; prune stops (run `coffer check`)", sid.short()))
             })?;
