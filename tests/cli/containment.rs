@@ -225,7 +225,7 @@ fn trees_whose_nodes_do_not_fit_their_kind_are_refused() {
 }
 
 /// The largest pack that holds no tree (without it, every tree still reads).
-fn data_pack(env: &Env) -> PathBuf {
+pub fn data_pack(env: &Env) -> PathBuf {
     let mut packs = env.packs();
     packs.sort_by_key(|p| std::cmp::Reverse(std::fs::metadata(p).unwrap().len()));
     let aside = env.path("aside");

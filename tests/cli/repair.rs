@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::containment::{objects, rewrite};
+use crate::containment::{data_pack, objects, rewrite};
 use crate::support::*;
 
 /// Ten files of 500 kB in packs of 1 MiB (so there are several packs).
@@ -16,22 +16,6 @@ fn ten_files() -> (Env, PathBuf) {
     }
     env.backup(&[&src], &[]);
     (env, src)
-}
-
-/// The largest pack without trees (without it, every tree still reads).
-fn data_pack(env: &Env) -> PathBuf {
-    let mut packs = env.packs();
-    packs.sort_by_key(|p| std::cmp::Reverse(std::fs::metadata(p).unwrap().len()));
-    let aside = env.path("aside");
-    for p in packs {
-        std::fs::rename(&p, &aside).unwrap();
-        let ok = env.run(&["ls", "latest"]).code == 0;
-        std::fs::rename(&aside, &p).unwrap();
-        if ok {
-            return p;
-        }
-    }
-    panic!("no pack without trees");
 }
 
 /// Files of `src` that restore from `out` exactly, and those that do not.

@@ -135,9 +135,11 @@ impl Env {
     pub fn repo_files(&self) -> BTreeMap<PathBuf, u64> {
         let mut out = BTreeMap::new();
         fn walk(d: &Path, base: &Path, out: &mut BTreeMap<PathBuf, u64>) {
-            for e in std::fs::read_dir(d).unwrap() {
-                let e = e.unwrap();
-                let m = e.metadata().unwrap();
+            // A running command's temporary files may vanish between listing and stat.
+            let Ok(entries) = std::fs::read_dir(d) else { return };
+            for e in entries {
+                let Ok(e) = e else { continue };
+                let Ok(m) = e.metadata() else { continue };
                 if m.is_dir() {
                     walk(&e.path(), base, out);
                 } else {
