@@ -21,6 +21,13 @@ pub fn repair(g: &Global, c: RepairCommand) -> Result<ExitCode> {
     }
 }
 
+/// Reads the snapshots (which compares them with this client's marks) and refuses while the
+/// repository went back in time.
+fn refuse_if_rolled_back(g: &Global, repo: &crate::repo::Repository) -> Result<()> {
+    repo.load_snapshots_all()?;
+    super::commands::refuse_on_rollback(g, repo)
+}
+
 /// Prints `{"dry_run", "plan", "outcome"}`.
 fn report(dry_run: bool, plan: serde_json::Value, outcome: Option<serde_json::Value>) -> Result<()> {
     print_json(&json!({ "dry_run": dry_run, "plan": plan, "outcome": outcome }))
@@ -32,19 +39,10 @@ fn index(g: &Global, a: RepairIndexArgs) -> Result<ExitCode> {
     let prog = progress(g, "repair index");
     let plan = repair::index::plan(&repo, a.read_all_packs, threads(g).max(4), prog.as_ref());
     prog.finish();
-    let plan = match plan {
-        Ok(p) => p,
-        Err(e) => {
-            session.end();
-            return Err(e.into());
-        }
-    };
+    // The session ends when it is dropped, on an early return too.
+    let plan = plan?;
     if !a.dry_run {
-        repo.load_snapshots_all()?;
-        if let Err(e) = super::commands::refuse_on_rollback(g, &repo) {
-            session.end();
-            return Err(e);
-        }
+        refuse_if_rolled_back(g, &repo)?;
     }
     let plan_json = serde_json::to_value(&plan)?;
     if !g.json && !g.quiet {
@@ -147,19 +145,9 @@ fn packs(g: &Global, a: RepairPacksArgs) -> Result<ExitCode> {
         .collect::<Result<_>>()?;
     let repo = Arc::new(open(g)?);
     let (session, _) = prune::start_exclusive(&repo, "repair packs")?;
-    let plan = match repair::packs::plan(&repo, &given) {
-        Ok(p) => p,
-        Err(e) => {
-            session.end();
-            return Err(e.into());
-        }
-    };
+    let plan = repair::packs::plan(&repo, &given)?;
     if !a.dry_run {
-        repo.load_snapshots_all()?;
-        if let Err(e) = super::commands::refuse_on_rollback(g, &repo) {
-            session.end();
-            return Err(e);
-        }
+        refuse_if_rolled_back(g, &repo)?;
     }
     let plan_json = serde_json::to_value(&plan)?;
     if !g.json && !g.quiet {

@@ -341,14 +341,13 @@ fn seqs(env: &Env) -> Vec<u64> {
     j.as_array().unwrap().iter().map(|s| s["seq"].as_u64().unwrap()).collect()
 }
 
-#[test]
-fn a_repository_put_back_to_an_older_copy_is_noticed_and_backup_waits_for_the_operator() {
+/// Two backups, then `snapshots/` and `index/` put back to the copy taken after the first.
+fn rolled_back() -> (Env, PathBuf) {
     let env = Env::new();
     let src = env.path("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("a"), noise(1, 10_000)).unwrap();
     env.backup(&[&src], &[]);
-    // An old copy of snapshots/ and index/, taken after the first backup.
     let old = env.path("old");
     for d in ["snapshots", "index"] {
         copy_tree(&env.repo.join(d), &old.join(d));
@@ -360,6 +359,12 @@ fn a_repository_put_back_to_an_older_copy_is_noticed_and_backup_waits_for_the_op
         std::fs::remove_dir_all(env.repo.join(d)).unwrap();
         copy_tree(&old.join(d), &env.repo.join(d));
     }
+    (env, src)
+}
+
+#[test]
+fn a_repository_put_back_to_an_older_copy_is_noticed_and_backup_waits_for_the_operator() {
+    let (env, src) = rolled_back();
     // Every command says so.
     for args in [&["snapshots"][..], &["check"], &["ls", "latest"], &["stats"]] {
         let r = env.run(args);
@@ -429,21 +434,7 @@ fn forget_and_tag_by_this_client_are_not_taken_for_a_rollback() {
 
 #[test]
 fn destructive_commands_refuse_while_the_repository_went_back_in_time() {
-    let env = Env::new();
-    let src = env.path("src");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("a"), noise(1, 10_000)).unwrap();
-    env.backup(&[&src], &[]);
-    let old = env.path("old");
-    for d in ["snapshots", "index"] {
-        copy_tree(&env.repo.join(d), &old.join(d));
-    }
-    std::fs::write(src.join("b"), noise(2, 10_000)).unwrap();
-    env.backup(&[&src], &[]);
-    for d in ["snapshots", "index"] {
-        std::fs::remove_dir_all(env.repo.join(d)).unwrap();
-        copy_tree(&old.join(d), &env.repo.join(d));
-    }
+    let (env, _src) = rolled_back();
     let before = env.repo_files();
     for args in
         [&["prune"][..], &["forget", "--keep-last", "1"], &["tag", "--add", "x", "latest"], &["repair", "index"]]
