@@ -97,6 +97,22 @@ id_type!(
     /// Names a drill record under `drills/`: random.
     DrillId
 );
+id_type!(
+    /// Names a policy document under `policy/`: random.
+    PolicyId
+);
+id_type!(
+    /// Names a hold record (a hold or a release) under `holds/`: random.
+    HoldId
+);
+id_type!(
+    /// Names an audit entry under `audit/`: random.
+    AuditId
+);
+id_type!(
+    /// Names an erasure record under `erasures/`: random.
+    ErasureId
+);
 
 #[cfg(test)]
 mod tests {

@@ -127,6 +127,121 @@ pub enum Command {
         #[command(subcommand)]
         command: RepairCommand,
     },
+    /// The retention policy and recovery objectives stored in the repository
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Legal holds: snapshots nothing removes until the hold is released
+    Hold {
+        #[command(subcommand)]
+        command: HoldCommand,
+    },
+    /// The audit trail of destructive and administrative operations (`--verify` checks it)
+    Audit(AuditArgs),
+    /// Write new snapshots without the paths matching --exclude (erasure requests)
+    Rewrite(RewriteArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Store the rules of a scope (a host, a tag, both, or the repository default)
+    Set(Box<PolicySetArgs>),
+    /// Show the stored policy
+    Show,
+}
+
+#[derive(Args, Debug)]
+pub struct PolicySetArgs {
+    /// The rules are for this host's snapshots
+    #[arg(long)]
+    pub host: Option<String>,
+    /// The rules are for snapshots with this tag
+    #[arg(long)]
+    pub tag: Option<String>,
+    #[command(flatten)]
+    pub keep: KeepArgs,
+    /// No snapshot is removed before it has been stored this long (`1y2m3d4h`; 0 to clear)
+    #[arg(long, value_name = "DURATION", value_parser = duration_or_zero)]
+    pub min_retention: Option<crate::retention::policy::Duration>,
+    /// The recovery time objective drills check (e.g. 4h; 0 to clear)
+    #[arg(long, value_name = "DURATION")]
+    pub rto: Option<String>,
+    /// The recovery point objective drills check (e.g. 1d; 0 to clear)
+    #[arg(long, value_name = "DURATION")]
+    pub rpo: Option<String>,
+    /// Remove this scope's rules altogether
+    #[arg(long, conflicts_with_all = ["min_retention", "rto", "rpo"])]
+    pub clear: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HoldCommand {
+    /// Put snapshots under a legal hold
+    Add(HoldAddArgs),
+    /// Release a hold
+    Release(HoldReleaseArgs),
+    /// List the holds in force (--all: released ones too)
+    List(HoldListArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct HoldAddArgs {
+    /// Snapshots to hold (`latest`, ids or prefixes)
+    #[arg(required = true)]
+    pub snapshots: Vec<String>,
+    /// Why (a case number, a ticket): kept with the hold and in the audit trail
+    #[arg(long, required = true)]
+    pub reason: String,
+}
+
+#[derive(Args, Debug)]
+pub struct HoldReleaseArgs {
+    /// The hold to release (its id or a prefix)
+    pub hold: String,
+    /// Why it is released
+    #[arg(long, required = true)]
+    pub reason: String,
+}
+
+#[derive(Args, Debug)]
+pub struct HoldListArgs {
+    /// Released holds too
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    /// Only entries written at or after this time (`2026-11-01`, `3d` ago, ...)
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Check the whole hash chain: exit 1 naming the first entry removed, reordered, altered or forked
+    #[arg(long)]
+    pub verify: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RewriteArgs {
+    /// Snapshots to rewrite (`latest`, ids or prefixes; default: all that match the filters)
+    pub snapshots: Vec<String>,
+    /// Leave out paths matching PATTERN (backup's --exclude syntax; repeatable)
+    #[arg(long, short = 'e', value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// Read patterns from FILE (one per line; repeatable)
+    #[arg(long, value_name = "FILE")]
+    pub exclude_file: Vec<std::path::PathBuf>,
+    /// Remove the original snapshots once rewritten (where no hold, minimum retention or lock keeps them)
+    #[arg(long)]
+    pub forget: bool,
+    /// Why (a request number): kept in the erasure ledger and the audit trail
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Show what would be rewritten; change nothing
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
 }
 
 #[derive(Args, Debug)]
@@ -217,10 +332,17 @@ fn duration(s: &str) -> Result<crate::retention::policy::Duration, String> {
     crate::retention::policy::Duration::parse(s)
 }
 
-#[derive(Args, Debug)]
-pub struct ForgetArgs {
-    /// Remove exactly these snapshots (`latest`, ids or prefixes) instead of applying a policy
-    pub snapshots: Vec<String>,
+/// As [`duration`], and `0` for none.
+fn duration_or_zero(s: &str) -> Result<crate::retention::policy::Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Default::default());
+    }
+    duration(s)
+}
+
+/// forget's `--keep-*` rules (also what `policy set` stores).
+#[derive(Args, Debug, Clone, Default)]
+pub struct KeepArgs {
     /// Keep the last N snapshots (N, -1 or `unlimited`)
     #[arg(long, short = 'l', value_name = "N", allow_hyphen_values = true, value_parser = count)]
     pub keep_last: Option<crate::retention::policy::Count>,
@@ -260,6 +382,14 @@ pub struct ForgetArgs {
     /// Keep snapshots that have all of these tags (repeatable: any of the lists)
     #[arg(long = "keep-tag", value_name = "T[,T...]")]
     pub keep_tags: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// Remove exactly these snapshots (`latest`, ids or prefixes) instead of applying a policy
+    pub snapshots: Vec<String>,
+    #[command(flatten)]
+    pub keep: KeepArgs,
     /// Group snapshots by these fields (host, paths, tags); an empty value means one group
     #[arg(long, default_value = "host,paths", value_name = "FIELDS")]
     pub group_by: String,
@@ -454,6 +584,9 @@ pub struct RestoreArgs {
     /// Read every restored file back and check it
     #[arg(long)]
     pub verify: bool,
+    /// Leave out the paths erasures (`rewrite`) removed from newer snapshots (warned about otherwise)
+    #[arg(long)]
+    pub apply_erasures: bool,
     #[command(flatten)]
     pub filter: FilterArgs,
 }

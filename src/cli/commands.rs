@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::args::*;
 use super::exit::ExitCode;
-use super::{drill, history, password, progress, repair, retention};
+use super::{drill, governance, history, password, progress, repair, retention, rewrite};
 use crate::backup::{self, BackupOptions};
 use crate::format::keyfile::KdfParams;
 use crate::format::snapshot::Snapshot;
@@ -46,6 +46,10 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Unlock(a) => retention::unlock(&g, a),
         Command::Repair { command } => repair::repair(&g, command),
         Command::Drill(a) => drill::drill(&g, a),
+        Command::Policy { command } => governance::policy(&g, command),
+        Command::Hold { command } => governance::hold(&g, command),
+        Command::Audit(a) => governance::audit_cmd(&g, a),
+        Command::Rewrite(a) => rewrite::rewrite(&g, a),
     }
 }
 
@@ -192,6 +196,14 @@ fn init(g: &Global, a: InitArgs) -> Result<ExitCode> {
         ..Default::default()
     };
     let repo = Repository::init(store, &pw, &opts)?;
+    // The audit trail starts with the repository.
+    repo.append_audit(&crate::repo::audit::Record {
+        command: "init".into(),
+        args: std::env::args().skip(1).collect(),
+        exit_code: 0,
+        plan: String::new(),
+        outcome: json!({ "repository_id": repo.id().to_hex() }).to_string(),
+    })?;
     if g.json {
         print_json(&json!({ "repository_id": repo.id().to_hex(), "location": repo.store().location() }))?;
     } else {
@@ -547,10 +559,29 @@ fn restore(g: &Global, a: RestoreArgs) -> Result<ExitCode> {
     };
     let index = Arc::new(repo.load_index()?);
     let start = restore::find_node(&repo, &index, &snap, &sub_bytes)?;
+    let mut excludes = a.excludes.clone();
+    let (erased_patterns, erased) =
+        crate::retention::rewrite::erased_paths(&repo, &index, crate::id::BlobId(snap.tree), snap.time_ns)?;
+    if !erased.is_empty() {
+        let shown: Vec<&str> = erased.iter().take(5).map(String::as_str).collect();
+        let more = if erased.len() > 5 { format!(" and {} more", erased.len() - 5) } else { String::new() };
+        if a.apply_erasures {
+            excludes.extend(erased_patterns);
+            eprintln!("note: leaving out {} erased paths: {}{more}", erased.len(), shown.join(", "));
+        } else {
+            eprintln!(
+                "warning: snapshot {} still holds {} paths erased since it was taken (kept by a hold, the minimum \
+                 retention or a lock): {}{more}; --apply-erasures leaves them out",
+                id.short(),
+                erased.len(),
+                shown.join(", ")
+            );
+        }
+    }
     let opts = RestoreOptions {
         target: a.target.clone(),
         include: Patterns::new(&a.includes).map_err(|e| anyhow!("bad include pattern: {e}"))?,
-        exclude: Patterns::new(&a.excludes).map_err(|e| anyhow!("bad exclude pattern: {e}"))?,
+        exclude: Patterns::new(&excludes).map_err(|e| anyhow!("bad exclude pattern: {e}"))?,
         verify: a.verify,
         // Restoring waits on file creation and writes (and remote reads) as much as on the
         // CPU: twice the cores, or more for a remote repository.
@@ -749,30 +780,44 @@ fn key(g: &Global, cmd: KeyCommand) -> Result<ExitCode> {
         }
         KeyCommand::Add(a) => {
             let pw = new_password(&a)?;
-            let id = repo.add_key(&pw, kdf(&a.kdf))?;
-            if g.json {
-                print_json(&json!({ "id": id.to_hex() }))?;
-            } else {
-                println!("{id}");
-                eprintln!("added key {}", id.short());
-            }
+            return governance::audited(&repo, "key add", |note| {
+                let id = repo.add_key(&pw, kdf(&a.kdf))?;
+                note.outcome = Some(json!({ "key": id.to_hex() }));
+                if g.json {
+                    print_json(&json!({ "id": id.to_hex() }))?;
+                } else {
+                    println!("{id}");
+                    eprintln!("added key {}", id.short());
+                }
+                Ok(ExitCode::Ok)
+            });
         }
         KeyCommand::Remove { id } => {
-            let removed = repo.remove_key(&id)?;
-            if g.json {
-                print_json(&json!({ "removed": removed.to_hex() }))?;
-            } else {
-                eprintln!("removed key {}", removed.short());
-            }
+            return governance::audited(&repo, "key remove", |note| {
+                let removed = repo.remove_key(&id)?;
+                note.outcome = Some(json!({ "removed": removed.to_hex() }));
+                if g.json {
+                    print_json(&json!({ "removed": removed.to_hex() }))?;
+                } else {
+                    eprintln!("removed key {}", removed.short());
+                }
+                Ok(ExitCode::Ok)
+            });
         }
         KeyCommand::Passwd(a) => {
             let pw = new_password(&a)?;
-            let id = repo.change_password(&pw, kdf(&a.kdf))?;
-            if g.json {
-                print_json(&json!({ "id": id.to_hex() }))?;
-            } else {
-                eprintln!("password changed (new key {})", id.short());
-            }
+            let old = repo.key_id();
+            let changed = repo.change_password(&pw, kdf(&a.kdf));
+            return governance::audited(&repo, "key passwd", |note| {
+                let id = changed?;
+                note.outcome = Some(json!({ "old_key": old.to_hex(), "new_key": id.to_hex() }));
+                if g.json {
+                    print_json(&json!({ "id": id.to_hex() }))?;
+                } else {
+                    eprintln!("password changed (new key {})", id.short());
+                }
+                Ok(ExitCode::Ok)
+            });
         }
     }
     Ok(ExitCode::Ok)

@@ -72,10 +72,38 @@ pub fn drill(g: &Global, a: DrillArgs) -> Result<ExitCode> {
     if chosen.is_empty() {
         bail!("no snapshot to drill (the repository has none{})", if a.host.is_empty() { "" } else { " of that host" });
     }
+    // Objectives not given on the command line come from the stored policy.
+    let gov = crate::retention::governance::Governance::load(&repo, 0)?;
     let index = Arc::new(repo.load_index()?);
     let several = chosen.len() > 1;
+    super::governance::audited(&repo, "drill", |note| {
+        note.plan =
+            Some(serde_json::json!({ "snapshots": chosen.iter().map(|(id, _)| id.to_hex()).collect::<Vec<_>>() }));
+        let code =
+            run_chosen(g, &a, &repo, &index, &chosen, &all, sample, (rto_secs, rpo_secs), &gov, report_kind, several)?;
+        note.outcome = Some(serde_json::json!({ "exit_code": code as i32 }));
+        Ok(code)
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_chosen(
+    g: &Global,
+    a: &DrillArgs,
+    repo: &Arc<crate::repo::Repository>,
+    index: &Arc<crate::repo::MasterIndex>,
+    chosen: &[(crate::id::SnapshotId, crate::format::snapshot::Snapshot)],
+    all: &[(crate::id::SnapshotId, crate::format::snapshot::Snapshot)],
+    sample: Sample,
+    (rto_given, rpo_given): (Option<u64>, Option<u64>),
+    gov: &crate::retention::governance::Governance,
+    report_kind: Option<bool>,
+    several: bool,
+) -> Result<ExitCode> {
     let mut results = Vec::new();
-    for (id, snap) in &chosen {
+    for (id, snap) in chosen {
+        let (rto_stored, rpo_stored) = gov.objectives(&snap.host, &snap.tags);
+        let (rto_secs, rpo_secs) = (rto_given.or(rto_stored), rpo_given.or(rpo_stored));
         let target =
             a.target
                 .as_ref()
@@ -83,7 +111,7 @@ pub fn drill(g: &Global, a: DrillArgs) -> Result<ExitCode> {
         let opts =
             DrillOptions { sample, target, compare_source: a.compare_source, rto_secs, rpo_secs, threads: threads(g) };
         let prog = progress(g, "drill");
-        let r = drill::run(&repo, &index, *id, snap, &all, &opts, prog.clone());
+        let r = drill::run(repo, index, *id, snap, all, &opts, prog.clone());
         prog.finish();
         results.push(r?);
     }

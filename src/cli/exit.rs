@@ -19,6 +19,8 @@ pub enum ExitCode {
     RepoNotFound = 10,
     LockFailed = 11,
     WrongPassword = 12,
+    /// Refused: a snapshot it would remove is under a legal hold or the minimum retention.
+    Protected = 13,
     Interrupted = 130,
 }
 
@@ -27,6 +29,7 @@ fn repo_code(e: &RepoError) -> ExitCode {
         RepoError::NotFound(_) => ExitCode::RepoNotFound,
         RepoError::WrongPassword => ExitCode::WrongPassword,
         RepoError::Locked(_) => ExitCode::LockFailed,
+        RepoError::Protected(_) => ExitCode::Protected,
         _ => ExitCode::Error,
     }
 }

@@ -9,11 +9,13 @@ mod args;
 mod commands;
 mod drill;
 mod exit;
+mod governance;
 mod history;
 mod password;
 mod progress;
 mod repair;
 mod retention;
+mod rewrite;
 
 use std::io::IsTerminal;
 

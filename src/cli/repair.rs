@@ -8,16 +8,28 @@ use serde_json::json;
 use super::args::*;
 use super::commands::{open, print_json, progress, threads};
 use super::exit::ExitCode;
+use super::governance::{audited, session_now, Note};
 use crate::id::PackId;
 use crate::repair;
 use crate::repo::lock::Session;
 use crate::retention::prune;
 
 pub fn repair(g: &Global, c: RepairCommand) -> Result<ExitCode> {
-    match c {
-        RepairCommand::Index(a) => index(g, a),
-        RepairCommand::Snapshots(a) => snapshots(g, a),
-        RepairCommand::Packs(a) => packs(g, a),
+    let repo = Arc::new(open(g)?);
+    let (name, dry_run) = match &c {
+        RepairCommand::Index(a) => ("repair index", a.dry_run),
+        RepairCommand::Snapshots(a) => ("repair snapshots", a.dry_run),
+        RepairCommand::Packs(a) => ("repair packs", a.dry_run),
+    };
+    let run = |note: &mut Note| match c {
+        RepairCommand::Index(a) => index(g, &repo, a, note),
+        RepairCommand::Snapshots(a) => snapshots(g, &repo, a, note),
+        RepairCommand::Packs(a) => packs(g, &repo, a, note),
+    };
+    if dry_run {
+        run(&mut Note::default())
+    } else {
+        audited(&repo, name, run)
     }
 }
 
@@ -33,16 +45,16 @@ fn report(dry_run: bool, plan: serde_json::Value, outcome: Option<serde_json::Va
     print_json(&json!({ "dry_run": dry_run, "plan": plan, "outcome": outcome }))
 }
 
-fn index(g: &Global, a: RepairIndexArgs) -> Result<ExitCode> {
-    let repo = open(g)?;
-    let (session, _) = prune::start_exclusive(&repo, "repair index")?;
+fn index(g: &Global, repo: &Arc<crate::repo::Repository>, a: RepairIndexArgs, note: &mut Note) -> Result<ExitCode> {
+    let repo = repo.as_ref();
+    let (session, _) = prune::start_exclusive(repo, "repair index")?;
     let prog = progress(g, "repair index");
-    let plan = repair::index::plan(&repo, a.read_all_packs, threads(g).max(4), prog.as_ref());
+    let plan = repair::index::plan(repo, a.read_all_packs, threads(g).max(4), prog.as_ref());
     prog.finish();
     // The session ends when it is dropped, on an early return too.
     let plan = plan?;
     if !a.dry_run {
-        refuse_if_rolled_back(g, &repo)?;
+        refuse_if_rolled_back(g, repo)?;
     }
     let plan_json = serde_json::to_value(&plan)?;
     if !g.json && !g.quiet {
@@ -77,9 +89,11 @@ fn index(g: &Global, a: RepairIndexArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::Ok);
     }
-    let out = repair::index::execute(&repo, plan);
+    note.plan = Some(plan_json.clone());
+    let out = repair::index::execute(repo, plan);
     session.end();
     let out = out?;
+    note.outcome = Some(serde_json::to_value(&out)?);
     if g.json {
         report(false, plan_json, Some(serde_json::to_value(&out)?))?;
     } else if !g.quiet {
@@ -92,16 +106,20 @@ fn index(g: &Global, a: RepairIndexArgs) -> Result<ExitCode> {
     Ok(ExitCode::Ok)
 }
 
-fn snapshots(g: &Global, a: RepairSnapshotsArgs) -> Result<ExitCode> {
-    let repo = Arc::new(open(g)?);
+fn snapshots(
+    g: &Global,
+    repo: &Arc<crate::repo::Repository>,
+    a: RepairSnapshotsArgs,
+    note: &mut Note,
+) -> Result<ExitCode> {
     let session = if a.dry_run {
         None
     } else {
-        Some(Session::start(&repo, crate::format::lock::LockKind::Writer, "repair snapshots")?)
+        Some(Session::start(repo, crate::format::lock::LockKind::Writer, "repair snapshots")?)
     };
-    let plan = repair::snapshots::plan(&repo, &a.snapshots)?;
+    let plan = repair::snapshots::plan(repo, &a.snapshots)?;
     if !a.dry_run {
-        super::commands::refuse_on_rollback(g, &repo)?;
+        super::commands::refuse_on_rollback(g, repo)?;
     }
     let plan_json = serde_json::to_value(&plan)?;
     if !g.json && !g.quiet {
@@ -121,7 +139,18 @@ fn snapshots(g: &Global, a: RepairSnapshotsArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::Ok);
     };
-    let out = repair::snapshots::execute(&repo, plan, a.forget, &session.alive());
+    // --forget keeps the originals a hold or the minimum retention protects.
+    let mut protected = std::collections::HashMap::new();
+    if a.forget {
+        let gov = crate::retention::governance::Governance::load(repo, session_now(repo, &session)?)?;
+        for s in repo.load_snapshots_listed()? {
+            if let Some(p) = gov.protection(&s) {
+                protected.insert(s.id, p.to_string());
+            }
+        }
+    }
+    note.plan = Some(plan_json.clone());
+    let out = repair::snapshots::execute(repo, plan, a.forget, &protected, &session.alive());
     session.end();
     let out = out?;
     if g.json {
@@ -134,20 +163,23 @@ fn snapshots(g: &Global, a: RepairSnapshotsArgs) -> Result<ExitCode> {
             eprintln!("removed {} original snapshots", out.forgotten);
         }
     }
+    for (id, why) in &out.kept {
+        eprintln!("warning: the original snapshot {} was kept: it is {why}", &id[..8]);
+    }
+    note.outcome = Some(serde_json::to_value(&out)?);
     Ok(ExitCode::Ok)
 }
 
-fn packs(g: &Global, a: RepairPacksArgs) -> Result<ExitCode> {
+fn packs(g: &Global, repo: &Arc<crate::repo::Repository>, a: RepairPacksArgs, note: &mut Note) -> Result<ExitCode> {
     let given: Vec<PackId> = a
         .packs
         .iter()
         .map(|s| PackId::from_name(s.rsplit('/').next().unwrap_or(s)).ok_or_else(|| anyhow!("{s:?} is not a pack id")))
         .collect::<Result<_>>()?;
-    let repo = Arc::new(open(g)?);
-    let (session, _) = prune::start_exclusive(&repo, "repair packs")?;
-    let plan = repair::packs::plan(&repo, &given)?;
+    let (session, _) = prune::start_exclusive(repo, "repair packs")?;
+    let plan = repair::packs::plan(repo, &given)?;
     if !a.dry_run {
-        refuse_if_rolled_back(g, &repo)?;
+        refuse_if_rolled_back(g, repo)?;
     }
     let plan_json = serde_json::to_value(&plan)?;
     if !g.json && !g.quiet {
@@ -182,9 +214,11 @@ fn packs(g: &Global, a: RepairPacksArgs) -> Result<ExitCode> {
         return Ok(ExitCode::Ok);
     }
     let lost: usize = plan.packs.iter().map(|p| p.blobs_lost.len()).sum();
-    let out = repair::packs::execute(&repo, plan, &session.alive());
+    note.plan = Some(plan_json.clone());
+    let out = repair::packs::execute(repo, plan, &session.alive());
     session.end();
     let out = out?;
+    note.outcome = Some(serde_json::to_value(&out)?);
     if g.json {
         report(false, plan_json, Some(serde_json::to_value(&out)?))?;
     } else if !g.quiet {

@@ -12,6 +12,7 @@ use super::commands::{
     connections, filter, open, print_json, progress, refuse_on_rollback, snapshot_json, split_tags, threads, time_of,
 };
 use super::exit::ExitCode;
+use super::governance::{audited, governance_now, Note};
 use crate::repo::lock::{list_sessions, Session, SessionInfo};
 use crate::repo::snapshots::ListedSnapshot;
 use crate::repo::Repository;
@@ -19,7 +20,7 @@ use crate::retention::forget::{self, ForgetOptions, GroupPlan};
 use crate::retention::policy::{self, GroupBy, Policy};
 use crate::retention::prune::{self, Outcome, Plan, PruneOptions};
 
-fn policy_of(a: &ForgetArgs) -> Policy {
+pub(super) fn policy_of(a: &KeepArgs) -> Policy {
     Policy {
         last: a.keep_last.unwrap_or_default(),
         hourly: a.keep_hourly.unwrap_or_default(),
@@ -53,17 +54,45 @@ fn prune_options(g: &Global, o: &PruneOpts, repo: &Repository) -> Result<PruneOp
 
 pub fn forget(g: &Global, a: ForgetArgs) -> Result<ExitCode> {
     let repo = Arc::new(open(g)?);
-    let prune_opts = if a.prune { Some(prune_options(g, &a.prune_opts, &repo)?) } else { None };
+    if a.dry_run {
+        return forget_run(g, &repo, &a, &mut Default::default());
+    }
+    audited(&repo, "forget", |note| forget_run(g, &repo, &a, note))
+}
+
+fn forget_run(g: &Global, repo: &Arc<Repository>, a: &ForgetArgs, note: &mut Note) -> Result<ExitCode> {
+    let prune_opts = if a.prune { Some(prune_options(g, &a.prune_opts, repo)?) } else { None };
+    // The storage's present, for the minimum retention, from a lock of this command's own.
+    let (session, governance) = governance_now(repo, "forget")?;
     let opts = ForgetOptions {
-        policy: policy_of(&a),
+        policy: policy_of(&a.keep),
         group_by: GroupBy::parse(&a.group_by).map_err(|e| anyhow!("--group-by: {e}"))?,
         filter: filter(&a.filter),
         ids: a.snapshots.clone(),
         allow_remove_all: a.unsafe_allow_remove_all,
+        governance,
     };
-    let plans = forget::plan(&repo, &opts)?;
+    let result = forget_plan_and_execute(g, repo, a, &opts, note);
+    session.end();
+    let to_remove = result?;
+    if let Some(popts) = prune_opts.filter(|_| to_remove > 0) {
+        run_prune(g, repo, &popts, a.dry_run, false)?;
+    }
+    Ok(ExitCode::Ok)
+}
+
+/// Plans, prints, executes; returns how many snapshots the plan removes.
+fn forget_plan_and_execute(
+    g: &Global,
+    repo: &Arc<Repository>,
+    a: &ForgetArgs,
+    opts: &ForgetOptions,
+    note: &mut Note,
+) -> Result<usize> {
+    let plans = forget::plan(repo, opts)?;
+    note.plan = Some(json!(plans.iter().map(group_json).collect::<Vec<_>>()));
     if !a.dry_run {
-        refuse_on_rollback(g, &repo)?;
+        refuse_on_rollback(g, repo)?;
     }
     // forget --prune refuses before it forgets anything when prune could not run after it.
     if a.prune && !a.dry_run {
@@ -80,7 +109,7 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<ExitCode> {
     if g.json {
         print_json(&plans.iter().map(group_json).collect::<Vec<_>>())?;
     } else {
-        print_forget(&opts, &plans)?;
+        print_forget(opts, &plans)?;
     }
     for p in &plans {
         for id in &p.future_dated {
@@ -90,22 +119,28 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<ExitCode> {
                 id.short()
             );
         }
+        if !g.quiet {
+            for (id, why) in &p.protected {
+                eprintln!("note: not removing snapshot {}: it is {why}", id.short());
+            }
+        }
     }
-    let to_remove: usize = plans.iter().map(GroupPlan::removed_count).sum();
+    let mut ids: Vec<_> = plans.iter().flat_map(GroupPlan::removed_ids).collect();
+    ids.sort();
+    ids.dedup();
+    let to_remove = ids.len();
     if a.dry_run {
         if !g.quiet {
             eprintln!("dry run: would remove {to_remove} {}", plural(to_remove, "snapshot"));
         }
     } else {
-        let n = forget::execute(&repo, &plans)?;
+        let n = forget::execute(repo, &plans)?;
+        note.outcome = Some(json!({ "removed": ids.iter().map(|i| i.to_hex()).collect::<Vec<_>>() }));
         if !g.quiet && !g.json {
             eprintln!("removed {n} {}", plural(n, "snapshot"));
         }
     }
-    if let Some(popts) = prune_opts.filter(|_| to_remove > 0) {
-        run_prune(g, &repo, &popts, a.dry_run, false)?;
-    }
-    Ok(ExitCode::Ok)
+    Ok(to_remove)
 }
 
 fn plural(n: usize, word: &str) -> String {
@@ -125,15 +160,26 @@ fn group_json(p: &GroupPlan) -> serde_json::Value {
         "reasons": p.reasons.iter().map(|(id, m)| json!({ "snapshot": id.to_hex(), "matches": m })).collect::<Vec<_>>(),
         "future_dated": p.future_dated.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
         "remove_damaged": p.remove_damaged.iter().map(|d| json!({ "id": d.id.to_hex(), "error": d.reason })).collect::<Vec<_>>(),
+        "rule": p.rule,
+        "protected": p.protected.iter().map(|(id, why)| json!({ "snapshot": id.to_hex(), "reason": why })).collect::<Vec<_>>(),
     })
 }
 
 fn print_forget(opts: &ForgetOptions, plans: &[GroupPlan]) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    if opts.ids.is_empty() {
+    if opts.ids.is_empty() && !opts.policy.is_empty() {
         writeln!(out, "Applying Policy: {}", opts.policy)?;
     }
+    let mut last_rule = None;
     for p in plans {
+        if p.rule.is_some() && p.rule != last_rule {
+            let stored = opts.governance.current().map(|c| &c.value);
+            let rule = stored
+                .and_then(|d| d.rules.iter().find(|r| Some(crate::retention::governance::scope_name(r)) == p.rule));
+            let pol = rule.map(|r| crate::retention::governance::policy_of(&r.keep).to_string()).unwrap_or_default();
+            writeln!(out, "Applying the stored policy, rule {}: {pol}", p.rule.as_deref().unwrap_or(""))?;
+            last_rule = p.rule.clone();
+        }
         let key = p.key.to_string();
         if !key.is_empty() {
             writeln!(out, "snapshots of {key}:")?;
@@ -193,28 +239,46 @@ pub fn tag(g: &Global, a: TagArgs) -> Result<ExitCode> {
         bail!("give --add, --remove or --set");
     }
     let repo = open(g)?;
+    audited(&repo, "tag", |note| {
+        let (session, gov) = governance_now(&repo, "tag")?;
+        let r = tag_run(g, &repo, &a, &gov, note);
+        session.end();
+        r
+    })
+}
+
+fn tag_run(
+    g: &Global,
+    repo: &Repository,
+    a: &TagArgs,
+    gov: &crate::retention::governance::Governance,
+    note: &mut Note,
+) -> Result<ExitCode> {
     let f = filter(&a.filter);
-    let targets = if a.snapshots.is_empty() {
-        repo.load_snapshots()?.into_iter().filter(|(_, s)| f.matches(s)).collect::<Vec<_>>()
+    let listed = repo.load_snapshots_listed()?;
+    let targets: Vec<&ListedSnapshot> = if a.snapshots.is_empty() {
+        listed.iter().filter(|s| f.matches(&s.snapshot)).collect()
     } else {
-        let mut v = Vec::new();
+        let mut v: Vec<&ListedSnapshot> = Vec::new();
         for spec in &a.snapshots {
             let found = repo.find_snapshot(spec, &f)?;
-            if !v.iter().any(|(id, _)| *id == found.0) {
-                v.push(found);
+            let Some(l) = listed.iter().find(|l| l.id == found.0) else {
+                bail!("snapshot {} vanished while it was read; try again", found.0.short());
+            };
+            if !v.iter().any(|x| x.id == l.id) {
+                v.push(l);
             }
         }
         v
     };
-    refuse_on_rollback(g, &repo)?;
+    refuse_on_rollback(g, repo)?;
     let (add, remove, set) = (split_tags(&a.add), split_tags(&a.remove), split_tags(&a.set));
-    let mut report = Vec::new();
-    for (id, s) in &targets {
-        let tags = if !a.set.is_empty() {
+    let new_tags = |s: &ListedSnapshot| {
+        if !a.set.is_empty() {
             set.clone()
         } else {
             // As restic: the tags to add first, then those to remove.
-            let mut t: Vec<String> = s.tags.clone();
+            let mut t: Vec<String> = s.snapshot.tags.clone();
             for x in &add {
                 if !t.contains(x) {
                     t.push(x.clone());
@@ -222,16 +286,28 @@ pub fn tag(g: &Global, a: TagArgs) -> Result<ExitCode> {
             }
             t.retain(|x| !remove.contains(x));
             t
-        };
-        let new = repo.retag(id, s, tags.clone())?;
+        }
+    };
+    // Changing tags replaces the snapshot object: refused, before anything changes, for a
+    // snapshot that may not be removed.
+    gov.refuse_removal(targets.iter().copied().filter(|s| new_tags(s) != s.snapshot.tags), "tag")?;
+    note.plan = Some(json!(targets
+        .iter()
+        .map(|s| json!({ "snapshot": s.id.to_hex(), "tags": new_tags(s) }))
+        .collect::<Vec<_>>()));
+    let mut report = Vec::new();
+    for s in &targets {
+        let tags = new_tags(s);
+        let new = repo.retag(&s.id, &s.snapshot, tags.clone())?;
         if !g.json && !g.quiet {
             match &new {
-                Some(n) => eprintln!("snapshot {} is now {} with tags [{}]", id.short(), n.short(), tags.join(", ")),
-                None => eprintln!("snapshot {} unchanged", id.short()),
+                Some(n) => eprintln!("snapshot {} is now {} with tags [{}]", s.id.short(), n.short(), tags.join(", ")),
+                None => eprintln!("snapshot {} unchanged", s.id.short()),
             }
         }
-        report.push(json!({ "snapshot": id.to_hex(), "new": new.map(|n| n.to_hex()), "tags": tags }));
+        report.push(json!({ "snapshot": s.id.to_hex(), "new": new.map(|n| n.to_hex()), "tags": tags }));
     }
+    note.outcome = Some(json!(report));
     if g.json {
         print_json(&report)?;
     } else if !g.quiet {
@@ -244,12 +320,28 @@ pub fn tag(g: &Global, a: TagArgs) -> Result<ExitCode> {
 pub fn prune(g: &Global, a: PruneArgs) -> Result<ExitCode> {
     let repo = Arc::new(open(g)?);
     let opts = prune_options(g, &a.opts, &repo)?;
-    run_prune(g, &repo, &opts, a.dry_run, g.json)?;
-    Ok(ExitCode::Ok)
+    if a.dry_run {
+        run_prune(g, &repo, &opts, true, g.json)?;
+        return Ok(ExitCode::Ok);
+    }
+    audited(&repo, "prune", |note| {
+        if let Some((plan, outcome)) = run_prune(g, &repo, &opts, false, g.json)? {
+            note.plan = Some(plan);
+            note.outcome = Some(outcome);
+        }
+        Ok(ExitCode::Ok)
+    })
 }
 
-/// Plans, prints the plan, and (unless a dry run) executes it.
-fn run_prune(g: &Global, repo: &Arc<Repository>, opts: &PruneOptions, dry_run: bool, json_out: bool) -> Result<()> {
+/// Plans, prints the plan, and (unless a dry run) executes it; returns the plan and the
+/// outcome as JSON when it ran.
+fn run_prune(
+    g: &Global,
+    repo: &Arc<Repository>,
+    opts: &PruneOptions,
+    dry_run: bool,
+    json_out: bool,
+) -> Result<Option<(serde_json::Value, serde_json::Value)>> {
     let (session, _) = prune::start_session(repo)?;
     let prog = progress(g, "prune");
     let plan = match prune::plan(repo, &session, opts, prog.as_ref()) {
@@ -273,19 +365,20 @@ fn run_prune(g: &Global, repo: &Arc<Repository>, opts: &PruneOptions, dry_run: b
         if json_out {
             print_json(&json!({ "dry_run": true, "plan": plan, "outcome": null }))?;
         }
-        return Ok(());
+        return Ok(None);
     }
-    let plan_json = json_out.then(|| serde_json::to_value(&plan)).transpose()?;
+    let plan_json = serde_json::to_value(&plan)?;
     let out = prune::execute(repo, &session, plan, opts, prog.as_ref());
     prog.finish();
     session.end();
     let out = out?;
-    if let Some(plan) = plan_json {
-        print_json(&json!({ "dry_run": false, "plan": plan, "outcome": out }))?;
+    let out_json = serde_json::to_value(&out)?;
+    if json_out {
+        print_json(&json!({ "dry_run": false, "plan": plan_json, "outcome": out_json }))?;
     } else if !g.quiet {
         print_outcome(&out);
     }
-    Ok(())
+    Ok(Some((plan_json, out_json)))
 }
 
 fn amount(a: &prune::Amount) -> String {
@@ -351,9 +444,13 @@ fn print_outcome(o: &Outcome) {
 
 pub fn unlock(g: &Global, a: UnlockArgs) -> Result<ExitCode> {
     let repo = open(g)?;
+    audited(&repo, "unlock", |note| unlock_run(g, &repo, &a, note))
+}
+
+fn unlock_run(g: &Global, repo: &Repository, a: &UnlockArgs, note: &mut Note) -> Result<ExitCode> {
     // A lock of our own gives the storage's present time to judge the others by.
-    let me = Session::start(&repo, crate::format::lock::LockKind::Writer, "unlock")?;
-    let sessions = list_sessions(&repo)?;
+    let me = Session::start(repo, crate::format::lock::LockKind::Writer, "unlock")?;
+    let sessions = list_sessions(repo)?;
     let now = sessions
         .iter()
         .find(|s| s.session == me.id())
@@ -369,6 +466,7 @@ pub fn unlock(g: &Global, a: UnlockArgs) -> Result<ExitCode> {
         }
     }
     me.end();
+    note.outcome = Some(serde_json::to_value(&removed)?);
     if g.json {
         print_json(&removed)?;
     } else if !g.quiet {

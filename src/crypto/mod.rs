@@ -44,6 +44,10 @@ pub const KEY_TYPE_INDEX: u8 = 2;
 pub const KEY_TYPE_SNAPSHOT: u8 = 3;
 pub const KEY_TYPE_LOCK: u8 = 4;
 pub const KEY_TYPE_DRILL: u8 = 5;
+pub const KEY_TYPE_POLICY: u8 = 6;
+pub const KEY_TYPE_HOLD: u8 = 7;
+pub const KEY_TYPE_AUDIT: u8 = 8;
+pub const KEY_TYPE_ERASURE: u8 = 9;
 pub const KEY_TYPE_PACK: u8 = 16;
 
 /// Cryptographic failures. Messages never include key material.

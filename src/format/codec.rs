@@ -55,6 +55,24 @@ impl Writer {
     pub fn id(&mut self, v: &[u8; ID_LEN]) {
         self.raw(v);
     }
+    pub fn opt_u64(&mut self, v: Option<u64>) {
+        match v {
+            None => self.u8(0),
+            Some(x) => {
+                self.u8(1);
+                self.u64(x);
+            }
+        }
+    }
+    pub fn opt_str(&mut self, v: Option<&str>) {
+        match v {
+            None => self.u8(0),
+            Some(x) => {
+                self.u8(1);
+                self.str(x);
+            }
+        }
+    }
     pub fn opt_id(&mut self, v: Option<&[u8; ID_LEN]>) {
         match v {
             None => self.u8(0),
@@ -130,6 +148,19 @@ impl<'a> Reader<'a> {
     }
     pub fn id(&mut self) -> Result<[u8; ID_LEN], FormatError> {
         self.array()
+    }
+    fn flag(&mut self) -> Result<bool, FormatError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(FormatError::Invalid("option flag is neither 0 nor 1")),
+        }
+    }
+    pub fn opt_u64(&mut self) -> Result<Option<u64>, FormatError> {
+        Ok(if self.flag()? { Some(self.u64()?) } else { None })
+    }
+    pub fn opt_string(&mut self) -> Result<Option<String>, FormatError> {
+        Ok(if self.flag()? { Some(self.string()?) } else { None })
     }
     pub fn opt_id(&mut self) -> Result<Option<[u8; ID_LEN]>, FormatError> {
         match self.u8()? {

@@ -21,6 +21,14 @@ pub enum ObjectType {
     Lock = 4,
     /// Drill records (`drills/`): the evidence of recovery drills (docs/format.md).
     Drill = 5,
+    /// Policy documents (`policy/`, format 4).
+    Policy = 6,
+    /// Hold records (`holds/`, format 4).
+    Hold = 7,
+    /// Audit entries (`audit/`, format 4).
+    Audit = 8,
+    /// Erasure records (`erasures/`, format 4).
+    Erasure = 9,
 }
 
 impl ObjectType {
@@ -31,6 +39,10 @@ impl ObjectType {
             3 => Ok(Self::Snapshot),
             4 => Ok(Self::Lock),
             5 => Ok(Self::Drill),
+            6 => Ok(Self::Policy),
+            7 => Ok(Self::Hold),
+            8 => Ok(Self::Audit),
+            9 => Ok(Self::Erasure),
             _ => Err(FormatError::Invalid("unknown object type")),
         }
     }
@@ -79,7 +91,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn round_trip(t in 1u8..=4, c in 0u8..=1, tail in crate::format::strategies::bytes(64)) {
+        fn round_trip(t in 1u8..=9, c in 0u8..=1, tail in crate::format::strategies::bytes(64)) {
             let h = Header { object_type: ObjectType::from_u8(t).unwrap(), compression: Compression::from_u8(c).unwrap() };
             let mut obj = h.encode().to_vec();
             obj.extend_from_slice(&tail);

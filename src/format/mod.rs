@@ -5,14 +5,18 @@
 //! constants here cite its sections. Every decoder is total (returns an error, never panics)
 //! and has a proptest round trip and a cargo-fuzz target.
 
+pub mod audit;
 pub mod codec;
 pub mod config;
 pub mod drill;
 pub mod envelope;
+pub mod erasure;
+pub mod hold;
 pub mod index;
 pub mod keyfile;
 pub mod lock;
 pub mod pack;
+pub mod policy;
 pub mod snapshot;
 pub mod tree;
 

@@ -67,6 +67,8 @@ pub struct SnapshotsOutcome {
     /// `old id -> new id`.
     pub written: Vec<(String, String)>,
     pub forgotten: u64,
+    /// Originals `--forget` could not remove (a hold or the minimum retention), and why.
+    pub kept: Vec<(String, String)>,
 }
 
 struct Walk<'a> {
@@ -274,6 +276,7 @@ pub fn execute(
     repo: &Arc<Repository>,
     plan: SnapshotsPlan,
     forget: bool,
+    protected: &HashMap<SnapshotId, String>,
     alive: &crate::repo::lock::Alive,
 ) -> Result<SnapshotsOutcome> {
     let mut out = SnapshotsOutcome::default();
@@ -299,7 +302,9 @@ pub fn execute(
         alive.check()?;
         let new_id = repo.save_snapshot(&s)?;
         out.written.push((r.id.to_hex(), new_id.to_hex()));
-        if forget {
+        if let Some(why) = protected.get(&r.id).filter(|_| forget) {
+            out.kept.push((r.id.to_hex(), why.clone()));
+        } else if forget {
             if let Some(seen) = repo.seen() {
                 seen.forgot(&[r.id]);
             }

@@ -4,10 +4,12 @@
 //! `index/<id>`, `snapshots/<id>`, `locks/<id>` (reserved). Reading is split from writing:
 //! [`Repository`] reads and manages keys; [`writer::RepoWriter`] is one backup session.
 
+pub mod audit;
 pub mod cache;
 pub mod check;
 pub mod damage;
 pub mod drills;
+pub mod governance;
 pub mod index;
 pub mod keys;
 pub mod lock;
@@ -28,7 +30,9 @@ use crate::format::config::{ChunkerParams, Config};
 use crate::format::envelope::{self, Header, ObjectType};
 use crate::format::keyfile::KdfParams;
 use crate::format::{tree, BlobType, Compression, FormatError};
-use crate::id::{BlobId, DrillId, IndexId, KeyId, LockId, PackId, RepoId, SnapshotId};
+use crate::id::{
+    AuditId, BlobId, DrillId, ErasureId, HoldId, IndexId, KeyId, LockId, PackId, PolicyId, RepoId, SnapshotId,
+};
 use crate::storage::{StorageError, Store};
 
 pub use index::{BlobLoc, MasterIndex};
@@ -54,6 +58,9 @@ pub enum RepoError {
     NewerFormat { object: String, reason: String },
     #[error("{0}")]
     Invalid(String),
+    /// A snapshot to remove is under a legal hold or the minimum retention: exit code 13.
+    #[error("{0}")]
+    Protected(String),
     /// Another process holds what this one needs (a second prune): exit code 11.
     #[error("{0}")]
     Locked(String),
@@ -140,6 +147,18 @@ pub fn lock_path(id: &LockId) -> String {
 pub fn drill_path(id: &DrillId) -> String {
     format!("drills/{id}")
 }
+pub fn policy_path(id: &PolicyId) -> String {
+    format!("policy/{id}")
+}
+pub fn hold_path(id: &HoldId) -> String {
+    format!("holds/{id}")
+}
+pub fn audit_path(id: &AuditId) -> String {
+    format!("audit/{id}")
+}
+pub fn erasure_path(id: &ErasureId) -> String {
+    format!("erasures/{id}")
+}
 pub const CONFIG_PATH: &str = "config";
 
 /// Options for `init`.
@@ -199,6 +218,7 @@ impl Repository {
             chunker: opts.chunker,
             compression_level: opts.compression_level,
             pack_target_size: opts.pack_size,
+            object_lock: None,
         };
         let repo = Repository {
             store,
@@ -356,6 +376,10 @@ impl Repository {
             ObjectType::Snapshot => crypto::KEY_TYPE_SNAPSHOT,
             ObjectType::Lock => crypto::KEY_TYPE_LOCK,
             ObjectType::Drill => crypto::KEY_TYPE_DRILL,
+            ObjectType::Policy => crypto::KEY_TYPE_POLICY,
+            ObjectType::Hold => crypto::KEY_TYPE_HOLD,
+            ObjectType::Audit => crypto::KEY_TYPE_AUDIT,
+            ObjectType::Erasure => crypto::KEY_TYPE_ERASURE,
         }
     }
 

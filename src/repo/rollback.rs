@@ -309,3 +309,29 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
+
+/// The audit entries this client last saw as the chain's newest: `(id hex, hash hex, seq)`,
+/// kept in `audit.json` beside the marks, so `audit --verify` notices the newest entries
+/// being removed (no link names them).
+impl Seen {
+    fn audit_file(&self) -> PathBuf {
+        self.path.with_file_name("audit.json")
+    }
+
+    pub fn audit_remembered(&self) -> Vec<(String, String, u64)> {
+        std::fs::read(self.audit_file()).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    }
+
+    /// Remembers `heads` in place of what was remembered (after a verification).
+    pub fn audit_saw(&self, heads: Vec<(String, String, u64)>) {
+        let _ = write_atomically(&self.audit_file(), &serde_json::to_vec(&heads).unwrap_or_default());
+    }
+
+    /// Remembers an entry this client just wrote, beside those remembered with a seq as high.
+    pub fn audit_wrote(&self, id: &str, hash: &str, seq: u64) {
+        let mut v = self.audit_remembered();
+        v.retain(|(_, _, s)| *s >= seq);
+        v.push((id.to_string(), hash.to_string(), seq));
+        self.audit_saw(v);
+    }
+}

@@ -2,8 +2,10 @@
 //! reclaiming the space of what nothing needs any more (`prune`).
 
 pub mod forget;
+pub mod governance;
 pub mod policy;
 pub mod prune;
+pub mod rewrite;
 
 #[cfg(test)]
 mod interleave_tests;

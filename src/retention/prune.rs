@@ -372,7 +372,18 @@ pub fn plan(repo: &Repository, me: &Session, opts: &PruneOptions, progress: &dyn
     let mut plan =
         Plan { snapshots: snaps.len(), pack_target: u64::from(repo.config().pack_target_size), ..Default::default() };
     progress.set_total(0, snaps.len() as u64);
-    let roots: Vec<(SnapshotId, [u8; 32])> = snaps.iter().map(|s| (s.id, s.snapshot.tree)).collect();
+    let mut roots: Vec<(SnapshotId, [u8; 32])> = snaps.iter().map(|s| (s.id, s.snapshot.tree)).collect();
+    // A held snapshot's data stays even when its snapshot object is gone (removed behind
+    // Coffer's back): the hold names its tree.
+    let listed: HashSet<SnapshotId> = roots.iter().map(|(id, _)| *id).collect();
+    let held = super::governance::Governance::load(repo, 0)?.held_roots();
+    for (id, tree) in held.into_iter().filter(|(id, _)| !listed.contains(id)) {
+        repo.warnings().warn(format!(
+            "snapshot {} is under a legal hold but its object is missing; prune keeps all of its data",
+            id.short()
+        ));
+        roots.push((id, tree));
+    }
     let mut used = HashSet::new();
     let mut index = index;
     if let Some(fresh) = mark_used(repo, &index, &roots, &mut plan.seen_snapshots, &mut plan.seen_trees, &mut used)? {

@@ -76,11 +76,11 @@ fn a_damaged_or_empty_index_file_is_worked_around_and_named_once() {
         assert_eq!(j["leftover_packs"], 0, "{damage}: no pack is reclaimable because an index is unreadable");
         assert!(j["packs_recovered"].as_u64().unwrap() > 0, "{j}");
         // prune refuses rather than judge those packs unreferenced; nothing is deleted.
-        let before = env.repo_files();
+        let before = env.data_files();
         let r = env.run(&["prune"]);
         assert_eq!(r.code, 1, "{damage}: {}", r.stderr);
         assert!(r.stderr.contains("repair index") && r.stderr.contains(&name), "{}", r.stderr);
-        assert_eq!(env.repo_files(), before, "prune deleted nothing");
+        assert_eq!(env.data_files(), before, "prune deleted nothing");
         let r = env.run(&["forget", "--keep-last", "1", "--prune"]);
         assert_ne!(r.code, 0, "forget --prune refuses to prune too: {}", r.stderr);
     }
@@ -435,7 +435,7 @@ fn forget_and_tag_by_this_client_are_not_taken_for_a_rollback() {
 #[test]
 fn destructive_commands_refuse_while_the_repository_went_back_in_time() {
     let (env, _src) = rolled_back();
-    let before = env.repo_files();
+    let before = env.data_files();
     for args in
         [&["prune"][..], &["forget", "--keep-last", "1"], &["tag", "--add", "x", "latest"], &["repair", "index"]]
     {
@@ -443,7 +443,7 @@ fn destructive_commands_refuse_while_the_repository_went_back_in_time() {
         assert_eq!(r.code, 1, "{args:?}: {}", r.stderr);
         assert!(r.stderr.contains("--accept-rollback"), "{args:?}: {}", r.stderr);
     }
-    let after: Vec<_> = env.repo_files().into_keys().filter(|k| !k.starts_with("locks")).collect();
+    let after: Vec<_> = env.data_files().into_keys().filter(|k| !k.starts_with("locks")).collect();
     assert_eq!(after, before.into_keys().filter(|k| !k.starts_with("locks")).collect::<Vec<_>>(), "nothing changed");
     let r = env.run(&["find", "a"]);
     assert!(r.stderr.contains("back in time"), "find warns too: {}", r.stderr);

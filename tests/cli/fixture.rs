@@ -120,3 +120,41 @@ fn a_version_2_repository_still_works() {
     env.ok(&["prune", "--max-unused", "0"]);
     env.assert_clean();
 }
+
+#[test]
+fn a_version_3_repository_still_works() {
+    let env = fixture_env("repo-v3", "coffer-fixture-v3");
+    let snaps = env.ok(&["snapshots", "--json"]).json();
+    let snaps = snaps.as_array().unwrap().clone();
+    assert_eq!(snaps.len(), 2, "{snaps:?}");
+    assert_eq!(snaps[1]["tags"], serde_json::json!(["third", "kept"]));
+    env.assert_clean();
+    let h = env.ok(&["drill", "history", "--json"]).json();
+    assert_eq!(h.as_array().unwrap().len(), 1, "the drill record reads: {h}");
+    assert_eq!(h[0]["passed"], true);
+    let out = env.path("out");
+    env.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    let data = out.join("tmp/coffer-fixture-v3/data");
+    assert_eq!(
+        std::fs::read_to_string(data.join("docs/readme.txt")).unwrap(),
+        "hello from format version 3\n".repeat(50)
+    );
+    let random = std::fs::read(data.join("random.bin")).unwrap();
+    assert_eq!(blake3::hash(&random).to_hex().as_str(), RANDOM_BIN_BLAKE3);
+
+    // Version-4 objects go into it: a policy, a hold, audit entries; forget honours them.
+    assert_eq!(env.ok(&["audit", "--json"]).json(), serde_json::json!([]), "no trail before version 4");
+    env.ok(&["policy", "set", "--keep-last", "1"]);
+    let first = snaps[0]["id"].as_str().unwrap();
+    env.ok(&["hold", "add", first, "--reason", "fixture"]);
+    env.ok(&["forget"]);
+    assert_eq!(env.ok(&["snapshots", "--json"]).json().as_array().unwrap().len(), 2, "the held one stays");
+    let hold = env.ok(&["hold", "list", "--json"]).json()[0]["id"].as_str().unwrap().to_string();
+    env.ok(&["hold", "release", &hold, "--reason", "done"]);
+    env.ok(&["forget", "--prune", "--max-unused", "0"]);
+    assert_eq!(env.ok(&["snapshots", "--json"]).json().as_array().unwrap().len(), 1);
+    env.assert_clean();
+    let v = env.ok(&["audit", "--verify", "--json"]).json();
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["entries"], 5, "{v}");
+}

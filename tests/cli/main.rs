@@ -14,6 +14,7 @@ mod crash;
 mod drill;
 mod faults;
 mod fixture;
+mod governance;
 mod keys;
 mod limits;
 mod repair;

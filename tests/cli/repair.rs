@@ -217,11 +217,11 @@ fn a_lost_index_file_loses_nothing() {
     let errors: Vec<&str> = j["errors"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
     assert!(errors.iter().any(|e| e.contains("repair index") && e.contains("not reclaimable")), "{errors:?}");
     assert_eq!(j["leftover_packs"], 0, "{j}");
-    let before = env.repo_files();
+    let before = env.data_files();
     let r = env.run(&["prune"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("repair index"), "{}", r.stderr);
-    assert_eq!(env.repo_files(), before, "prune deleted nothing");
+    assert_eq!(env.data_files(), before, "prune deleted nothing");
     let r = env.ok(&["repair", "snapshots", "--json"]);
     assert!(r.json()["plan"]["repairs"].as_array().unwrap().is_empty(), "nothing is lost: {}", r.stdout);
     env.ok(&["repair", "index"]);

@@ -152,6 +152,11 @@ impl Env {
     }
 
     /// `check --read-data` finds nothing wrong; returns its report.
+    /// [`Self::repo_files`] without `audit/`: a refused command still leaves its audit entry.
+    pub fn data_files(&self) -> BTreeMap<PathBuf, u64> {
+        self.repo_files().into_iter().filter(|(k, _)| !k.starts_with("audit")).collect()
+    }
+
     pub fn assert_clean(&self) -> serde_json::Value {
         let r = self.ok(&["check", "--read-data", "--json"]).json();
         assert!(r["errors"].as_array().unwrap().is_empty(), "{r}");
