@@ -211,8 +211,8 @@ fn copy_dir(from: &Path, to: &Path) {
 fn audit_verify_names_the_first_entry_removed_altered_or_forked() {
     let env = Env::new();
     let ids = three_snapshots(&env);
-    for i in 0..3 {
-        env.ok(&["hold", "add", &ids[i], "--reason", &format!("r{i}")]);
+    for (i, id) in ids.iter().enumerate() {
+        env.ok(&["hold", "add", id, "--reason", &format!("r{i}")]);
     }
     env.ok(&["audit", "--verify"]);
     let files = audit_files_by_age(&env);
