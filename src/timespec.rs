@@ -140,7 +140,7 @@ fn parse_relative(s: &str) -> Option<Span> {
 /// more `<number><unit>` with units s, m (minutes), h, d (24 hours) and w, or a bare number
 /// of seconds. Returns seconds.
 pub fn parse_span_secs(s: &str) -> Result<u64, String> {
-    let bad = || format!("{s:?} is not a length of time: give e.g. 30m, 4h, 1d12h or 90s");
+    let bad = || format!("{s:?} is not a length of time: give e.g. 30m, 4h, 1d12h, 2w, 1y or 90s");
     let t = s.trim();
     if t.is_empty() {
         return Err(bad());
@@ -161,6 +161,8 @@ pub fn parse_span_secs(s: &str) -> Result<u64, String> {
             "h" | "hr" | "hrs" | "hour" | "hours" => 3600,
             "d" | "day" | "days" => 86_400,
             "w" | "week" | "weeks" => 604_800,
+            // A year of 365 days (for retention periods such as 6y).
+            "y" | "year" | "years" => 31_536_000,
             _ => return Err(bad()),
         };
         rest = rest[letters..].trim_start_matches([' ', ',']);
@@ -194,6 +196,7 @@ mod span_tests {
         assert_eq!(parse_span_secs("90m"), Ok(5400));
         assert_eq!(parse_span_secs("45"), Ok(45));
         assert_eq!(parse_span_secs("2w"), Ok(1_209_600));
+        assert_eq!(parse_span_secs("6y"), Ok(6 * 31_536_000));
         for bad in ["", "4x", "h", "-1h", "99999999999999999999w"] {
             assert!(parse_span_secs(bad).is_err(), "{bad}");
         }

@@ -461,6 +461,12 @@ pub struct InitArgs {
     /// Target pack size in MiB (1-512); packs of 32 MiB and more go to S3 as multipart uploads
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=512))]
     pub pack_size: u32,
+    /// Write every object with an S3 Object Lock (WORM) retention in this mode (S3 only)
+    #[arg(long, value_name = "MODE", value_parser = ["governance", "compliance"], requires = "retention")]
+    pub object_lock: Option<String>,
+    /// With --object-lock: how long each object stays locked (e.g. 30d; prune extends what is still needed)
+    #[arg(long, value_name = "DURATION", requires = "object_lock")]
+    pub retention: Option<String>,
     #[command(flatten)]
     pub kdf: KdfArgs,
 }

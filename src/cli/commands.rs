@@ -189,10 +189,23 @@ pub(super) fn json_line(out: &mut impl Write, v: &impl serde::Serialize) -> Resu
 fn init(g: &Global, a: InitArgs) -> Result<ExitCode> {
     let store = store(g, true)?;
     let pw = password(g, true)?;
+    let object_lock = match (&a.object_lock, &a.retention) {
+        (Some(mode), Some(r)) => {
+            use crate::format::config::{LockMode, ObjectLock};
+            let retention_s = crate::timespec::parse_span_secs(r).map_err(|e| anyhow!("--retention: {e}"))?;
+            if retention_s == 0 {
+                bail!("--retention {r}: give a length of time, e.g. 30d");
+            }
+            let mode = if mode == "compliance" { LockMode::Compliance } else { LockMode::Governance };
+            Some(ObjectLock { mode, retention_s })
+        }
+        _ => None,
+    };
     let opts = InitOptions {
         compression_level: a.compression,
         kdf: kdf(&a.kdf),
         pack_size: a.pack_size * 1024 * 1024,
+        object_lock,
         ..Default::default()
     };
     let repo = Repository::init(store, &pw, &opts)?;

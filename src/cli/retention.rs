@@ -415,6 +415,16 @@ fn print_plan(p: &Plan, dry_run: bool) {
     if p.index_files_replaced > 0 {
         eprintln!("{head} rewrite the index, replacing {} files", p.index_files_replaced);
     }
+    if p.locked.packs > 0 {
+        eprintln!(
+            "leaving obsolete packs S3 Object Lock still keeps (until {} at the latest): {}",
+            crate::clock::from_unix_ns(p.locked_until_ns).strftime("%Y-%m-%d %H:%M UTC"),
+            amount(&p.locked)
+        );
+    }
+    if p.locks_to_extend > 0 {
+        eprintln!("{head} extend the S3 Object Lock of {} objects still needed", p.locks_to_extend);
+    }
     let r = &p.requests;
     eprintln!("requests (estimated): GET {}, PUT {}, DELETE {}, LIST {}", r.get, r.put, r.delete, r.list);
     eprintln!(
@@ -437,6 +447,12 @@ fn print_outcome(o: &Outcome) {
         HumanBytes(o.bytes_deleted),
         o.index_files_deleted
     );
+    if o.locks_extended > 0 || o.objects_locked > 0 {
+        eprintln!(
+            "extended the S3 Object Lock of {} objects; left {} objects the lock still keeps",
+            o.locks_extended, o.objects_locked
+        );
+    }
     if o.packs_waiting > 0 {
         eprintln!("{} obsolete packs wait for running sessions to end; the next prune deletes them", o.packs_waiting);
     }

@@ -168,6 +168,8 @@ pub struct InitOptions {
     pub kdf: KdfParams,
     pub chunker: ChunkerParams,
     pub pack_size: u32,
+    /// S3 Object Lock for every object (S3 only; the bucket must have Object Lock enabled).
+    pub object_lock: Option<crate::format::config::ObjectLock>,
 }
 
 impl Default for InitOptions {
@@ -176,6 +178,7 @@ impl Default for InitOptions {
             compression_level: 3,
             kdf: crypto::KDF_DEFAULT,
             chunker: ChunkerParams::DEFAULT,
+            object_lock: None,
             pack_size: DEFAULT_PACK_SIZE,
         }
     }
@@ -207,6 +210,22 @@ impl Repository {
             Err(StorageError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
+        if let Some(lock) = opts.object_lock {
+            if store.is_local() {
+                return Err(RepoError::Invalid(format!(
+                    "{}: --object-lock needs an S3 repository (s3://bucket/prefix) in a bucket with Object Lock enabled",
+                    store.location()
+                )));
+            }
+            if !store.bucket_lock_enabled()? {
+                return Err(RepoError::Invalid(format!(
+                    "{}: the bucket does not have S3 Object Lock enabled (it can only be enabled when the bucket is \
+                     made: `aws s3api create-bucket --object-lock-enabled-for-bucket`)",
+                    store.location()
+                )));
+            }
+            store.set_object_lock(lock)?;
+        }
         let master = crypto::MasterKey::random();
         let repo_id = RepoId::random();
         let key_id = keys::write_key_file(&store, &master, repo_id, password, opts.kdf)?;
@@ -218,7 +237,7 @@ impl Repository {
             chunker: opts.chunker,
             compression_level: opts.compression_level,
             pack_target_size: opts.pack_size,
-            object_lock: None,
+            object_lock: opts.object_lock,
         };
         let repo = Repository {
             store,
@@ -257,6 +276,10 @@ impl Repository {
                 r => r?,
             };
             let readahead = (!store.is_local()).then(readahead::Readahead::default);
+            // A copy of an Object Lock bucket on a local disk has no locks to keep.
+            if let Some(lock) = config.object_lock.filter(|_| !store.is_local()) {
+                store.set_object_lock(lock)?;
+            }
             Ok(Repository {
                 store: store.clone(),
                 cache: None,

@@ -56,6 +56,10 @@ pub enum Protected {
     Retained {
         until_ns: i64,
     },
+    /// Its object is locked by S3 Object Lock until about then (Unix ns).
+    Locked {
+        until_ns: i64,
+    },
 }
 
 impl std::fmt::Display for Protected {
@@ -68,6 +72,11 @@ impl std::fmt::Display for Protected {
             Protected::Retained { until_ns } => write!(
                 f,
                 "under the minimum retention; removable after {}",
+                crate::clock::from_unix_ns(*until_ns).strftime("%Y-%m-%d %H:%M:%S UTC")
+            ),
+            Protected::Locked { until_ns } => write!(
+                f,
+                "in an object S3 Object Lock keeps; removable after {}",
                 crate::clock::from_unix_ns(*until_ns).strftime("%Y-%m-%d %H:%M:%S UTC")
             ),
         }
@@ -84,6 +93,9 @@ pub struct Governance {
     pub released: Vec<(ActiveHold, Stored<HoldId, HoldRecord>)>,
     /// The storage's present (Unix ns).
     pub now_ns: i64,
+    /// The repository's Object Lock retention (ns), when it has one: a snapshot object is
+    /// locked that long after it was stored (snapshots are never extended).
+    pub lock_retention_ns: Option<i64>,
 }
 
 impl Governance {
@@ -108,7 +120,9 @@ impl Governance {
                 }
             }
         }
-        Ok(Governance { policies, holds, released, now_ns })
+        let lock_retention_ns =
+            repo.store().object_lock().map(|l| (l.retention_s as i64).saturating_mul(1_000_000_000));
+        Ok(Governance { policies, holds, released, now_ns, lock_retention_ns })
     }
 
     /// The policy document in effect.
@@ -168,9 +182,17 @@ impl Governance {
         if !held.is_empty() {
             return Some(Protected::Held(held));
         }
-        self.retained_until(s.stored_ns, &s.snapshot.host, &s.snapshot.tags)
+        if let Some(until_ns) =
+            self.retained_until(s.stored_ns, &s.snapshot.host, &s.snapshot.tags).filter(|&until| until > self.now_ns)
+        {
+            return Some(Protected::Retained { until_ns });
+        }
+        // Written locked until the writer's clock plus the retention: counted from the
+        // storage's timestamp, with the margin storage clocks may disagree by.
+        self.lock_retention_ns
+            .map(|r| s.stored_ns.saturating_add(r).saturating_add(crate::repo::lock::margin_ns()))
             .filter(|&until| until > self.now_ns)
-            .map(|until_ns| Protected::Retained { until_ns })
+            .map(|until_ns| Protected::Locked { until_ns })
     }
 
     /// An error naming the first snapshot of `snaps` that may not be removed, and when it

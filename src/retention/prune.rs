@@ -138,6 +138,14 @@ pub struct Plan {
     pub waiting: Amount,
     /// Index files replaced by the rewritten index, and records deleted.
     pub index_files_replaced: u64,
+    /// Obsolete packs S3 Object Lock still keeps: left, marked, for a later prune.
+    pub locked: Amount,
+    /// The latest retain-until date among them (Unix ns; 0 when none).
+    pub locked_until_ns: i64,
+    /// Objects (packs, index files, keys, config) whose lock is extended.
+    pub locks_to_extend: u64,
+    #[serde(skip)]
+    extend_locks: Vec<(String, i64)>,
     pub requests: Requests,
     #[serde(skip)]
     copy: BTreeMap<u32, Vec<(BlobId, BlobLoc)>>,
@@ -206,6 +214,10 @@ pub struct Outcome {
     pub packs_waiting: u64,
     pub index_files_written: u64,
     pub index_files_deleted: u64,
+    /// Objects whose S3 Object Lock was extended.
+    pub locks_extended: u64,
+    /// Objects left because S3 Object Lock still keeps them.
+    pub objects_locked: u64,
     /// Requests actually made, by kind.
     pub requests: serde_json::Value,
 }
@@ -351,7 +363,7 @@ fn sessions_now(repo: &Repository, me: &Session) -> Result<(SessionInfo, Vec<Ses
 /// is seen.
 pub fn plan(repo: &Repository, me: &Session, opts: &PruneOptions, progress: &dyn Progress) -> Result<Plan> {
     let data = list_packs(repo)?;
-    let (_, live) = sessions_now(repo, me)?;
+    let (mine, live) = sessions_now(repo, me)?;
     let index = whole_index(repo)?;
     let mut data = data;
     complete_listing(repo, &index, &mut data)?;
@@ -429,9 +441,69 @@ pub fn plan(repo: &Repository, me: &Session, opts: &PruneOptions, progress: &dyn
     plan.exclude =
         plan.condemn.iter().copied().chain(index.packs().iter().filter(|p| p.obsolete).map(|p| p.id)).collect();
     plan.sessions = live;
+    if let Some(lock) = repo.store().object_lock() {
+        plan_locks(repo, &index, &data, mine.renewed_ns, lock, &mut plan)?;
+    }
     estimate_requests(&mut plan);
     plan.index = index;
     Ok(plan)
+}
+
+/// S3 Object Lock (docs/storage.md, "Object Lock"): obsolete packs still locked are not
+/// deleted (they wait, marked, for a later prune), and what kept snapshots still need, with
+/// the config and key files, has its lock extended before it lapses. Objects locked for less
+/// than half the retention from now are extended to the full retention from now; only
+/// objects stored longer ago than half the retention can be that close, so only those are
+/// asked for their lock.
+fn plan_locks(
+    repo: &Repository,
+    index: &MasterIndex,
+    data: &HashMap<PackId, Listed>,
+    now_ns: i64,
+    lock: crate::format::config::ObjectLock,
+    plan: &mut Plan,
+) -> Result<()> {
+    let retention = (lock.retention_s as i64).saturating_mul(1_000_000_000);
+    let (soon, full) = (now_ns.saturating_add(retention / 2), now_ns.saturating_add(retention));
+    let mut deletable = Vec::new();
+    for pid in std::mem::take(&mut plan.delete_packs) {
+        let until = repo.store().retention(&pack_path(&pid))?.map_or(0, |r| r.until_ns);
+        let size = data.get(&pid).map_or(0, |l| l.size);
+        if until > now_ns {
+            plan.locked.add(size);
+            plan.locked_until_ns = plan.locked_until_ns.max(until);
+            plan.delete.packs -= 1;
+            plan.delete.bytes -= size;
+        } else {
+            deletable.push(pid);
+        }
+    }
+    plan.delete_packs = deletable;
+    // Candidates for an extension: live packs and index files, keys, config.
+    let mut old: Vec<String> = Vec::new();
+    for p in index.packs().iter().filter(|p| !p.obsolete && !plan.condemn.contains(&p.id)) {
+        if data.get(&p.id).is_some_and(|l| l.modified_ns.saturating_add(retention / 2) <= now_ns) {
+            old.push(pack_path(&p.id));
+        }
+    }
+    for f in index.files.iter().filter(|f| f.kind == IndexKind::Packs && !f.superseded) {
+        if f.modified_ns.saturating_add(retention / 2) <= now_ns {
+            old.push(index_path(&f.id));
+        }
+    }
+    for l in repo.store().list("keys")?.into_iter().chain([repo.store().head(crate::repo::CONFIG_PATH)?]) {
+        if l.modified_ns.saturating_add(retention / 2) <= now_ns {
+            old.push(if l.path.is_empty() { crate::repo::CONFIG_PATH.to_string() } else { l.path });
+        }
+    }
+    for path in old {
+        let until = repo.store().retention(&path)?.map_or(0, |r| r.until_ns);
+        if until < soon {
+            plan.extend_locks.push((path, full));
+        }
+    }
+    plan.locks_to_extend = plan.extend_locks.len() as u64;
+    Ok(())
 }
 
 /// Packs an index file lists but the listing of `data/` lacks were written after that
@@ -692,6 +764,14 @@ pub fn execute(
     let mut out = Outcome::default();
     let before = snapshot_ops(repo);
     let index = std::mem::take(&mut plan.index);
+    // 0. Locks of what is kept are extended before anything else.
+    for (path, until) in &plan.extend_locks {
+        match repo.store().lock_until(path, *until) {
+            Ok(()) => out.locks_extended += 1,
+            Err(crate::storage::StorageError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     // 1. Copy the used blobs of packs to repack, and rescued ones, into new packs (indexed
     //    by the sink as it goes: packs, then index files).
     if !plan.copy.is_empty() || !plan.rescue.is_empty() {
@@ -720,21 +800,26 @@ pub fn execute(
         rewritten_ns = Some(rewrite_index(repo, &plan)?);
         out.index_files_written += 1;
         for id in &plan.replace {
-            repo.store().delete(&index_path(id))?;
-            out.index_files_deleted += 1;
+            // A superseded index file still locked stays: readers skip it.
+            if deleted_unless_locked(repo, &index_path(id), &mut out)? {
+                out.index_files_deleted += 1;
+            }
         }
     }
     // 4. Obsolete packs that nothing can still use.
     me.check_alive()?;
     for pid in &plan.delete_packs {
-        repo.store().delete(&pack_path(pid))?;
-        out.packs_deleted += 1;
+        if deleted_unless_locked(repo, &pack_path(pid), &mut out)? {
+            out.packs_deleted += 1;
+        }
     }
     out.bytes_deleted = plan.delete.bytes;
     // 5. What this run marked, if the sessions seen now allow it.
     if let Some((id, marked_ns, record)) = new_record {
         me.check_alive()?;
+        let locked_before = plan.locked.packs;
         let deleted = delete_marked_now(repo, me, &mut plan, marked_ns, &record)?;
+        out.objects_locked += plan.locked.packs - locked_before;
         out.packs_deleted += deleted.0;
         out.bytes_deleted += deleted.1;
         plan.records.push((id, record.packs.iter().map(|p| PackId(p.pack_id)).collect()));
@@ -744,6 +829,18 @@ pub fn execute(
     out.packs_waiting = count_waiting(repo)?;
     out.requests = diff_ops(repo, &before);
     Ok(out)
+}
+
+/// Deletes an object unless S3 Object Lock still keeps it (counted in `objects_locked`).
+fn deleted_unless_locked(repo: &Repository, path: &str, out: &mut Outcome) -> Result<bool> {
+    match repo.store().delete(path) {
+        Ok(()) => Ok(true),
+        Err(crate::storage::StorageError::Locked { .. }) => {
+            out.objects_locked += 1;
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn snapshot_ops(repo: &Repository) -> [u64; 5] {
@@ -957,9 +1054,15 @@ fn delete_marked_now(
             continue;
         }
         if let Some(l) = data.get(&pid) {
-            repo.store().delete(&pack_path(&pid))?;
-            n += 1;
-            bytes += l.size;
+            match repo.store().delete(&pack_path(&pid)) {
+                Ok(()) => {
+                    n += 1;
+                    bytes += l.size;
+                }
+                // Still locked by S3 Object Lock: it waits, marked, for a later prune.
+                Err(crate::storage::StorageError::Locked { .. }) => plan.locked.add(l.size),
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     Ok((n, bytes))
@@ -997,8 +1100,11 @@ fn delete_finished_records(repo: &Repository, me: &Session, plan: &Plan, rewritt
         if packs.iter().any(|p| data.contains_key(p) || listed_live.contains(p)) {
             continue;
         }
-        repo.store().delete(&index_path(id))?;
-        n += 1;
+        match repo.store().delete(&index_path(id)) {
+            Ok(()) => n += 1,
+            Err(crate::storage::StorageError::Locked { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(n)
 }

@@ -14,6 +14,7 @@
 //! threads can have requests in flight at once.
 
 mod direct;
+pub mod objectlock;
 mod s3list;
 
 use std::ops::Range;
@@ -36,6 +37,9 @@ pub enum StorageError {
     AlreadyExists { path: String },
     #[error("repository location {0}: {1}")]
     Location(String, String),
+    /// S3 Object Lock keeps the object until then: it is not deleted (nor would S3 delete it).
+    #[error("{path}: locked by S3 Object Lock ({mode}) until {until}")]
+    Locked { path: String, mode: &'static str, until: String },
     #[error("{op} {path}: {source}")]
     Backend {
         op: &'static str,
@@ -97,6 +101,11 @@ pub struct Store {
     /// For S3: the bucket itself and the repository's prefix in it (empty or ending in
     /// `/`), for listings paged by Coffer (see `s3list`).
     s3: Option<(Arc<object_store::aws::AmazonS3>, String)>,
+    /// For S3: the Object Lock requests `object_store` does not make.
+    lock_api: Option<Arc<objectlock::LockApi>>,
+    /// The repository's Object Lock settings (from its config, or `init`): every object but
+    /// locks is locked when written, and locked objects are never deleted.
+    object_lock: Arc<std::sync::OnceLock<crate::format::config::ObjectLock>>,
 }
 
 /// How many operations of each kind a store was asked for (a retried operation counts
@@ -290,6 +299,8 @@ impl Store {
             down: None,
             ops: Default::default(),
             s3: None,
+            lock_api: None,
+            object_lock: Default::default(),
         })
     }
 
@@ -304,18 +315,17 @@ impl Store {
         if bucket.is_empty() {
             return Err(StorageError::Location(url.into(), "no bucket name".into()));
         }
+        let client_options = object_store::ClientOptions::new()
+            // Per request: a 16 MiB pack must fit through a slow uplink (~0.5 Mbit/s).
+            .with_timeout(std::time::Duration::from_secs(300))
+            .with_connect_timeout(std::time::Duration::from_secs(15))
+            .with_allow_http(opts.allow_http || std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v == "true"));
         let mut b = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
             .with_conditional_put(S3ConditionalPut::ETagMatch)
             .with_http_connector(s3list::GuardConnector)
             .with_retry(retry_config(opts.retries))
-            .with_client_options(
-                object_store::ClientOptions::new()
-                    // Per request: a 16 MiB pack must fit through a slow uplink (~0.5 Mbit/s).
-                    .with_timeout(std::time::Duration::from_secs(300))
-                    .with_connect_timeout(std::time::Duration::from_secs(15))
-                    .with_allow_http(opts.allow_http || std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v == "true")),
-            );
+            .with_client_options(client_options.clone());
         if let Some(e) = &opts.endpoint {
             b = b.with_endpoint(e);
         }
@@ -325,8 +335,10 @@ impl Store {
         if opts.virtual_hosted {
             b = b.with_virtual_hosted_style_request(true);
         }
-        let s3 = Arc::new(b.build().map_err(|e| StorageError::Location(url.into(), e.to_string()))?);
+        let s3 = Arc::new(b.clone().build().map_err(|e| StorageError::Location(url.into(), e.to_string()))?);
         let prefix = prefix.trim_matches('/');
+        let base_prefix = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+        let lock_api = objectlock::LockApi::new(s3.clone(), &b, &client_options, base_prefix)?;
         let inner: Arc<dyn ObjectStore> = if prefix.is_empty() {
             s3.clone()
         } else {
@@ -344,6 +356,8 @@ impl Store {
             down: None,
             ops: Default::default(),
             s3: Some((s3, base)),
+            lock_api: Some(Arc::new(lock_api)),
+            object_lock: Default::default(),
         })
     }
 
@@ -359,7 +373,53 @@ impl Store {
             down: None,
             ops: Default::default(),
             s3: None,
+            lock_api: None,
+            object_lock: Default::default(),
         }
+    }
+
+    /// Locks every object written from now on (but locks) with these settings, and refuses
+    /// to delete objects still locked. Only S3 stores have Object Lock.
+    pub fn set_object_lock(&self, lock: crate::format::config::ObjectLock) -> Result<()> {
+        if self.lock_api.is_none() {
+            return Err(StorageError::Location(
+                self.location.clone(),
+                "S3 Object Lock needs an S3 repository (s3://bucket/prefix)".into(),
+            ));
+        }
+        let _ = self.object_lock.set(lock);
+        Ok(())
+    }
+
+    /// The Object Lock settings in force, if any.
+    pub fn object_lock(&self) -> Option<crate::format::config::ObjectLock> {
+        self.object_lock.get().copied()
+    }
+
+    /// Whether the bucket has Object Lock enabled (false for local stores).
+    pub fn bucket_lock_enabled(&self) -> Result<bool> {
+        match &self.lock_api {
+            Some(api) => self.rt.block_on(api.bucket_enabled()),
+            None => Ok(false),
+        }
+    }
+
+    /// An object's lock, if it has one (always `None` for local stores).
+    pub fn retention(&self, path: &str) -> Result<Option<objectlock::Retention>> {
+        match &self.lock_api {
+            Some(api) => {
+                bump(&self.ops.head);
+                self.retrying(|| self.rt.block_on(api.retention(path)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Locks (or extends the lock of) an object until `until_ns`, in the repository's mode.
+    pub fn lock_until(&self, path: &str, until_ns: i64) -> Result<()> {
+        let (Some(api), Some(lock)) = (&self.lock_api, self.object_lock()) else { return Ok(()) };
+        bump(&self.ops.put);
+        self.retrying(|| self.rt.block_on(api.set_retention(path, lock.mode, until_ns)))
     }
 
     /// Limits uploads and downloads to an average rate in KiB/s (`None`: unlimited).
@@ -415,6 +475,10 @@ impl Store {
         bump(&self.ops.put);
         self.retrying(|| self.put_new_once(path, data.clone()))?;
         self.uploaded(n);
+        // Locks are short-lived and deleted by their session: they are never locked.
+        if let Some(lock) = self.object_lock().filter(|_| !path.starts_with("locks/")) {
+            self.lock_until(path, objectlock::until_from_now(&lock))?;
+        }
         Ok(data.try_into_mut().ok().map(|b| {
             let mut v = Vec::from(b);
             v.clear();
@@ -611,11 +675,30 @@ impl Store {
     /// Deletes an object. Deleting one that is already gone succeeds: a delete that is
     /// repeated (after a crash, by a second prune) is not an error.
     pub fn delete(&self, path: &str) -> Result<()> {
+        if self.object_lock().is_some() && !path.starts_with("locks/") {
+            self.refuse_if_locked(path)?;
+        }
         bump(&self.ops.delete);
         let p = ObjPath::from(path);
         match self.rt.block_on(self.inner.delete(&p)) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(StorageError::from_os("delete", path, e)),
+        }
+    }
+}
+
+impl Store {
+    /// Refuses to delete an object S3 Object Lock still holds (S3 would only hide it behind a
+    /// delete marker in a versioned bucket, keeping the data and the bill).
+    fn refuse_if_locked(&self, path: &str) -> Result<()> {
+        match self.retention(path) {
+            Ok(Some(r)) if r.until_ns > crate::clock::to_unix_ns(crate::clock::now()) => Err(StorageError::Locked {
+                path: path.to_string(),
+                mode: r.mode.as_str(),
+                until: crate::clock::from_unix_ns(r.until_ns).to_string(),
+            }),
+            Ok(_) | Err(StorageError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 }

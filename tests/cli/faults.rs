@@ -31,6 +31,30 @@ pub struct Faults {
     /// GET responses with one byte of the body flipped, as damage in transit would: each
     /// distinct request (path and range) at most once, so asking again gets good bytes.
     pub flip_once: u32,
+    /// Plays a backup host's credentials on a compliance-mode Object Lock bucket: no
+    /// DELETE of anything but `locks/`, no bypass of governance retention, and a retention
+    /// may only be extended, never shortened (S3's rule, which moto does not enforce).
+    pub worm: bool,
+}
+
+/// Whether a PutObjectRetention request shortens the object's current lock (asked upstream).
+fn shortens_retention(upstream: &str, line: &str, body: &[u8]) -> std::io::Result<bool> {
+    let body = String::from_utf8_lossy(body);
+    let Some(new) = body.split("<RetainUntilDate>").nth(1).and_then(|r| r.split('<').next()) else {
+        return Ok(false);
+    };
+    let path = line.split(' ').nth(1).unwrap_or("/").split('?').next().unwrap_or("/");
+    let head = format!(
+        "HEAD {path} HTTP/1.1\r\nHost: {upstream}\r\nAuthorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0\r\nConnection: close\r\n\r\n"
+    );
+    let resp = String::from_utf8_lossy(&forward(upstream, head.as_bytes(), &[])?).to_ascii_lowercase();
+    let current = resp
+        .lines()
+        .find_map(|l| l.strip_prefix("x-amz-object-lock-retain-until-date:"))
+        .map(|v| v.trim().to_ascii_uppercase());
+    // Both are RFC 3339 UTC: to the second, they compare as text.
+    let norm = |s: &str| s.trim().trim_end_matches('Z').split('.').next().unwrap_or("").to_string();
+    Ok(current.is_some_and(|c| norm(new) < norm(&c)))
 }
 
 /// The GET requests (first line and range) whose answer was already flipped once.
@@ -231,7 +255,13 @@ fn serve(
         };
         let line = String::from_utf8_lossy(first_line);
         let bad_listing = f.bad_listing.filter(|(p, _)| line.contains("list-type=2") && line.contains(p));
-        if f.deny.contains(&method.as_str()) {
+        let lower_head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let worm_denied = f.worm
+            && ((method == "DELETE" && !line.contains("/locks/"))
+                || lower_head.contains("x-amz-bypass-governance-retention")
+                || (method == "PUT" && line.contains("?retention") && shortens_retention(upstream, &line, &body)?));
+        if f.deny.contains(&method.as_str()) || worm_denied {
+            faulted.fetch_add(u64::from(worm_denied), Ordering::Relaxed);
             out.write_all(&error_response("403 Forbidden", "AccessDenied"))?;
         } else if let Some((_, fault)) = bad_listing {
             faulted.fetch_add(1, Ordering::Relaxed);
@@ -295,7 +325,7 @@ fn env_behind_proxy(faults: Faults, seed: u64) -> (Env, FaultProxy) {
 }
 
 /// [`env_behind_proxy`] with extra `init` arguments.
-fn env_behind_proxy_with(faults: Faults, seed: u64, init: &[&str]) -> (Env, FaultProxy) {
+pub fn env_behind_proxy_with(faults: Faults, seed: u64, init: &[&str]) -> (Env, FaultProxy) {
     let mut env = Env::s3_with(init);
     let upstream = s3_server().endpoint.clone();
     let proxy = FaultProxy::start(&upstream, faults, seed);
@@ -308,7 +338,7 @@ fn env_behind_proxy_with(faults: Faults, seed: u64, init: &[&str]) -> (Env, Faul
 }
 
 /// The same repository, reached directly.
-fn direct(env: &Env) -> Env {
+pub fn direct(env: &Env) -> Env {
     let mut d = Env::uninit();
     d.repo = env.repo.clone();
     d.vars = env.vars.clone();

@@ -17,6 +17,7 @@ mod fixture;
 mod governance;
 mod keys;
 mod limits;
+mod objectlock;
 mod repair;
 mod restore;
 mod retention;

@@ -56,8 +56,16 @@ impl Env {
 
     /// [`Env::s3`] with extra `init` arguments.
     pub fn s3_with(init: &[&str]) -> Env {
+        Env::s3_in(&s3_server().new_bucket(), init)
+    }
+
+    /// An S3 repository in a bucket with Object Lock enabled.
+    pub fn s3_locked(init: &[&str]) -> Env {
+        Env::s3_in(&s3_server().new_lock_bucket(), init)
+    }
+
+    fn s3_in(bucket: &str, init: &[&str]) -> Env {
         let s3 = s3_server();
-        let bucket = s3.new_bucket();
         let dir = tempfile::tempdir().expect("tempdir");
         let cache = dir.path().join("cache").to_str().unwrap().to_string();
         let vars = [
@@ -259,21 +267,48 @@ pub fn s3_server() -> &'static S3Server {
 impl S3Server {
     /// Creates a new bucket (moto does not check signatures, so a plain PUT does).
     pub fn new_bucket(&self) -> String {
-        use std::io::Write;
+        self.make_bucket(false)
+    }
+
+    /// A new bucket with S3 Object Lock enabled (and so versioning).
+    pub fn new_lock_bucket(&self) -> String {
+        self.make_bucket(true)
+    }
+
+    fn make_bucket(&self, lock: bool) -> String {
         let n = self.buckets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("coffer-test-{}-{n}", std::process::id());
-        let mut c = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(
-            c,
-            "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            self.port
-        )
-        .unwrap();
-        let mut reply = String::new();
-        c.read_to_string(&mut reply).unwrap();
+        let extra = if lock { "x-amz-bucket-object-lock-enabled: true\r\n" } else { "" };
+        let reply = self.raw("PUT", &format!("/{name}"), extra, b"");
         assert!(reply.starts_with("HTTP/1.1 200"), "creating bucket {name}: {reply}");
         name
     }
+
+    /// One raw HTTP request to moto (which checks no signatures, but wants an Authorization
+    /// header on some requests); the whole response as text.
+    pub fn raw(&self, method: &str, path: &str, headers: &str, body: &[u8]) -> String {
+        raw_http(self.port, method, path, headers, body)
+    }
+}
+
+/// One raw HTTP/1.1 request to 127.0.0.1:`port`; the whole response as text.
+pub fn raw_http(port: u16, method: &str, path: &str, headers: &str, body: &[u8]) -> String {
+    use std::io::Write;
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let auth = "Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, \
+                SignedHeaders=host, Signature=0\r\n";
+    write!(
+        c,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    c.write_all(body).unwrap();
+    // A keep-alive peer (the fault proxy) answers and then waits for more: say there is none.
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut reply = Vec::new();
+    c.read_to_end(&mut reply).unwrap();
+    String::from_utf8_lossy(&reply).into_owned()
 }
 
 pub fn is_root() -> bool {
