@@ -114,17 +114,11 @@ impl Repository {
     /// Appends one entry naming the current heads; returns its id.
     pub fn append_audit(&self, r: &Record) -> Result<AuditId> {
         let all = self.load_audit(false)?;
-        let named: HashSet<AuditId> = all
-            .iter()
-            .filter_map(|l| l.entry.as_ref().ok())
-            .flat_map(|e| e.prev.iter().map(|(id, _)| AuditId(*id)))
-            .collect();
-        let heads: Vec<&Listed> = all.iter().filter(|l| !named.contains(&l.id)).collect();
-        let max_seq = all.iter().filter_map(|l| l.entry.as_ref().ok().map(|e| e.seq)).max();
+        let (seq, prev) = links_for(&all);
         let (host, user) = who();
         let entry = AuditEntry {
-            seq: max_seq.map_or(if heads.is_empty() { 0 } else { 1 }, |s| s + 1),
-            prev: heads.iter().map(|l| (l.id.0, l.hash)).collect(),
+            seq,
+            prev,
             time_ns: crate::clock::to_unix_ns(crate::clock::now()),
             host,
             user,
@@ -146,6 +140,27 @@ impl Repository {
     }
 }
 
+/// A link to a predecessor: its id and the BLAKE3 hash of its stored object.
+pub type Link = ([u8; 32], [u8; 32]);
+
+/// The seq and the predecessors of an entry written after the entries `all`: every head
+/// (an entry no other names), and one more than the largest seq.
+pub fn links_for(all: &[Listed]) -> (u64, Vec<Link>) {
+    let named: HashSet<AuditId> = all
+        .iter()
+        .filter_map(|l| l.entry.as_ref().ok())
+        .flat_map(|e| e.prev.iter().map(|(id, _)| AuditId(*id)))
+        .collect();
+    let prev: Vec<Link> = all.iter().filter(|l| !named.contains(&l.id)).map(|l| (l.id.0, l.hash)).collect();
+    let max_seq = all.iter().filter_map(|l| l.entry.as_ref().ok().map(|e| e.seq)).max();
+    let seq = match max_seq {
+        Some(s) => s + 1,
+        None if prev.is_empty() => 0,
+        None => 1,
+    };
+    (seq, prev)
+}
+
 /// This machine's host name and the user running the command.
 pub fn who() -> (String, String) {
     let host = super::lock::this_machine().0;
@@ -156,7 +171,11 @@ pub fn who() -> (String, String) {
 /// Checks the whole chain (see the module docs). `remembered` are entries this client saw
 /// as heads before: `(id hex, hash hex, seq)`.
 pub fn verify(all: &[Listed], remembered: &[(String, String, u64)]) -> Verification {
-    let margin = super::lock::margin_ns();
+    verify_with(all, remembered, super::lock::margin_ns())
+}
+
+/// [`verify`] with storage timestamps allowed to be misordered by `margin` ns.
+pub fn verify_with(all: &[Listed], remembered: &[(String, String, u64)], margin: i64) -> Verification {
     let by_id: HashMap<AuditId, usize> = all.iter().enumerate().map(|(i, l)| (l.id, i)).collect();
     let mut problems = Vec::new();
     let seq_of = |l: &Listed| l.entry.as_ref().ok().map(|e| e.seq);
@@ -322,6 +341,8 @@ fn find_forks(all: &[Listed], by_id: &HashMap<AuditId, usize>, margin: i64) -> (
 mod tests {
     use super::*;
 
+    const MARGIN: i64 = 5 * 60_000_000_000;
+
     fn entry(id: u8, seq: u64, prev: &[u8], stored_min: i64) -> Listed {
         let prev = prev.iter().map(|p| ([*p; 32], [*p; 32])).collect();
         Listed {
@@ -336,10 +357,73 @@ mod tests {
         v.problems.iter().map(|p| p.kind).collect()
     }
 
+    mod concurrent {
+        //! A stateful property test of the appending protocol between concurrent writers:
+        //! each writer lists the entries visible at one moment and stores its entry a little
+        //! later (within the storage margin, as a listing taken right before the write is);
+        //! whatever the interleaving, the chain verifies, and removing or altering any entry
+        //! that a later one names is reported.
+        use super::super::*;
+        use super::MARGIN;
+        use proptest::prelude::*;
+
+        const MIN: i64 = 60_000_000_000;
+
+        /// `(start, lag)` per writer: it lists at minute `start` and stores `lag` seconds later.
+        fn run(writers: &[(u8, u8)]) -> Vec<Listed> {
+            let mut events: Vec<(i64, usize, bool)> = Vec::new();
+            for (i, (start, lag)) in writers.iter().enumerate() {
+                let t = i64::from(*start) * MIN;
+                events.push((t, i, false));
+                events.push((t + i64::from(*lag) * 1_000_000_000, i, true));
+            }
+            events.sort();
+            let mut stored: Vec<Listed> = Vec::new();
+            let mut seen: Vec<Option<Vec<Listed>>> = vec![None; writers.len()];
+            for (t, i, put) in events {
+                if !put {
+                    seen[i] = Some(stored.clone());
+                    continue;
+                }
+                let (seq, prev) = links_for(seen[i].as_ref().expect("listed first"));
+                let mut id = [0u8; 32];
+                id[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+                let entry = AuditEntry { seq, prev, command: format!("w{i}"), ..Default::default() };
+                let hash = *blake3::hash(&entry.encode()).as_bytes();
+                stored.push(Listed { id: AuditId(id), stored_ns: t, hash, entry: Ok(entry) });
+            }
+            stored
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+            #[test]
+            fn any_interleaving_verifies_and_tampering_is_found(
+                writers in proptest::collection::vec((0u8..20, 0u8..240), 1..12),
+                victim in any::<proptest::sample::Index>(),
+            ) {
+                                let all = run(&writers);
+                let v = verify_with(&all, &[], MARGIN);
+                prop_assert!(v.problems.is_empty(), "{:?}", v.problems);
+                // Every entry but the heads is named by a later one: removing or altering it shows.
+                let named: Vec<usize> = (0..all.len()).filter(|&i| !v.heads.contains(&all[i].id.to_hex())).collect();
+                if !named.is_empty() {
+                    let i = named[victim.index(named.len())];
+                    let mut removed = all.clone();
+                    removed.remove(i);
+                    prop_assert!(verify_with(&removed, &[], MARGIN).problems.iter().any(|p| p.kind == "removed"));
+                    let mut altered = all.clone();
+                    altered[i].hash[0] ^= 1;
+                    prop_assert!(verify_with(&altered, &[], MARGIN).problems.iter().any(|p| p.kind == "altered"));
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_straight_chain_verifies() {
         let all = vec![entry(1, 0, &[], 0), entry(2, 1, &[1], 10), entry(3, 2, &[2], 20)];
-        let v = verify(&all, &[]);
+        let v = verify_with(&all, &[], MARGIN);
         assert!(v.problems.is_empty(), "{:?}", v.problems);
         assert_eq!(v.heads, vec![AuditId([3; 32]).to_hex()]);
     }
@@ -347,7 +431,7 @@ mod tests {
     #[test]
     fn concurrent_writers_fork_and_are_joined() {
         let all = vec![entry(1, 0, &[], 0), entry(2, 1, &[1], 10), entry(3, 1, &[1], 11), entry(4, 2, &[2, 3], 30)];
-        let v = verify(&all, &[]);
+        let v = verify_with(&all, &[], MARGIN);
         assert!(v.problems.is_empty(), "{:?}", v.problems);
         assert_eq!(v.concurrent_forks, 1);
     }
@@ -356,26 +440,26 @@ mod tests {
     fn removal_alteration_reordering_and_forks_are_found() {
         // Entry 2 removed.
         let all = vec![entry(1, 0, &[], 0), entry(3, 2, &[2], 20)];
-        assert!(kinds(&verify(&all, &[])).contains(&"removed"));
+        assert!(kinds(&verify_with(&all, &[], MARGIN)).contains(&"removed"));
         // Entry 2 unreadable: altered, and nothing after it is taken for a fork.
         let mut all = vec![entry(1, 0, &[], 0), entry(2, 1, &[1], 10), entry(3, 2, &[2], 20)];
         all[1].entry = Err("bad".into());
-        assert_eq!(kinds(&verify(&all, &[])), vec!["altered"]);
+        assert_eq!(kinds(&verify_with(&all, &[], MARGIN)), vec!["altered"]);
         // Entry 2 altered: its hash no longer matches.
         let mut all = vec![entry(1, 0, &[], 0), entry(2, 1, &[1], 10), entry(3, 2, &[2], 20)];
         all[1].hash = [9; 32];
-        assert_eq!(kinds(&verify(&all, &[])), vec!["altered"]);
+        assert_eq!(kinds(&verify_with(&all, &[], MARGIN)), vec!["altered"]);
         // Reordered: a successor with a lower seq.
         let all = vec![entry(1, 5, &[], 0), entry(2, 1, &[1], 10)];
-        assert!(kinds(&verify(&all, &[])).contains(&"reordered"));
+        assert!(kinds(&verify_with(&all, &[], MARGIN)).contains(&"reordered"));
         // Forked: entry 4 branches off entry 1 long after entry 2 followed it.
         let all = vec![entry(1, 0, &[], 0), entry(2, 1, &[1], 10), entry(3, 2, &[2], 20), entry(4, 1, &[1], 60)];
-        let v = verify(&all, &[]);
+        let v = verify_with(&all, &[], MARGIN);
         assert_eq!(kinds(&v), vec!["forked"], "{:?}", v.problems);
         assert_eq!(v.problems[0].entry, AuditId([4; 32]).to_hex());
         // The newest entry removed: only the client's memory of it tells.
         let all = vec![entry(1, 0, &[], 0), entry(2, 1, &[1], 10)];
         let seen = vec![(AuditId([3; 32]).to_hex(), hex::encode([3u8; 32]), 2)];
-        assert_eq!(kinds(&verify(&all, &seen)), vec!["removed"]);
+        assert_eq!(kinds(&verify_with(&all, &seen, MARGIN)), vec!["removed"]);
     }
 }
