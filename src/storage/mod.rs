@@ -106,6 +106,10 @@ pub struct Store {
     /// The repository's Object Lock settings (from its config, or `init`): every object but
     /// locks is locked when written, and locked objects are never deleted.
     object_lock: Arc<std::sync::OnceLock<crate::format::config::ObjectLock>>,
+    /// Uploads go through `lock_api` (with `Content-MD5`, and the lock in the same request):
+    /// always for an Object Lock repository, and from the first upload a bucket with a
+    /// default retention refused without it (400 MissingUploadObjectWithObjectLockHeaders).
+    own_puts: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How many operations of each kind a store was asked for (a retried operation counts
@@ -301,6 +305,7 @@ impl Store {
             s3: None,
             lock_api: None,
             object_lock: Default::default(),
+            own_puts: Default::default(),
         })
     }
 
@@ -358,6 +363,7 @@ impl Store {
             s3: Some((s3, base)),
             lock_api: Some(Arc::new(lock_api)),
             object_lock: Default::default(),
+            own_puts: Default::default(),
         })
     }
 
@@ -375,6 +381,7 @@ impl Store {
             s3: None,
             lock_api: None,
             object_lock: Default::default(),
+            own_puts: Default::default(),
         }
     }
 
@@ -388,6 +395,7 @@ impl Store {
             ));
         }
         let _ = self.object_lock.set(lock);
+        self.own_puts.store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
@@ -415,7 +423,29 @@ impl Store {
         }
     }
 
-    /// Locks (or extends the lock of) an object until `until_ns`, in the repository's mode.
+    /// An upload through `lock_api`: with `Content-MD5`, and locked unless it is a lock.
+    fn own_put(&self, api: &objectlock::LockApi, path: &str, data: Bytes) -> Result<()> {
+        let lock = self
+            .object_lock()
+            .filter(|_| !path.starts_with("locks/"))
+            .map(|l| (l.mode, objectlock::until_from_now(&l)));
+        match self.rt.block_on(api.put_new(path, data.clone(), lock)) {
+            Err(StorageError::AlreadyExists { .. }) if self.get_once(path).is_ok_and(|b| b == data) => Ok(()),
+            r => r,
+        }
+    }
+
+    /// Whether S3 refused an upload for want of `Content-MD5` (a bucket with a default
+    /// Object Lock retention): uploads then go through `lock_api`, from now on.
+    fn needs_md5(&self, e: &object_store::Error) -> bool {
+        let yes = self.lock_api.is_some() && e.to_string().contains("MissingUploadObjectWithObjectLockHeaders");
+        if yes {
+            self.own_puts.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        yes
+    }
+
+    /// Extends the lock of an object until `until_ns`, in the repository's mode.
     pub fn lock_until(&self, path: &str, until_ns: i64) -> Result<()> {
         let (Some(api), Some(lock)) = (&self.lock_api, self.object_lock()) else { return Ok(()) };
         bump(&self.ops.put);
@@ -475,10 +505,6 @@ impl Store {
         bump(&self.ops.put);
         self.retrying(|| self.put_new_once(path, data.clone()))?;
         self.uploaded(n);
-        // Locks are short-lived and deleted by their session: they are never locked.
-        if let Some(lock) = self.object_lock().filter(|_| !path.starts_with("locks/")) {
-            self.lock_until(path, objectlock::until_from_now(&lock))?;
-        }
         Ok(data.try_into_mut().ok().map(|b| {
             let mut v = Vec::from(b);
             v.clear();
@@ -581,6 +607,9 @@ impl Store {
     /// write succeeded. Names of packs, indexes and snapshots are random, so nobody else
     /// could have written them.
     fn put_new_once(&self, path: &str, data: Bytes) -> Result<()> {
+        if let Some(api) = self.lock_api.as_ref().filter(|_| self.own_puts.load(std::sync::atomic::Ordering::Relaxed)) {
+            return self.own_put(api, path, data);
+        }
         let p = ObjPath::from(path);
         let mut opts = PutOptions { mode: PutMode::Create, ..Default::default() };
         let multipart = self.local.is_none() && data.len() >= MULTIPART_MIN;
@@ -602,7 +631,10 @@ impl Store {
             }
         }
         if multipart {
-            return self.rt.block_on(self.multipart(&p, data)).map_err(|e| StorageError::from_os("write", path, e));
+            return match self.rt.block_on(self.multipart(&p, data.clone())) {
+                Err(e) if self.needs_md5(&e) => self.put_new_once(path, data),
+                r => r.map_err(|e| StorageError::from_os("write", path, e)),
+            };
         }
         if let Some(local) = self.local.as_ref().filter(|_| data.len() >= DIRECT_MIN) {
             match direct::put(&local.root, path, &data, !local.no_hardlinks()) {
@@ -615,6 +647,7 @@ impl Store {
         }
         match self.rt.block_on(self.inner.put_opts(&p, PutPayload::from(data.clone()), opts)) {
             Ok(_) => Ok(()),
+            Err(e) if self.needs_md5(&e) => self.put_new_once(path, data),
             Err(object_store::Error::AlreadyExists { .. }) if self.get_once(path).is_ok_and(|b| b == data) => Ok(()),
             Err(e) => Err(StorageError::from_os("write", path, e)),
         }

@@ -1,8 +1,10 @@
 //! S3 Object Lock (WORM): the three requests `object_store` does not make.
 //!
-//! - `PUT ?retention` (PutObjectRetention) gives an object its lock mode and retain-until
-//!   date; Coffer makes it right after writing each object (and prune again, to extend the
-//!   lock of packs kept snapshots still need);
+//! - `PUT` with `Content-MD5` and the `x-amz-object-lock-*` headers writes an object locked
+//!   (and is how Coffer writes into a bucket with a default retention, where S3 refuses an
+//!   upload without `Content-MD5`, which `object_store` does not send);
+//! - `PUT ?retention` (PutObjectRetention) extends an object's lock (prune, for what kept
+//!   snapshots still need);
 //! - `HEAD` reads an object's `x-amz-object-lock-mode` and `-retain-until-date` headers
 //!   (moto does not implement GetObjectRetention; every S3 returns them on HEAD);
 //! - `GET ?object-lock` checks that the bucket has Object Lock enabled (`init`).
@@ -126,6 +128,48 @@ impl LockApi {
             return Err(StorageError::NotFound { path: path.to_string() });
         }
         Err(err("retention", path, format!("{status}: {}", String::from_utf8_lossy(&bytes))))
+    }
+
+    /// PutObject of a new object, create-only (`If-None-Match: *`), with `Content-MD5` (which
+    /// S3 demands of every upload into a bucket with a default retention, and which
+    /// `object_store` does not send) and, given `lock`, the object's lock in the same request.
+    pub async fn put_new(&self, path: &str, data: Bytes, lock: Option<(LockMode, i64)>) -> Result<(), StorageError> {
+        let md5 = base64::engine::general_purpose::STANDARD.encode(<md5::Md5 as md5::Digest>::digest(&data));
+        let mut b = http::Request::builder()
+            .method(http::Method::PUT)
+            .uri(self.url(path, ""))
+            .header("content-md5", md5)
+            .header("content-length", data.len())
+            .header("if-none-match", "*");
+        if let Some((mode, until_ns)) = lock {
+            let until = crate::clock::from_unix_ns(until_ns).strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+            b = b.header("x-amz-object-lock-mode", mode.as_str()).header("x-amz-object-lock-retain-until-date", until);
+        }
+        let req = b.body(data.into()).map_err(|e| err("write", path, e))?;
+        let (status, _, bytes) = self.send_unsigned_payload("write", path, req).await?;
+        match status.as_u16() {
+            200..=299 => Ok(()),
+            412 => Err(StorageError::AlreadyExists { path: path.to_string() }),
+            _ => Err(err("write", path, format!("{status}: {}", String::from_utf8_lossy(&bytes)))),
+        }
+    }
+
+    /// As [`Self::send`], without hashing the body for the signature (`Content-MD5` covers it).
+    async fn send_unsigned_payload(
+        &self,
+        op: &'static str,
+        path: &str,
+        mut req: HttpRequest,
+    ) -> Result<(http::StatusCode, http::HeaderMap, Bytes), StorageError> {
+        let cred = self.s3.credentials().get_credential().await.map_err(|e| err(op, path, e))?;
+        AwsAuthorizer::new(&cred, "s3", &self.region)
+            .with_sign_payload(false)
+            .try_authorize(&mut req, None)
+            .map_err(|e| err(op, path, e))?;
+        let resp = self.client.execute(req).await.map_err(|e| err(op, path, e))?;
+        let (parts, body) = resp.into_parts();
+        let bytes = body.bytes().await.map_err(|e| err(op, path, e))?;
+        Ok((parts.status, parts.headers, bytes))
     }
 
     /// The lock of `path`, if it has one.
