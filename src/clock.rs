@@ -16,9 +16,11 @@ pub fn now() -> Timestamp {
     Timestamp::now()
 }
 
-/// Nanoseconds since the Unix epoch for a timestamp, as stored on disk (i64).
+/// Nanoseconds since the Unix epoch for a timestamp, as stored on disk (i64); times beyond
+/// i64's range (after 2262) saturate, so a time far in the future never wraps into the past
+/// (a retention judged from it stays in force).
 pub fn to_unix_ns(ts: Timestamp) -> i64 {
-    ts.as_nanosecond() as i64
+    i64::try_from(ts.as_nanosecond()).unwrap_or(if ts.as_nanosecond() < 0 { i64::MIN } else { i64::MAX })
 }
 
 /// The inverse of [`to_unix_ns`]; out-of-range values clamp to the epoch.

@@ -191,7 +191,7 @@ pub struct HoldAddArgs {
     #[arg(required = true)]
     pub snapshots: Vec<String>,
     /// Why (a case number, a ticket): kept with the hold and in the audit trail
-    #[arg(long, required = true)]
+    #[arg(long, required = true, value_parser = reason)]
     pub reason: String,
 }
 
@@ -200,7 +200,7 @@ pub struct HoldReleaseArgs {
     /// The hold to release (its id or a prefix)
     pub hold: String,
     /// Why it is released
-    #[arg(long, required = true)]
+    #[arg(long, required = true, value_parser = reason)]
     pub reason: String,
 }
 
@@ -235,7 +235,7 @@ pub struct RewriteArgs {
     #[arg(long)]
     pub forget: bool,
     /// Why (a request number): kept in the erasure ledger and the audit trail
-    #[arg(long)]
+    #[arg(long, value_parser = reason)]
     pub reason: Option<String>,
     /// Show what would be rewritten; change nothing
     #[arg(long, short = 'n')]
@@ -334,10 +334,22 @@ fn duration(s: &str) -> Result<crate::retention::policy::Duration, String> {
 
 /// As [`duration`], and `0` for none.
 fn duration_or_zero(s: &str) -> Result<crate::retention::policy::Duration, String> {
-    if s.trim() == "0" {
-        return Ok(Default::default());
+    match s.trim() {
+        "0" => Ok(Default::default()),
+        "" => Err("give a duration such as 30d or 6y (0 clears it)".into()),
+        _ => duration(s),
     }
-    duration(s)
+}
+
+/// A `--reason`: not empty, no control characters (it is shown in evidence).
+fn reason(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("give a reason (a case number, a ticket)".into());
+    }
+    if s.chars().any(char::is_control) {
+        return Err("a reason may not contain control characters (newlines, escapes)".into());
+    }
+    Ok(s.to_string())
 }
 
 /// forget's `--keep-*` rules (also what `policy set` stores).

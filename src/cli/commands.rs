@@ -208,8 +208,11 @@ fn init(g: &Global, a: InitArgs) -> Result<ExitCode> {
         object_lock,
         ..Default::default()
     };
-    let repo = Repository::init(store, &pw, &opts)?;
-    // The audit trail starts with the repository.
+    let mut repo = Repository::init(store, &pw, &opts)?;
+    if let Some(dir) = state_dir() {
+        repo.enable_rollback_check(&dir);
+    }
+    // The audit trail starts with the repository (and this client remembers its start).
     repo.append_audit(&crate::repo::audit::Record {
         command: "init".into(),
         args: std::env::args().skip(1).collect(),
@@ -574,7 +577,7 @@ fn restore(g: &Global, a: RestoreArgs) -> Result<ExitCode> {
     let start = restore::find_node(&repo, &index, &snap, &sub_bytes)?;
     let mut excludes = a.excludes.clone();
     let (erased_patterns, erased) =
-        crate::retention::rewrite::erased_paths(&repo, &index, crate::id::BlobId(snap.tree), snap.time_ns)?;
+        crate::retention::rewrite::erased_paths(&repo, &index, &id, crate::id::BlobId(snap.tree), snap.time_ns)?;
     if !erased.is_empty() {
         let shown: Vec<&str> = erased.iter().take(5).map(String::as_str).collect();
         let more = if erased.len() > 5 { format!(" and {} more", erased.len() - 5) } else { String::new() };

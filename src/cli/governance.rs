@@ -16,6 +16,12 @@ use crate::repo::Repository;
 use crate::retention::governance::{self, ActiveHold, Governance};
 use crate::retention::policy::Policy;
 
+/// `s` with control characters escaped: records written by any password holder are shown
+/// as evidence, so none may forge lines or drive the terminal.
+fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
 /// What an audited command tells its entry.
 #[derive(Default)]
 pub struct Note {
@@ -103,50 +109,78 @@ fn policy_set(g: &Global, repo: &Repository, a: PolicySetArgs, note: &mut Note) 
     if !given && !a.clear {
         bail!("nothing to set: give --keep-*, --min-retention, --rto, --rpo, or --clear");
     }
+    if a.clear && !keep.is_empty() {
+        bail!("--clear removes the scope's rules: give it without --keep-*");
+    }
+    for (what, v) in [("--host", &a.host), ("--tag", &a.tag)] {
+        match v.as_deref() {
+            Some(x) if x.trim().is_empty() => {
+                bail!("{what}: an empty name is not a scope (leave it out for the default)")
+            }
+            Some(x) if what == "--tag" && x.contains(',') => {
+                bail!("--tag {x:?}: one tag per rule (set a rule for each)")
+            }
+            _ => {}
+        }
+    }
     keep.validate().map_err(|e| anyhow!("{e}"))?;
     if a.min_retention.is_some_and(|d| d.years < 0 || d.months < 0 || d.days < 0 || d.hours < 0) {
         bail!("--min-retention: a negative duration is not allowed");
     }
-    let gov = Governance::load(repo, 0)?;
-    let before = gov.current().map(|p| p.value.clone()).unwrap_or_default();
-    let mut doc = before.clone();
-    let pos = doc.rules.iter().position(|r| r.host == a.host && r.tag == a.tag);
-    let mut rule = pos.map(|i| doc.rules.remove(i)).unwrap_or(Rule {
-        host: a.host.clone(),
-        tag: a.tag.clone(),
-        ..Default::default()
-    });
-    let old_min = rule.min_retention;
-    if !a.clear {
+    let rto = a.rto.as_deref().map(|s| span_secs(s, "--rto")).transpose()?;
+    let rpo = a.rpo.as_deref().map(|s| span_secs(s, "--rpo")).transpose()?;
+    // The scope's rule after this change, from the rule it had (if any).
+    let change = |old: Option<&Rule>| -> Option<Rule> {
+        if a.clear {
+            return None;
+        }
+        let mut rule = old.cloned().unwrap_or(Rule { host: a.host.clone(), tag: a.tag.clone(), ..Default::default() });
         if !keep.is_empty() {
             rule.keep = governance::keep_of(&keep);
         }
         if let Some(d) = a.min_retention {
             rule.min_retention = Some(governance::span_of(Some(d))).filter(|s| *s != [0; 4]);
         }
-        if let Some(s) = &a.rto {
-            rule.rto_s = span_secs(s, "--rto")?;
+        if let Some(v) = rto {
+            rule.rto_s = v;
         }
-        if let Some(s) = &a.rpo {
-            rule.rpo_s = span_secs(s, "--rpo")?;
+        if let Some(v) = rpo {
+            rule.rpo_s = v;
         }
         let empty =
             rule.keep.is_empty() && rule.min_retention.is_none() && rule.rto_s.is_none() && rule.rpo_s.is_none();
-        if !empty {
-            doc.rules.push(rule.clone());
+        (!empty).then_some(rule)
+    };
+    let scope_of = |d: &PolicyDoc| d.rules.iter().find(|r| r.host == a.host && r.tag == a.tag).cloned();
+    let scope = governance::scope_name(&Rule { host: a.host.clone(), tag: a.tag.clone(), ..Default::default() });
+    // Read, change, write; then read again: a concurrent `policy set` may have written a
+    // document from the same base, and the newest wins. Until the newest holds this change,
+    // it is made again on top of it (each writer does so for its own change, so all survive).
+    let before = Governance::load(repo, 0)?.current().map(|p| p.value.clone()).unwrap_or_default();
+    let old_min = scope_of(&before).and_then(|r| r.min_retention);
+    let mut written = Vec::new();
+    for _ in 0..8 {
+        let base = Governance::load(repo, 0)?.current().map(|p| p.value.clone()).unwrap_or_default();
+        let wanted = change(scope_of(&base).as_ref());
+        if !written.is_empty() && scope_of(&base) == wanted {
+            break;
         }
+        let mut doc = base.clone();
+        doc.rules.retain(|r| !(r.host == a.host && r.tag == a.tag));
+        doc.rules.extend(wanted.clone());
+        doc.rules.sort_by(|x, y| (&x.host, &x.tag).cmp(&(&y.host, &y.tag)));
+        let (host, user) = audit::who();
+        doc.seq = base.seq + 1;
+        doc.time_ns = crate::clock::to_unix_ns(crate::clock::now());
+        doc.host = host;
+        doc.user = user;
+        note.plan = Some(json!({ "scope": scope, "before": policy_json(&before), "after": policy_json(&doc) }));
+        let (id, _) = repo.save_policy(&doc)?;
+        written.push(id.to_hex());
     }
-    doc.rules.sort_by(|x, y| (&x.host, &x.tag).cmp(&(&y.host, &y.tag)));
-    let (host, user) = audit::who();
-    doc.seq = gov.current().map_or(1, |p| p.value.seq + 1);
-    doc.time_ns = crate::clock::to_unix_ns(crate::clock::now());
-    doc.host = host;
-    doc.user = user;
-    let scope = governance::scope_name(&rule);
-    note.plan = Some(json!({ "scope": scope, "before": policy_json(&before), "after": policy_json(&doc) }));
-    let (id, _) = repo.save_policy(&doc)?;
-    note.outcome = Some(json!({ "policy": id.to_hex() }));
-    let lowered = match (old_min, if a.clear { None } else { rule.min_retention }) {
+    note.outcome = Some(json!({ "policy": written.last(), "documents_written": written.len() }));
+    let new_min = change(scope_of(&before).as_ref()).and_then(|r| r.min_retention);
+    let lowered = match (old_min, new_min) {
         (Some(o), Some(n)) => governance::add_span(0, &n) < governance::add_span(0, &o),
         (Some(_), None) => true,
         _ => false,
@@ -291,8 +325,9 @@ pub fn hold(g: &Global, cmd: HoldCommand) -> Result<ExitCode> {
             };
             let snaps: Vec<String> = held.iter().map(|(s, _)| hex::encode(s)).collect();
             note.plan = Some(json!({ "snapshots": snaps, "reason": a.reason }));
-            let id = repo.save_hold(&rec)?;
+            let (id, stored_ns) = repo.save_hold(&rec)?;
             note.outcome = Some(json!({ "hold": id.to_hex() }));
+            confirm_held(&repo, stored_ns, &held)?;
             if g.json {
                 print_json(&json!({ "id": id.to_hex(), "snapshots": snaps, "reason": a.reason }))?;
             } else {
@@ -327,7 +362,7 @@ pub fn hold(g: &Global, cmd: HoldCommand) -> Result<ExitCode> {
                 reason: a.reason.clone(),
                 kind: HoldKind::Release(h.id.0),
             };
-            let id = repo.save_hold(&rec)?;
+            let (id, _) = repo.save_hold(&rec)?;
             note.outcome = Some(json!({ "release": id.to_hex() }));
             if g.json {
                 print_json(&json!({ "released": h.id.to_hex(), "release": id.to_hex() }))?;
@@ -337,6 +372,40 @@ pub fn hold(g: &Global, cmd: HoldCommand) -> Result<ExitCode> {
             Ok(ExitCode::Ok)
         }),
     }
+}
+
+/// Commands that remove or replace snapshots, as their sessions name them.
+const REMOVING: [&str; 4] = ["forget", "tag", "rewrite", "repair snapshots"];
+
+/// A hold takes effect for every such command that starts after it is stored (they read the
+/// holds after their session's lock is written); one already running may have read the holds
+/// before. So: wait for those to end, then check that every held snapshot is still there.
+fn confirm_held(repo: &Repository, stored_ns: i64, held: &[([u8; 32], [u8; 32])]) -> Result<()> {
+    let margin = crate::repo::lock::margin_ns();
+    let deadline = crate::clock::stopwatch() + std::time::Duration::from_secs(15 * 60);
+    loop {
+        let sessions = crate::repo::lock::list_sessions(repo)?;
+        let now = sessions.iter().map(|s| s.renewed_ns).max().unwrap_or(stored_ns).max(stored_ns);
+        let running = sessions.iter().any(|s| {
+            REMOVING.contains(&s.command.as_str()) && s.is_live(now) && s.started_ns <= stored_ns.saturating_add(margin)
+        });
+        if !running {
+            break;
+        }
+        if crate::clock::stopwatch() > deadline {
+            bail!("the hold is written, but a forget, tag or rewrite that started before it still runs after 15 minutes: check with `coffer hold list` and `coffer snapshots` that the snapshots are there");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let present: std::collections::HashSet<[u8; 32]> = repo.list_snapshot_ids()?.into_iter().map(|i| i.0).collect();
+    if let Some((gone, _)) = held.iter().find(|(s, _)| !present.contains(s)) {
+        bail!(
+            "snapshot {} was removed by a command that ran while the hold was placed; the hold keeps its data \
+             (prune keeps every blob its tree needs), but the snapshot object is gone",
+            &hex::encode(gone)[..8]
+        );
+    }
+    Ok(())
 }
 
 fn hold_json(
@@ -379,11 +448,11 @@ fn list_holds(g: &Global, gov: &Governance, all: bool) -> Result<()> {
             "{}  {}  {}@{}  {}  snapshots {}: {}",
             &r["id"].as_str().unwrap()[..8],
             &r["stored"].as_str().unwrap()[..19.min(r["stored"].as_str().unwrap().len())],
-            r["user"].as_str().unwrap_or(""),
-            r["host"].as_str().unwrap_or(""),
-            state,
+            printable(r["user"].as_str().unwrap_or("")),
+            printable(r["host"].as_str().unwrap_or("")),
+            printable(&state),
             snaps.join(","),
-            r["reason"].as_str().unwrap_or("")
+            printable(r["reason"].as_str().unwrap_or(""))
         );
     }
     if rows.is_empty() && !g.quiet {
@@ -460,7 +529,19 @@ fn entry_json(l: &audit::Listed) -> Value {
 fn verify(g: &Global, repo: &Repository) -> Result<ExitCode> {
     let all = repo.load_audit(true)?;
     let remembered = repo.seen().map(|s| s.audit_remembered()).unwrap_or_default();
-    let v = audit::verify(&all, &remembered);
+    let mut v = audit::verify(&all, &remembered);
+    // A repository made in format 4 or later starts its trail at `init`: none at all means
+    // it was removed.
+    if all.is_empty() && repo.config().version >= 4 {
+        v.problems.push(audit::Problem {
+            kind: "removed",
+            entry: String::new(),
+            seq: Some(0),
+            message:
+                "the audit trail is empty, but the repository was made with one (format 4): every entry was removed"
+                    .into(),
+        });
+    }
     let ok = v.problems.is_empty();
     if ok {
         if let Some(seen) = repo.seen() {
@@ -500,7 +581,7 @@ fn verify(g: &Global, repo: &Repository) -> Result<ExitCode> {
             println!(
                 "audit trail BROKEN: {} problem(s); the first: entry {} was {}",
                 v.problems.len(),
-                &first.entry[..8.min(first.entry.len())],
+                if first.entry.is_empty() { "(all)" } else { &first.entry[..8.min(first.entry.len())] },
                 first.kind
             );
         }

@@ -167,7 +167,8 @@ fn snapshots(
         eprintln!("warning: the original snapshot {} was kept: it is {why}", &id[..8]);
     }
     note.outcome = Some(serde_json::to_value(&out)?);
-    Ok(ExitCode::Ok)
+    // As for rewrite: --forget could not remove every original.
+    Ok(if out.kept.is_empty() { ExitCode::Ok } else { ExitCode::Partial })
 }
 
 fn packs(g: &Global, repo: &Arc<crate::repo::Repository>, a: RepairPacksArgs, note: &mut Note) -> Result<ExitCode> {

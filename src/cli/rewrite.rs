@@ -17,7 +17,7 @@ use crate::source::exclude::Patterns;
 pub fn rewrite(g: &Global, a: RewriteArgs) -> Result<ExitCode> {
     let patterns = Patterns::from_args(&a.exclude, &a.exclude_file).map_err(|e| anyhow!("{e}"))?;
     if patterns.is_empty() {
-        bail!("give the paths to leave out with --exclude or --exclude-file");
+        bail!("give the paths to leave out with --exclude or --exclude-file (a pattern of only `/` names nothing)");
     }
     let repo = Arc::new(open(g)?);
     if a.dry_run {

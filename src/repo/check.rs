@@ -208,6 +208,7 @@ pub fn check(repo: &Repository, read: ReadData, readers: usize, progress: &dyn P
     findings.extend(needed_leftovers(repo, &index, &findings, &leftovers, &listed, &mut r));
     findings.extend(read_packs(repo, &index, read, readers, &listed, progress, &mut r));
     r.junk = find_junk(repo, &index)?;
+    check_governance(repo, &mut r)?;
     if findings.is_empty() {
         return Ok(r);
     }
@@ -220,6 +221,34 @@ pub fn check(repo: &Repository, read: ReadData, readers: usize, progress: &dyn P
         Err(e) => r.record_error = Some(e.to_string()),
     }
     Ok(r)
+}
+
+/// Policy documents, holds and erasure records must read: an unreadable one stops every
+/// command that removes snapshots or data. Audit entries that do not read are named too
+/// (`audit --verify` checks the chain).
+fn check_governance(repo: &Repository, r: &mut CheckReport) -> Result<()> {
+    let bad = |e: super::RepoError| -> Result<Option<String>> {
+        if e.is_damage() || matches!(e, super::RepoError::NewerFormat { .. }) {
+            Ok(Some(format!("{e} (forget and prune stop until it is readable or removed)")))
+        } else {
+            Err(e)
+        }
+    };
+    if let Err(e) = repo.load_policies() {
+        r.errors.extend(bad(e)?);
+    }
+    if let Err(e) = repo.load_holds() {
+        r.errors.extend(bad(e)?);
+    }
+    if let Err(e) = repo.load_erasures() {
+        r.errors.extend(bad(e)?);
+    }
+    for l in repo.load_audit(true)? {
+        if let Err(why) = &l.entry {
+            r.errors.push(format!("{}: {why} (`coffer audit --verify` reports it)", super::audit_path(&l.id)));
+        }
+    }
+    Ok(())
 }
 
 fn list_packs(repo: &Repository) -> Result<HashMap<PackId, crate::storage::Listed>> {
@@ -377,6 +406,10 @@ fn is_object_name(path: &str) -> bool {
         Some(("snapshots", n)) => SnapshotId::from_name(n).is_some(),
         Some(("locks", n)) => LockId::from_name(n).is_some(),
         Some(("drills", n)) => crate::id::DrillId::from_name(n).is_some(),
+        Some(("policy", n)) => crate::id::PolicyId::from_name(n).is_some(),
+        Some(("holds", n)) => crate::id::HoldId::from_name(n).is_some(),
+        Some(("audit", n)) => crate::id::AuditId::from_name(n).is_some(),
+        Some(("erasures", n)) => crate::id::ErasureId::from_name(n).is_some(),
         Some(("data", _)) => path.rsplit('/').next().and_then(PackId::from_name).is_some_and(|p| pack_path(&p) == path),
         Some(_) => false,
     }

@@ -103,10 +103,11 @@ impl Repository {
         self.load_kind(&HOLD)
     }
 
-    pub fn save_hold(&self, h: &HoldRecord) -> Result<HoldId> {
+    /// Writes a hold record; returns its id and the storage's timestamp of it.
+    pub fn save_hold(&self, h: &HoldRecord) -> Result<(HoldId, i64)> {
         let id = HoldId::random();
-        self.save_kind(&HOLD, id, &h.encode())?;
-        Ok(id)
+        let stored = self.save_kind(&HOLD, id, &h.encode())?;
+        Ok((id, stored))
     }
 
     /// The erasure ledger, oldest first.

@@ -66,7 +66,8 @@ impl std::fmt::Display for Protected {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Protected::Held(h) => {
-                let names: Vec<String> = h.iter().map(|(id, why)| format!("{} ({why})", id.short())).collect();
+                let shown = |w: &str| -> String { w.chars().map(|c| if c.is_control() { '?' } else { c }).collect() };
+                let names: Vec<String> = h.iter().map(|(id, why)| format!("{} ({})", id.short(), shown(why))).collect();
                 write!(f, "under legal hold {}; removable once released", names.join(", "))
             }
             Protected::Retained { until_ns } => write!(

@@ -228,18 +228,26 @@ pub fn execute(
     Ok(out)
 }
 
-/// The erasures that apply to a snapshot claiming time `time_ns` (recorded after it), as
-/// one set of patterns, with the paths of the snapshot (below `root`) they match.
+/// The erasures that apply to snapshot `id` (claiming time `time_ns`), as one set of
+/// patterns, with the paths of the snapshot (below `root`) they match. An erasure applies to
+/// the snapshots it names (those it rewrote, and the originals it had to keep), whatever time
+/// they claim (a host's clock may put them after the erasure), and to every other snapshot
+/// claiming a time at or before it (one it did not select).
 pub fn erased_paths(
     repo: &Repository,
     index: &MasterIndex,
+    id: &SnapshotId,
     root: BlobId,
     time_ns: i64,
 ) -> Result<(Vec<String>, Vec<String>)> {
     let patterns: Vec<String> = repo
         .load_erasures()?
         .into_iter()
-        .filter(|e| e.value.time_ns >= time_ns)
+        .filter(|e| {
+            let named =
+                e.value.rewritten.iter().any(|(old, _)| *old == id.0) || e.value.kept.iter().any(|(k, _)| *k == id.0);
+            named || e.value.time_ns >= time_ns
+        })
         .flat_map(|e| e.value.patterns)
         .collect();
     if patterns.is_empty() {

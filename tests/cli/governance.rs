@@ -349,3 +349,70 @@ fn governance_works_on_s3() {
     let cmds: Vec<String> = audit_commands(&env).into_iter().map(|(c, _)| c).collect();
     assert_eq!(cmds, ["init", "policy set", "hold add", "forget", "forget", "rewrite"]);
 }
+
+#[test]
+fn races_and_hostile_input_found_by_review_stay_fixed() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_simple_tree(&src);
+    // A hold placed while a forget of the same snapshot runs: never both succeed with the
+    // snapshot gone.
+    for i in 0..8 {
+        let id = env.backup(&[&src], &[])["snapshot_id"].as_str().unwrap().to_string();
+        let (f, h) = std::thread::scope(|s| {
+            let f = s.spawn(|| env.run(&["forget", &id]));
+            let h = s.spawn(|| env.run(&["hold", "add", &id, "--reason", &format!("race {i}")]));
+            (f.join().unwrap(), h.join().unwrap())
+        });
+        let present = snapshot_ids(&env).contains(&id);
+        assert!(!(h.code == 0 && !present), "round {i}: hold added but the snapshot is gone ({})", f.stderr);
+        if present {
+            let holds = env.ok(&["hold", "list", "--json"]).json();
+            for hold in holds.as_array().unwrap() {
+                env.ok(&["hold", "release", hold["id"].as_str().unwrap(), "--reason", "next round"]);
+            }
+        }
+    }
+    // Concurrent `policy set`s of different scopes all survive.
+    std::thread::scope(|s| {
+        for i in 0..6 {
+            let env = &env;
+            s.spawn(move || {
+                env.ok(&["policy", "set", "--host", &format!("h{i}"), "--min-retention", &format!("{}d", i + 1)])
+            });
+        }
+    });
+    let p = env.ok(&["policy", "show", "--json"]).json();
+    assert_eq!(p["rules"].as_array().unwrap().len(), 6, "{p}");
+    // Nonsense is refused.
+    for bad in [
+        &["policy", "set", "--min-retention", ""][..],
+        &["policy", "set", "--host", "", "--keep-last", "1"],
+        &["policy", "set", "--tag", "a,b", "--keep-last", "1"],
+        &["policy", "set", "--clear", "--keep-last", "1"],
+        &["hold", "add", "latest", "--reason", " "],
+        &["hold", "add", "latest", "--reason", "a\nreleased"],
+    ] {
+        assert_ne!(env.run(bad).code, 0, "{bad:?}");
+    }
+    // check knows the objects of format 4 (never "safe to remove").
+    env.ok(&["hold", "add", "latest", "--reason", "kept"]);
+    let c = env.assert_clean();
+    assert!(c["junk"].as_array().unwrap().is_empty(), "{c}");
+    // A kept original claiming a time after the erasure still has the erased path left out.
+    std::fs::create_dir_all(src.join("people")).unwrap();
+    std::fs::write(src.join("people/bob.txt"), "bob\n").unwrap();
+    let later = env.backup(&[&src], &["--time", "2099-01-01 00:00:00"])["snapshot_id"].as_str().unwrap().to_string();
+    env.ok(&["hold", "add", &later, "--reason", "kept too"]);
+    assert_eq!(env.run(&["rewrite", "--exclude", "bob.txt", "--forget"]).code, 3);
+    let out = env.path("out-later");
+    let r = env.ok(&["restore", &later, "--target", out.to_str().unwrap(), "--apply-erasures"]);
+    assert!(r.stderr.contains("leaving out"), "{}", r.stderr);
+    assert!(!out.join(src.strip_prefix("/").unwrap()).join("people/bob.txt").exists());
+    // Every entry removed: a format-4 repository cannot have an empty trail.
+    std::fs::remove_dir_all(env.repo.join("audit")).unwrap();
+    std::fs::create_dir_all(env.repo.join("audit")).unwrap();
+    let r = env.run(&["audit", "--verify", "--json"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert_eq!(r.json()["first_problem"]["kind"], "removed");
+}
