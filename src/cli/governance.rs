@@ -153,32 +153,30 @@ fn policy_set(g: &Global, repo: &Repository, a: PolicySetArgs, note: &mut Note) 
     };
     let scope_of = |d: &PolicyDoc| d.rules.iter().find(|r| r.host == a.host && r.tag == a.tag).cloned();
     let scope = governance::scope_name(&Rule { host: a.host.clone(), tag: a.tag.clone(), ..Default::default() });
-    // Read, change, write; then read again: a concurrent `policy set` may have written a
-    // document from the same base, and the newest wins. Until the newest holds this change,
-    // it is made again on top of it (each writer does so for its own change, so all survive).
-    let before = Governance::load(repo, 0)?.current().map(|p| p.value.clone()).unwrap_or_default();
+    // The document names only this scope (a rule with nothing in it clears it): the newest
+    // document naming a scope decides it, so a concurrent `policy set` of another scope keeps
+    // its change too.
+    let before = Governance::load(repo, 0)?.current().map(|p| p.value).unwrap_or_default();
     let old_min = scope_of(&before).and_then(|r| r.min_retention);
-    let mut written = Vec::new();
-    for _ in 0..8 {
-        let base = Governance::load(repo, 0)?.current().map(|p| p.value.clone()).unwrap_or_default();
-        let wanted = change(scope_of(&base).as_ref());
-        if !written.is_empty() && scope_of(&base) == wanted {
-            break;
-        }
-        let mut doc = base.clone();
-        doc.rules.retain(|r| !(r.host == a.host && r.tag == a.tag));
-        doc.rules.extend(wanted.clone());
-        doc.rules.sort_by(|x, y| (&x.host, &x.tag).cmp(&(&y.host, &y.tag)));
-        let (host, user) = audit::who();
-        doc.seq = base.seq + 1;
-        doc.time_ns = crate::clock::to_unix_ns(crate::clock::now());
-        doc.host = host;
-        doc.user = user;
-        note.plan = Some(json!({ "scope": scope, "before": policy_json(&before), "after": policy_json(&doc) }));
-        let (id, _) = repo.save_policy(&doc)?;
-        written.push(id.to_hex());
-    }
-    note.outcome = Some(json!({ "policy": written.last(), "documents_written": written.len() }));
+    let wanted = change(scope_of(&before).as_ref()).unwrap_or(Rule {
+        host: a.host.clone(),
+        tag: a.tag.clone(),
+        ..Default::default()
+    });
+    let (host, user) = audit::who();
+    let doc = PolicyDoc {
+        seq: before.seq + 1,
+        time_ns: crate::clock::to_unix_ns(crate::clock::now()),
+        host,
+        user,
+        rules: vec![wanted],
+    };
+    let mut after = before.clone();
+    after.rules.retain(|r| !(r.host == a.host && r.tag == a.tag));
+    after.rules.extend(doc.rules.iter().filter(|r| !governance::is_cleared(r)).cloned());
+    note.plan = Some(json!({ "scope": scope, "before": policy_json(&before), "after": policy_json(&after) }));
+    let (id, _) = repo.save_policy(&doc)?;
+    note.outcome = Some(json!({ "policy": id.to_hex() }));
     let new_min = change(scope_of(&before).as_ref()).and_then(|r| r.min_retention);
     let lowered = match (old_min, new_min) {
         (Some(o), Some(n)) => governance::add_span(0, &n) < governance::add_span(0, &o),
@@ -253,6 +251,7 @@ fn policy_json(d: &PolicyDoc) -> Value {
 
 fn show_policy(g: &Global, gov: &Governance) -> Result<()> {
     let cur = gov.current();
+    let cur = cur.as_ref();
     if g.json {
         let v = cur.map(|p| {
             let mut v = policy_json(&p.value);

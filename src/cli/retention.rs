@@ -173,8 +173,9 @@ fn print_forget(opts: &ForgetOptions, plans: &[GroupPlan]) -> Result<()> {
     let mut last_rule = None;
     for p in plans {
         if p.rule.is_some() && p.rule != last_rule {
-            let stored = opts.governance.current().map(|c| &c.value);
+            let stored = opts.governance.current().map(|c| c.value);
             let rule = stored
+                .as_ref()
                 .and_then(|d| d.rules.iter().find(|r| Some(crate::retention::governance::scope_name(r)) == p.rule));
             let pol = rule.map(|r| crate::retention::governance::policy_of(&r.keep).to_string()).unwrap_or_default();
             writeln!(out, "Applying the stored policy, rule {}: {pol}", p.rule.as_deref().unwrap_or(""))?;

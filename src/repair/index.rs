@@ -143,8 +143,7 @@ pub fn plan(repo: &Repository, read_all: bool, threads: usize, progress: &dyn Pr
 }
 
 fn pack_of(path: &str) -> Option<PackId> {
-    let id = path.rsplit('/').next().and_then(PackId::from_name)?;
-    (pack_path(&id) == path).then_some(id)
+    crate::repo::packs::pack_of(path)
 }
 
 /// Reads the headers of `todo`, `threads` at a time: the packs described, and the ones not

@@ -110,15 +110,8 @@ fn good_elsewhere(index: &MasterIndex, id: &BlobId, pack: u32) -> bool {
 /// Downloads each damaged pack and finds what reads; changes nothing.
 pub fn plan(repo: &Repository, given: &[PackId]) -> Result<PacksPlan> {
     let index = repo.load_index()?;
-    let sizes: HashMap<PackId, u64> = repo
-        .store()
-        .list("data")?
-        .into_iter()
-        .filter_map(|l| {
-            let id = l.path.rsplit('/').next().and_then(PackId::from_name)?;
-            (pack_path(&id) == l.path).then_some((id, l.size))
-        })
-        .collect();
+    let sizes: HashMap<PackId, u64> =
+        crate::repo::packs::list_packs(repo)?.into_iter().map(|(id, l)| (id, l.size)).collect();
     let mut plan = PacksPlan::default();
     for pid in damaged_packs(&index, &sizes, given) {
         let Some(pos) = index.pack_pos(&pid) else {

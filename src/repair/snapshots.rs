@@ -23,8 +23,7 @@ use crate::format::tree::{self, Node, NodeKind};
 use crate::format::BlobType;
 use crate::id::{BlobId, PackId, SnapshotId};
 use crate::repo::snapshots::{match_id, ListedSnapshot};
-use crate::repo::writer::BlobSink;
-use crate::repo::{pack_path, MasterIndex, RepoError, Repository, Result};
+use crate::repo::{MasterIndex, RepoError, Repository, Result};
 
 /// One path replaced, and why.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -219,15 +218,10 @@ pub fn plan(repo: &Repository, specs: &[String]) -> Result<SnapshotsPlan> {
             "{entered} packs no index file lists were read from their own headers (`coffer repair index` indexes them)"
         ));
     }
-    let present: HashSet<PackId> = repo
-        .store()
-        .list("data")?
+    let present: HashSet<PackId> = crate::repo::packs::list_packs(repo)?
         .into_iter()
-        .filter_map(|l| {
-            let id = l.path.rsplit('/').next().and_then(PackId::from_name)?;
-            let whole = index.pack_pos(&id).is_some_and(|p| index.pack(p).size == l.size);
-            (pack_path(&id) == l.path && whole).then_some(id)
-        })
+        .filter(|(id, l)| index.pack_pos(id).is_some_and(|p| index.pack(p).size == l.size))
+        .map(|(id, _)| id)
         .collect();
     let empty = tree::encode(&[]);
     let empty_tree = repo.keys().blob_id(BlobType::Tree, &empty);
@@ -283,14 +277,7 @@ pub fn execute(
     if plan.repairs.is_empty() {
         return Ok(out);
     }
-    let sink = BlobSink::start(repo.clone(), repo.config().compression_level, 1, 2, HashSet::new());
-    sink.guard(alive.clone());
-    let mut w = sink.writer();
-    for (id, bytes) in &plan.trees {
-        w.write(BlobType::Tree, *id, bytes, crate::compress::Plan::Try);
-    }
-    drop(w);
-    sink.finish()?;
+    crate::repo::writer::store_trees(repo, &plan.trees, alive)?;
     for r in plan.repairs {
         let mut s = r.snap.clone();
         s.tree = r.root.0;
@@ -305,13 +292,7 @@ pub fn execute(
         if let Some(why) = protected.get(&r.id).filter(|_| forget) {
             out.kept.push((r.id.to_hex(), why.clone()));
         } else if forget {
-            if let Some(seen) = repo.seen() {
-                seen.forgot(&[r.id]);
-            }
-            repo.store().delete(&crate::repo::snapshot_path(&r.id))?;
-            if let Some(c) = repo.cache() {
-                c.remove("snapshots", &r.id.to_hex());
-            }
+            repo.remove_snapshot(&r.id)?;
             out.forgotten += 1;
         }
     }

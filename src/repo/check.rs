@@ -252,17 +252,11 @@ fn check_governance(repo: &Repository, r: &mut CheckReport) -> Result<()> {
 }
 
 fn list_packs(repo: &Repository) -> Result<HashMap<PackId, crate::storage::Listed>> {
-    Ok(packs_of(repo.store().list("data")?))
+    super::packs::list_packs(repo)
 }
 
 fn packs_of(listing: Vec<crate::storage::Listed>) -> HashMap<PackId, crate::storage::Listed> {
-    listing
-        .into_iter()
-        .filter_map(|l| {
-            let id = l.path.rsplit('/').next().and_then(PackId::from_name)?;
-            (pack_path(&id) == l.path).then_some((id, l))
-        })
-        .collect()
+    super::packs::packs_in(listing)
 }
 
 /// Every live pack the index lists exists with the recorded size (obsolete ones may be gone).
@@ -410,7 +404,7 @@ fn is_object_name(path: &str) -> bool {
         Some(("holds", n)) => crate::id::HoldId::from_name(n).is_some(),
         Some(("audit", n)) => crate::id::AuditId::from_name(n).is_some(),
         Some(("erasures", n)) => crate::id::ErasureId::from_name(n).is_some(),
-        Some(("data", _)) => path.rsplit('/').next().and_then(PackId::from_name).is_some_and(|p| pack_path(&p) == path),
+        Some(("data", _)) => super::packs::pack_of(path).is_some(),
         Some(_) => false,
     }
 }

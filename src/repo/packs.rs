@@ -10,6 +10,25 @@ use std::collections::HashSet;
 use std::ops::Range;
 
 use super::{pack_path, MasterIndex, Repository, Result};
+
+/// The pack a name under `data/` is, if it is one: `data/<hh>/<pack id>` exactly
+/// (docs/format.md, "Layout"); anything else is not a pack.
+pub fn pack_of(path: &str) -> Option<crate::id::PackId> {
+    let id = path.rsplit('/').next().and_then(crate::id::PackId::from_name)?;
+    (pack_path(&id) == path).then_some(id)
+}
+
+/// The packs in a listing of `data/`, by id (other names left out).
+pub fn packs_in(
+    listing: Vec<crate::storage::Listed>,
+) -> std::collections::HashMap<crate::id::PackId, crate::storage::Listed> {
+    listing.into_iter().filter_map(|l| Some((pack_of(&l.path)?, l))).collect()
+}
+
+/// The packs under `data/`, by id, with their listings.
+pub fn list_packs(repo: &Repository) -> Result<std::collections::HashMap<crate::id::PackId, crate::storage::Listed>> {
+    Ok(packs_in(repo.store().list("data")?))
+}
 use crate::crypto::{self, PACK_HEADER_NONCE};
 use crate::format::index::{IndexBlob, IndexFile, IndexKind, IndexPack};
 use crate::format::pack::{self, PackEntry, TRAILER_LEN};

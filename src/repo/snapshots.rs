@@ -40,6 +40,20 @@ pub struct ListedSnapshot {
 }
 
 impl Repository {
+    /// Deletes a snapshot this client removes (forget, and the originals of a rewrite or a
+    /// repair): noted first as forgotten by this client (rollback detection), then deleted,
+    /// then dropped from the cache. One already gone counts as deleted.
+    pub fn remove_snapshot(&self, id: &SnapshotId) -> Result<()> {
+        if let Some(seen) = self.seen() {
+            seen.forgot(&[*id]);
+        }
+        self.store().delete(&snapshot_path(id))?;
+        if let Some(c) = self.cache() {
+            c.remove("snapshots", &id.to_hex());
+        }
+        Ok(())
+    }
+
     /// The snapshots in storage, with the storage's timestamps.
     pub fn list_snapshots(&self) -> Result<Vec<(SnapshotId, i64)>> {
         Ok(self

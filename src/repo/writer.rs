@@ -509,6 +509,22 @@ impl BlobSink {
     }
 }
 
+/// Stores tree blobs (a rewrite's, a repair's) as a writer session would: packs, then their
+/// index file; returns once they are durable. Nothing is written if `trees` is empty.
+pub fn store_trees(repo: &Arc<Repository>, trees: &[(BlobId, Vec<u8>)], alive: &super::lock::Alive) -> Result<()> {
+    if trees.is_empty() {
+        return Ok(());
+    }
+    let sink = BlobSink::start(repo.clone(), repo.config().compression_level, 1, 2, HashSet::new());
+    sink.guard(alive.clone());
+    let mut w = sink.writer();
+    for (id, bytes) in trees {
+        w.write(BlobType::Tree, *id, bytes, Plan::Try);
+    }
+    drop(w);
+    sink.finish().map(drop)
+}
+
 /// Claims `id` for storing: true if nobody stored or is storing it yet.
 pub fn claim(known: &Mutex<HashSet<BlobId>>, id: BlobId) -> bool {
     known.lock().expect("poisoned").insert(id)

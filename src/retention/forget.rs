@@ -15,7 +15,7 @@ use super::governance::{self, Governance};
 use super::policy::{self, GroupBy, GroupKey, Item, Policy};
 use crate::id::SnapshotId;
 use crate::repo::snapshots::{match_id, DamagedSnapshot, ListedSnapshot, SnapshotFilter};
-use crate::repo::{snapshot_path, RepoError, Repository, Result};
+use crate::repo::{RepoError, Repository, Result};
 
 /// How much later than its object's storage timestamp a snapshot may claim to be before it
 /// counts as future-dated: room for honest clocks that drift, far less than a bucket.
@@ -105,9 +105,9 @@ pub fn plan(repo: &Repository, opts: &ForgetOptions) -> Result<Vec<GroupPlan>> {
     // Damaged snapshots are warned about and kept: only `forget ID` removes one.
     let all = repo.load_snapshots_listed()?;
     let all: Vec<ListedSnapshot> = all.into_iter().filter(|s| opts.filter.matches(&s.snapshot)).collect();
-    let stored = opts.governance.current().map(|p| &p.value);
+    let stored = opts.governance.current().map(|p| p.value);
     let mut plans = match stored.filter(|_| opts.policy.is_empty()) {
-        Some(doc) if doc.rules.iter().any(|r| !r.keep.is_empty()) => plan_stored(&all, doc, opts)?,
+        Some(doc) if doc.rules.iter().any(|r| !r.keep.is_empty()) => plan_stored(&all, &doc, opts)?,
         _ => plan_policy(all, &opts.policy, opts)?,
     };
     protect(&opts.governance, &mut plans);
@@ -270,16 +270,10 @@ fn plan_ids(all: &[ListedSnapshot], damaged: &[DamagedSnapshot], opts: &ForgetOp
 /// Deletes the snapshots the plans remove; returns how many were deleted. A snapshot
 /// already gone (removed by another forget meanwhile) counts as deleted.
 pub fn execute(repo: &Repository, plans: &[GroupPlan]) -> Result<usize> {
-    if let Some(seen) = repo.seen() {
-        seen.forgot(&plans.iter().flat_map(GroupPlan::removed_ids).collect::<Vec<_>>());
-    }
     let mut n = 0;
     let mut done = std::collections::HashSet::new();
     for id in plans.iter().flat_map(GroupPlan::removed_ids).filter(|id| done.insert(*id)) {
-        repo.store().delete(&snapshot_path(&id))?;
-        if let Some(c) = repo.cache() {
-            c.remove("snapshots", &id.to_hex());
-        }
+        repo.remove_snapshot(&id)?;
         n += 1;
     }
     Ok(n)

@@ -1,8 +1,11 @@
 //! What the stored policy and the holds mean: which policy is in effect, which snapshots
 //! must not be removed yet, and why.
 //!
-//! **The policy in effect** is the newest policy document by the storage's timestamp (ties
-//! by id). Its rules are scoped: a host, a tag, both, or neither (the default).
+//! **The policy in effect**: rules are scoped (a host, a tag, both, or neither: the default).
+//! Each policy document sets the rules of the scopes it names (a rule with nothing in it
+//! clears its scope); for each scope, the newest document naming it (by the storage's
+//! timestamp, ties by id) decides. So two admins setting different scopes at once both keep
+//! their change, and for one scope the last writer wins.
 //!
 //! **Keep rules** (`forget` with no `--keep-*` flags): a rule with a host or tag covers the
 //! snapshots it matches; the default covers those no other keep rule covers. Each rule is
@@ -13,8 +16,8 @@
 //! minimum, counted from the storage's timestamp of its object (not the time it claims) to
 //! the storage's present (the timestamp of a lock the judging command just wrote), in
 //! calendar units (UTC). The minimum that applies is the largest of every rule covering the
-//! snapshot (the default always covers it) in every policy document that was in effect at
-//! any time since the snapshot was stored. Raising the minimum thus applies at once;
+//! snapshot (the default always covers it) among the rules in effect at any time since the
+//! snapshot was stored (per scope: the one in effect then, and every one set since). Raising the minimum thus applies at once;
 //! lowering it applies only to snapshots stored after the change, so whoever holds the
 //! password cannot shorten the minimum and delete at once.
 //!
@@ -126,9 +129,35 @@ impl Governance {
         Ok(Governance { policies, holds, released, now_ns, lock_retention_ns })
     }
 
-    /// The policy document in effect.
-    pub fn current(&self) -> Option<&Stored<PolicyId, PolicyDoc>> {
-        self.policies.last()
+    /// The policy in effect: for each scope, its rule from the newest document naming it, as
+    /// one document (id, time and writer of the newest document); `None` when none is stored.
+    pub fn current(&self) -> Option<Stored<PolicyId, PolicyDoc>> {
+        let last = self.policies.last()?;
+        let mut by_scope: std::collections::BTreeMap<(Option<String>, Option<String>), &Rule> = Default::default();
+        for p in &self.policies {
+            for r in &p.value.rules {
+                by_scope.insert((r.host.clone(), r.tag.clone()), r);
+            }
+        }
+        let rules = by_scope.into_values().filter(|r| !is_cleared(r)).cloned().collect();
+        Some(Stored { id: last.id, stored_ns: last.stored_ns, value: PolicyDoc { rules, ..last.value.clone() } })
+    }
+
+    /// For each scope, the rule in effect when a snapshot was stored at `stored_ns`, and every
+    /// rule set for it since.
+    fn rules_since(&self, stored_ns: i64) -> Vec<&Rule> {
+        let mut at: HashMap<(Option<String>, Option<String>), &Rule> = HashMap::new();
+        let mut later = Vec::new();
+        for p in &self.policies {
+            for r in &p.value.rules {
+                if p.stored_ns <= stored_ns {
+                    at.insert((r.host.clone(), r.tag.clone()), r);
+                } else {
+                    later.push(r);
+                }
+            }
+        }
+        at.into_values().chain(later).collect()
     }
 
     /// The holds in force on a snapshot, with their reasons.
@@ -154,11 +183,8 @@ impl Governance {
     /// The storage time (Unix ns) before which the minimum retention keeps a snapshot stored
     /// at `stored_ns` (host and tags as given); `None` when no minimum applies.
     pub fn retained_until(&self, stored_ns: i64, host: &str, tags: &[String]) -> Option<i64> {
-        // The document in effect when it was stored, and every one stored since.
-        let first = self.policies.iter().rposition(|p| p.stored_ns <= stored_ns).unwrap_or(0);
-        self.policies[first..]
-            .iter()
-            .flat_map(|p| p.value.rules.iter())
+        self.rules_since(stored_ns)
+            .into_iter()
             .filter(|r| covers(r, host, tags))
             .filter_map(|r| r.min_retention.as_ref())
             .map(|span| add_span(stored_ns, span))
@@ -168,10 +194,8 @@ impl Governance {
     /// As [`Self::retained_until`] for a snapshot whose host and tags are unknown (it does
     /// not read): every rule counts.
     pub fn retained_until_any(&self, stored_ns: i64) -> Option<i64> {
-        let first = self.policies.iter().rposition(|p| p.stored_ns <= stored_ns).unwrap_or(0);
-        self.policies[first..]
-            .iter()
-            .flat_map(|p| p.value.rules.iter())
+        self.rules_since(stored_ns)
+            .into_iter()
             .filter_map(|r| r.min_retention.as_ref())
             .map(|span| add_span(stored_ns, span))
             .max()
@@ -214,6 +238,11 @@ impl Governance {
         let covering: Vec<&Rule> = p.value.rules.iter().filter(|r| covers(r, host, tags)).collect();
         (covering.iter().filter_map(|r| r.rto_s).min(), covering.iter().filter_map(|r| r.rpo_s).min())
     }
+}
+
+/// Whether a rule sets nothing: it clears its scope.
+pub fn is_cleared(r: &Rule) -> bool {
+    r.keep.is_empty() && r.min_retention.is_none() && r.rto_s.is_none() && r.rpo_s.is_none()
 }
 
 /// Whether a rule's scope includes a snapshot of `host` with `tags`.
@@ -328,6 +357,13 @@ mod tests {
         let g = Governance { policies: vec![doc(0, Some(30), Some("db"))], ..Default::default() };
         assert_eq!(g.retained_until(DAY, "web", &[]), None);
         assert_eq!(g.retained_until(DAY, "db", &[]), Some(31 * DAY));
+        // A document for another scope changes nothing for this one: the default set on day
+        // 0 is still in effect for a snapshot stored on day 5, after a host rule on day 2.
+        let g =
+            Governance { policies: vec![doc(0, Some(30), None), doc(2, Some(1), Some("db"))], ..Default::default() };
+        assert_eq!(g.retained_until(5 * DAY, "web", &[]), Some(35 * DAY));
+        let cur = g.current().unwrap();
+        assert_eq!(cur.value.rules.len(), 2, "both scopes are in effect");
     }
 
     #[test]

@@ -257,18 +257,9 @@ pub fn start_exclusive(repo: &Repository, command: &str) -> Result<(Session, i64
     Ok((session, now))
 }
 
-/// The pack ids under `data/`, with their listings (names not of the form of a pack are
-/// ignored, docs/format.md "Layout").
+/// The pack ids under `data/`, with their listings.
 fn list_packs(repo: &Repository) -> Result<HashMap<PackId, Listed>> {
-    Ok(repo
-        .store()
-        .list("data")?
-        .into_iter()
-        .filter_map(|l| {
-            let id = l.path.rsplit('/').next().and_then(PackId::from_name)?;
-            (pack_path(&id) == l.path).then_some((id, l))
-        })
-        .collect())
+    crate::repo::packs::list_packs(repo)
 }
 
 /// Adds every blob reachable from the snapshots not yet in `seen_snapshots` to `used`,

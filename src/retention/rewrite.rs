@@ -17,7 +17,7 @@
 //! Kill -9 safe as `repair snapshots`: trees, then index, then the new snapshot, then the
 //! deletion of the old one. It runs as a writer session.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::governance::Governance;
@@ -27,7 +27,6 @@ use crate::format::tree::{self, Node, NodeKind};
 use crate::format::BlobType;
 use crate::id::{BlobId, SnapshotId};
 use crate::repo::snapshots::ListedSnapshot;
-use crate::repo::writer::BlobSink;
 use crate::repo::{MasterIndex, Repository, Result};
 use crate::source::exclude::Patterns;
 
@@ -184,16 +183,7 @@ pub fn execute(
     alive: &crate::repo::lock::Alive,
 ) -> Result<RewriteOutcome> {
     let mut out = RewriteOutcome::default();
-    if !plan.trees.is_empty() {
-        let sink = BlobSink::start(repo.clone(), repo.config().compression_level, 1, 2, HashSet::new());
-        sink.guard(alive.clone());
-        let mut w = sink.writer();
-        for (id, bytes) in &plan.trees {
-            w.write(BlobType::Tree, *id, bytes, crate::compress::Plan::Try);
-        }
-        drop(w);
-        sink.finish()?;
-    }
+    crate::repo::writer::store_trees(repo, &plan.trees, alive)?;
     let mut record = record;
     for r in plan.rewrites {
         let mut s = r.snap.clone();
@@ -212,13 +202,7 @@ pub fn execute(
                 record.kept.push((r.id.0, why));
             }
             None if forget => {
-                if let Some(seen) = repo.seen() {
-                    seen.forgot(&[r.id]);
-                }
-                repo.store().delete(&crate::repo::snapshot_path(&r.id))?;
-                if let Some(c) = repo.cache() {
-                    c.remove("snapshots", &r.id.to_hex());
-                }
+                repo.remove_snapshot(&r.id)?;
                 out.forgotten += 1;
             }
             None => {}

@@ -27,6 +27,9 @@ use object_store::client::{HttpClient, HttpConnector, HttpRequest, ReqwestConnec
 use super::StorageError;
 use crate::format::config::{LockMode, ObjectLock};
 
+/// A response's status, headers and body.
+type Response = (http::StatusCode, http::HeaderMap, Bytes);
+
 /// Signs and sends Object Lock requests for one bucket.
 pub struct LockApi {
     s3: Arc<AmazonS3>,
@@ -91,14 +94,23 @@ impl LockApi {
         format!("{}/{}{}", self.base, encode_key(&format!("{}{path}", self.prefix)), query)
     }
 
-    async fn send(
+    async fn send(&self, op: &'static str, path: &str, req: HttpRequest) -> Result<Response, StorageError> {
+        self.send_with(op, path, req, true).await
+    }
+
+    /// Signs (hashing the body into the signature if `sign_payload`) and sends a request.
+    async fn send_with(
         &self,
         op: &'static str,
         path: &str,
         mut req: HttpRequest,
-    ) -> Result<(http::StatusCode, http::HeaderMap, Bytes), StorageError> {
+        sign_payload: bool,
+    ) -> Result<Response, StorageError> {
         let cred = self.s3.credentials().get_credential().await.map_err(|e| err(op, path, e))?;
-        AwsAuthorizer::new(&cred, "s3", &self.region).try_authorize(&mut req, None).map_err(|e| err(op, path, e))?;
+        AwsAuthorizer::new(&cred, "s3", &self.region)
+            .with_sign_payload(sign_payload)
+            .try_authorize(&mut req, None)
+            .map_err(|e| err(op, path, e))?;
         let resp = self.client.execute(req).await.map_err(|e| err(op, path, e))?;
         let (parts, body) = resp.into_parts();
         let bytes = body.bytes().await.map_err(|e| err(op, path, e))?;
@@ -146,30 +158,13 @@ impl LockApi {
             b = b.header("x-amz-object-lock-mode", mode.as_str()).header("x-amz-object-lock-retain-until-date", until);
         }
         let req = b.body(data.into()).map_err(|e| err("write", path, e))?;
-        let (status, _, bytes) = self.send_unsigned_payload("write", path, req).await?;
+        // The body is not hashed for the signature: Content-MD5 covers it.
+        let (status, _, bytes) = self.send_with("write", path, req, false).await?;
         match status.as_u16() {
             200..=299 => Ok(()),
             412 => Err(StorageError::AlreadyExists { path: path.to_string() }),
             _ => Err(err("write", path, format!("{status}: {}", String::from_utf8_lossy(&bytes)))),
         }
-    }
-
-    /// As [`Self::send`], without hashing the body for the signature (`Content-MD5` covers it).
-    async fn send_unsigned_payload(
-        &self,
-        op: &'static str,
-        path: &str,
-        mut req: HttpRequest,
-    ) -> Result<(http::StatusCode, http::HeaderMap, Bytes), StorageError> {
-        let cred = self.s3.credentials().get_credential().await.map_err(|e| err(op, path, e))?;
-        AwsAuthorizer::new(&cred, "s3", &self.region)
-            .with_sign_payload(false)
-            .try_authorize(&mut req, None)
-            .map_err(|e| err(op, path, e))?;
-        let resp = self.client.execute(req).await.map_err(|e| err(op, path, e))?;
-        let (parts, body) = resp.into_parts();
-        let bytes = body.bytes().await.map_err(|e| err(op, path, e))?;
-        Ok((parts.status, parts.headers, bytes))
     }
 
     /// The lock of `path`, if it has one.

@@ -365,7 +365,7 @@ fn races_and_hostile_input_found_by_review_stay_fixed() {
             (f.join().unwrap(), h.join().unwrap())
         });
         let present = snapshot_ids(&env).contains(&id);
-        assert!(!(h.code == 0 && !present), "round {i}: hold added but the snapshot is gone ({})", f.stderr);
+        assert!(h.code != 0 || present, "round {i}: hold added but the snapshot is gone ({})", f.stderr);
         if present {
             let holds = env.ok(&["hold", "list", "--json"]).json();
             for hold in holds.as_array().unwrap() {
