@@ -76,11 +76,30 @@ pub fn session_now(repo: &Repository, session: &Session) -> Result<i64> {
 
 /// The policy documents and holds, judged at the storage's present.
 pub fn governance_now(repo: &Repository, command: &str) -> Result<(Session, Governance)> {
-    let (session, now) = judged_now(repo, command)?;
+    governance_at(repo, command, false).map(|(s, g)| (s.expect("a session unless a dry run"), g))
+}
+
+/// As [`governance_now`]; for a dry run (`dry_run`), credentials that cannot write a lock
+/// are no obstacle: the present is then this host's clock, said in a warning (a dry run
+/// decides nothing).
+pub fn governance_at(repo: &Repository, command: &str, dry_run: bool) -> Result<(Option<Session>, Governance)> {
+    let (session, now) = match judged_now(repo, command) {
+        Ok((s, now)) => (Some(s), now),
+        Err(e) if dry_run => {
+            eprintln!(
+                "warning: no lock could be written ({e:#}); this dry run judges the minimum retention by this \
+                 host's clock"
+            );
+            (None, crate::clock::to_unix_ns(crate::clock::now()))
+        }
+        Err(e) => return Err(e),
+    };
     match Governance::load(repo, now) {
         Ok(g) => Ok((session, g)),
         Err(e) => {
-            session.end();
+            if let Some(s) = session {
+                s.end();
+            }
             Err(e.into())
         }
     }
@@ -129,12 +148,14 @@ fn policy_set(g: &Global, repo: &Repository, a: PolicySetArgs, note: &mut Note) 
     }
     let rto = a.rto.as_deref().map(|s| span_secs(s, "--rto")).transpose()?;
     let rpo = a.rpo.as_deref().map(|s| span_secs(s, "--rpo")).transpose()?;
-    // The scope's rule after this change, from the rule it had (if any).
-    let change = |old: Option<&Rule>| -> Option<Rule> {
+    // The scope's rule after this change, from the rule it had (if any); a rule with nothing
+    // in it clears the scope.
+    let change = |old: Option<&Rule>| -> Rule {
+        let cleared = Rule { host: a.host.clone(), tag: a.tag.clone(), ..Default::default() };
         if a.clear {
-            return None;
+            return cleared;
         }
-        let mut rule = old.cloned().unwrap_or(Rule { host: a.host.clone(), tag: a.tag.clone(), ..Default::default() });
+        let mut rule = old.cloned().unwrap_or(cleared);
         if !keep.is_empty() {
             rule.keep = governance::keep_of(&keep);
         }
@@ -147,9 +168,7 @@ fn policy_set(g: &Global, repo: &Repository, a: PolicySetArgs, note: &mut Note) 
         if let Some(v) = rpo {
             rule.rpo_s = v;
         }
-        let empty =
-            rule.keep.is_empty() && rule.min_retention.is_none() && rule.rto_s.is_none() && rule.rpo_s.is_none();
-        (!empty).then_some(rule)
+        rule
     };
     let scope_of = |d: &PolicyDoc| d.rules.iter().find(|r| r.host == a.host && r.tag == a.tag).cloned();
     let scope = governance::scope_name(&Rule { host: a.host.clone(), tag: a.tag.clone(), ..Default::default() });
@@ -158,11 +177,8 @@ fn policy_set(g: &Global, repo: &Repository, a: PolicySetArgs, note: &mut Note) 
     // its change too.
     let before = Governance::load(repo, 0)?.current().map(|p| p.value).unwrap_or_default();
     let old_min = scope_of(&before).and_then(|r| r.min_retention);
-    let wanted = change(scope_of(&before).as_ref()).unwrap_or(Rule {
-        host: a.host.clone(),
-        tag: a.tag.clone(),
-        ..Default::default()
-    });
+    let wanted = change(scope_of(&before).as_ref());
+    let new_min = wanted.min_retention;
     let (host, user) = audit::who();
     let doc = PolicyDoc {
         seq: before.seq + 1,
@@ -177,7 +193,6 @@ fn policy_set(g: &Global, repo: &Repository, a: PolicySetArgs, note: &mut Note) 
     note.plan = Some(json!({ "scope": scope, "before": policy_json(&before), "after": policy_json(&after) }));
     let (id, _) = repo.save_policy(&doc)?;
     note.outcome = Some(json!({ "policy": id.to_hex() }));
-    let new_min = change(scope_of(&before).as_ref()).and_then(|r| r.min_retention);
     let lowered = match (old_min, new_min) {
         (Some(o), Some(n)) => governance::add_span(0, &n) < governance::add_span(0, &o),
         (Some(_), None) => true,

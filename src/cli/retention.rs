@@ -12,7 +12,7 @@ use super::commands::{
     connections, filter, open, print_json, progress, refuse_on_rollback, snapshot_json, split_tags, threads, time_of,
 };
 use super::exit::ExitCode;
-use super::governance::{audited, governance_now, Note};
+use super::governance::{audited, governance_at, governance_now, Note};
 use crate::repo::lock::{list_sessions, Session, SessionInfo};
 use crate::repo::snapshots::ListedSnapshot;
 use crate::repo::Repository;
@@ -63,7 +63,7 @@ pub fn forget(g: &Global, a: ForgetArgs) -> Result<ExitCode> {
 fn forget_run(g: &Global, repo: &Arc<Repository>, a: &ForgetArgs, note: &mut Note) -> Result<ExitCode> {
     let prune_opts = if a.prune { Some(prune_options(g, &a.prune_opts, repo)?) } else { None };
     // The storage's present, for the minimum retention, from a lock of this command's own.
-    let (session, governance) = governance_now(repo, "forget")?;
+    let (session, governance) = governance_at(repo, "forget", a.dry_run)?;
     let opts = ForgetOptions {
         policy: policy_of(&a.keep),
         group_by: GroupBy::parse(&a.group_by).map_err(|e| anyhow!("--group-by: {e}"))?,
@@ -73,7 +73,9 @@ fn forget_run(g: &Global, repo: &Arc<Repository>, a: &ForgetArgs, note: &mut Not
         governance,
     };
     let result = forget_plan_and_execute(g, repo, a, &opts, note);
-    session.end();
+    if let Some(s) = session {
+        s.end();
+    }
     let to_remove = result?;
     if let Some(popts) = prune_opts.filter(|_| to_remove > 0) {
         run_prune(g, repo, &popts, a.dry_run, false)?;

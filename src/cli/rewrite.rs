@@ -8,7 +8,7 @@ use serde_json::json;
 use super::args::*;
 use super::commands::{filter, open, print_json, refuse_on_rollback};
 use super::exit::ExitCode;
-use super::governance::{audited, governance_now};
+use super::governance::{audited, governance_at};
 use crate::format::erasure::ErasureRecord;
 use crate::repo::snapshots::{match_id, ListedSnapshot};
 use crate::retention::rewrite;
@@ -54,7 +54,7 @@ fn run(
     patterns: &Patterns,
     note: &mut super::governance::Note,
 ) -> Result<ExitCode> {
-    let (session, gov) = governance_now(repo, "rewrite")?;
+    let (session, gov) = governance_at(repo, "rewrite", a.dry_run)?;
     let result = (|| {
         let snaps = chosen(repo.load_snapshots_listed()?, a)?;
         let index = repo.load_index()?;
@@ -96,7 +96,8 @@ fn run(
             rewritten: vec![],
             kept: vec![],
         };
-        let out = rewrite::execute(repo, plan, a.forget, record, &session.alive())?;
+        let alive = session.as_ref().expect("a session unless a dry run").alive();
+        let out = rewrite::execute(repo, plan, a.forget, record, &alive)?;
         note.outcome = Some(serde_json::to_value(&out)?);
         if g.json {
             print_json(&json!({ "dry_run": false, "plan": plan_json, "outcome": out }))?;
@@ -114,6 +115,8 @@ fn run(
         // data: the erasure is not complete.
         Ok(if a.forget && !out.kept.is_empty() { ExitCode::Partial } else { ExitCode::Ok })
     })();
-    session.end();
+    if let Some(s) = session {
+        s.end();
+    }
     result
 }
