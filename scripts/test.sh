@@ -33,7 +33,7 @@ cargo test --locked -- --test-threads="${COFFER_TEST_THREADS:-2}"
 # Fuzz smoke run: every decoder of repository bytes gets a short cargo-fuzz run (libFuzzer with
 # AddressSanitizer). cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP=1 enables them on the
 # stable toolchain. COFFER_FUZZ_SECONDS=0 leaves this out (it says so), longer runs find more.
-fuzz_seconds=${COFFER_FUZZ_SECONDS:-10}
+fuzz_seconds=${COFFER_FUZZ_SECONDS:-6}
 if [ "$fuzz_seconds" = 0 ]; then
   echo "scripts/test.sh: fuzz smoke run left out (COFFER_FUZZ_SECONDS=0)"
 else

@@ -184,11 +184,15 @@ pub fn execute(repo: &Repository, plan: IndexPlan) -> Result<IndexOutcome> {
     let id = repo.save_index_file(&plan.new_file)?;
     let mut deleted = 0;
     for old in &plan.replace {
-        repo.store().delete(&index_path(old))?;
+        match repo.store().delete(&index_path(old)) {
+            Ok(()) => deleted += 1,
+            // Still locked by S3 Object Lock: it stays, superseded by the new file.
+            Err(crate::storage::StorageError::Locked { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
         if let Some(c) = repo.cache() {
             c.remove("index", &old.to_hex());
         }
-        deleted += 1;
     }
     Ok(IndexOutcome { index_file: Some(index_path(&id)), index_files_deleted: deleted })
 }
