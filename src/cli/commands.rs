@@ -821,6 +821,23 @@ fn key(g: &Global, cmd: KeyCommand) -> Result<ExitCode> {
             });
         }
         KeyCommand::Passwd(a) => {
+            // The old key file goes at the end; under S3 Object Lock it cannot before its date,
+            // and both passwords would then work: refused before anything is written.
+            if repo.store().object_lock().is_some() {
+                let path = crate::repo::key_path(&repo.key_id());
+                if let Some(r) = repo
+                    .store()
+                    .retention(&path)?
+                    .filter(|r| r.until_ns > crate::clock::to_unix_ns(crate::clock::now()))
+                {
+                    bail!(
+                        "{path}: S3 Object Lock keeps this password's key file until {}, so `key passwd` could not \
+                         remove it and both passwords would work: add the new one with `key add` now, and `key remove` \
+                         the old one after that date",
+                        crate::clock::from_unix_ns(r.until_ns)
+                    );
+                }
+            }
             let pw = new_password(&a)?;
             let old = repo.key_id();
             let changed = repo.change_password(&pw, kdf(&a.kdf));

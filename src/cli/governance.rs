@@ -175,13 +175,14 @@ fn policy_set(g: &Global, repo: &Repository, a: PolicySetArgs, note: &mut Note) 
     // The document names only this scope (a rule with nothing in it clears it): the newest
     // document naming a scope decides it, so a concurrent `policy set` of another scope keeps
     // its change too.
-    let before = Governance::load(repo, 0)?.current().map(|p| p.value).unwrap_or_default();
+    let gov = Governance::load(repo, 0)?;
+    let before = gov.current().map(|p| p.value).unwrap_or_default();
     let old_min = scope_of(&before).and_then(|r| r.min_retention);
     let wanted = change(scope_of(&before).as_ref());
     let new_min = wanted.min_retention;
     let (host, user) = audit::who();
     let doc = PolicyDoc {
-        seq: before.seq + 1,
+        seq: gov.max_seq() + 1,
         time_ns: crate::clock::to_unix_ns(crate::clock::now()),
         host,
         user,
@@ -274,6 +275,7 @@ fn show_policy(g: &Global, gov: &Governance) -> Result<()> {
             v["stored"] = json!(crate::clock::from_unix_ns(p.stored_ns).to_string());
             v["set_by"] = json!(format!("{}@{}", p.value.user, p.value.host));
             v["history"] = json!(gov.policies.len());
+            v["seq"] = json!(gov.max_seq());
             v
         });
         return print_json(&v.unwrap_or(Value::Null));
@@ -285,7 +287,7 @@ fn show_policy(g: &Global, gov: &Governance) -> Result<()> {
     println!(
         "policy {} (version {}, set {} by {}@{})",
         p.id.short(),
-        p.value.seq,
+        gov.max_seq(),
         crate::clock::from_unix_ns(p.stored_ns).strftime("%Y-%m-%d %H:%M:%S UTC"),
         p.value.user,
         p.value.host

@@ -105,7 +105,10 @@ pub struct Governance {
 impl Governance {
     /// Reads every policy document and hold record; `now_ns` is the storage's present.
     pub fn load(repo: &Repository, now_ns: i64) -> Result<Governance> {
-        let policies = repo.load_policies()?;
+        let mut policies = repo.load_policies()?;
+        // Storage clocks count in seconds (S3's LastModified): documents of one second are
+        // ordered by their seq, which each writer makes one more than the largest it saw.
+        policies.sort_by_key(|p| (p.stored_ns, p.value.seq, p.id));
         let records = repo.load_holds()?;
         let releases: HashMap<[u8; 32], &Stored<HoldId, HoldRecord>> = records
             .iter()
@@ -129,6 +132,11 @@ impl Governance {
         Ok(Governance { policies, holds, released, now_ns, lock_retention_ns })
     }
 
+    /// The largest seq of any document (the next one is one more).
+    pub fn max_seq(&self) -> u64 {
+        self.policies.iter().map(|p| p.value.seq).max().unwrap_or(0)
+    }
+
     /// The policy in effect: for each scope, its rule from the newest document naming it, as
     /// one document (id, time and writer of the newest document); `None` when none is stored.
     pub fn current(&self) -> Option<Stored<PolicyId, PolicyDoc>> {
@@ -144,13 +152,15 @@ impl Governance {
     }
 
     /// For each scope, the rule in effect when a snapshot was stored at `stored_ns`, and every
-    /// rule set for it since.
+    /// rule set for it since. Documents stored within the margin of the snapshot count as
+    /// set since (storage clocks may disagree by that much, and count in seconds).
     fn rules_since(&self, stored_ns: i64) -> Vec<&Rule> {
         let mut at: HashMap<(Option<String>, Option<String>), &Rule> = HashMap::new();
         let mut later = Vec::new();
+        let before = stored_ns.saturating_sub(crate::repo::lock::margin_ns());
         for p in &self.policies {
             for r in &p.value.rules {
-                if p.stored_ns <= stored_ns {
+                if p.stored_ns < before {
                     at.insert((r.host.clone(), r.tag.clone()), r);
                 } else {
                     later.push(r);

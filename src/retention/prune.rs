@@ -146,6 +146,9 @@ pub struct Plan {
     pub locks_to_extend: u64,
     #[serde(skip)]
     extend_locks: Vec<(String, i64)>,
+    /// Superseded index files of an Object Lock repository, deleted where their lock lapsed.
+    #[serde(skip)]
+    delete_superseded: Vec<IndexId>,
     pub requests: Requests,
     #[serde(skip)]
     copy: BTreeMap<u32, Vec<(BlobId, BlobLoc)>>,
@@ -428,7 +431,7 @@ pub fn plan(repo: &Repository, me: &Session, opts: &PruneOptions, progress: &dyn
     plan_rescue(&index, &data, &used, &mut plan)?;
     plan_leftovers(&index, &data, &live, &mut plan);
     plan_obsolete(&index, &data, &live, &mut plan);
-    plan_index(&index, &mut plan);
+    plan_index(&index, &mut plan, repo.store().object_lock().is_some());
     plan.exclude =
         plan.condemn.iter().copied().chain(index.packs().iter().filter(|p| p.obsolete).map(|p| p.id)).collect();
     plan.sessions = live;
@@ -442,7 +445,8 @@ pub fn plan(repo: &Repository, me: &Session, opts: &PruneOptions, progress: &dyn
 
 /// S3 Object Lock (docs/storage.md, "Object Lock"): obsolete packs still locked are not
 /// deleted (they wait, marked, for a later prune), and what kept snapshots still need, with
-/// the config and key files, has its lock extended before it lapses. Objects locked for less
+/// the config and key files, the evidence (audit entries, policies, holds, erasure and drill
+/// records) and held snapshots, has its lock extended before it lapses. Objects locked for less
 /// than half the retention from now are extended to the full retention from now; only
 /// objects stored longer ago than half the retention can be that close, so only those are
 /// asked for their lock.
@@ -477,7 +481,8 @@ fn plan_locks(
             old.push(pack_path(&p.id));
         }
     }
-    for f in index.files.iter().filter(|f| f.kind == IndexKind::Packs && !f.superseded) {
+    for f in index.files.iter().filter(|f| f.kind == IndexKind::Packs && !f.superseded && !plan.replace.contains(&f.id))
+    {
         if f.modified_ns.saturating_add(retention / 2) <= now_ns {
             old.push(index_path(&f.id));
         }
@@ -485,6 +490,21 @@ fn plan_locks(
     for l in repo.store().list("keys")?.into_iter().chain([repo.store().head(crate::repo::CONFIG_PATH)?]) {
         if l.modified_ns.saturating_add(retention / 2) <= now_ns {
             old.push(if l.path.is_empty() { crate::repo::CONFIG_PATH.to_string() } else { l.path });
+        }
+    }
+    // The evidence (audit entries, policies, holds, erasures, drills) stays locked as long as
+    // the repository lives, and so does a snapshot under a legal hold.
+    let held: HashSet<String> = super::governance::Governance::load(repo, 0)?
+        .held_roots()
+        .iter()
+        .map(|(id, _)| crate::repo::snapshot_path(id))
+        .collect();
+    for dir in ["audit", "policy", "holds", "erasures", "drills", "snapshots"] {
+        for l in repo.store().list(dir)? {
+            let wanted = dir != "snapshots" || held.contains(&l.path);
+            if wanted && l.modified_ns.saturating_add(retention / 2) <= now_ns {
+                old.push(l.path);
+            }
         }
     }
     for path in old {
@@ -716,10 +736,15 @@ fn ready(live: &[SessionInfo], marked_ns: i64) -> bool {
 
 /// The index is rewritten (superseding every kind-0 file read) whenever anything is marked,
 /// a superseded file is still present, or there is more than one file to merge.
-fn plan_index(index: &MasterIndex, plan: &mut Plan) {
+fn plan_index(index: &MasterIndex, plan: &mut Plan, locked_repo: bool) {
     let packs_files: Vec<_> = index.files.iter().filter(|f| f.kind == IndexKind::Packs).collect();
     let live_files = packs_files.iter().filter(|f| !f.superseded).count();
-    let any_superseded = packs_files.iter().any(|f| f.superseded);
+    // Under S3 Object Lock a superseded file may stay locked for long: it is deleted once it
+    // can be, without rewriting the index each time (which would only add locked files).
+    let any_superseded = !locked_repo && packs_files.iter().any(|f| f.superseded);
+    if locked_repo {
+        plan.delete_superseded = packs_files.iter().filter(|f| f.superseded).map(|f| f.id).collect();
+    }
     let lists_obsolete = packs_files
         .iter()
         .filter(|f| !f.superseded)
@@ -795,6 +820,11 @@ pub fn execute(
             if deleted_unless_locked(repo, &index_path(id), &mut out)? {
                 out.index_files_deleted += 1;
             }
+        }
+    }
+    for id in plan.delete_superseded.iter().filter(|id| !plan.replace.contains(id)) {
+        if deleted_unless_locked(repo, &index_path(id), &mut out)? {
+            out.index_files_deleted += 1;
         }
     }
     // 4. Obsolete packs that nothing can still use.

@@ -204,8 +204,11 @@ impl LockApi {
             .body(Bytes::new().into())
             .map_err(|e| err("object-lock", "", e))?;
         let (status, _, body) = self.send("object-lock", "", req).await?;
-        Ok(status.is_success()
-            && String::from_utf8_lossy(&body).contains("<ObjectLockEnabled>Enabled</ObjectLockEnabled>"))
+        let text = String::from_utf8_lossy(&body);
+        if text.contains("<Code>NoSuchBucket</Code>") {
+            return Err(err("object-lock", &self.base, "no such bucket: make it first, with Object Lock enabled"));
+        }
+        Ok(status.is_success() && text.contains("<ObjectLockEnabled>Enabled</ObjectLockEnabled>"))
     }
 }
 

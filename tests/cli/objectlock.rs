@@ -40,6 +40,11 @@ fn init_needs_an_object_lock_bucket_and_every_object_is_written_locked() {
     let r = other.run(&["init", "--object-lock", "compliance", "--retention", "30d"]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("Object Lock enabled"), "{}", r.stderr);
+    let mut missing = Env::uninit();
+    missing.vars = plain.vars.clone();
+    missing.repo = std::path::PathBuf::from("s3://no-such-bucket-here/r");
+    let r = missing.run(&["init", "--object-lock", "compliance", "--retention", "30d"]);
+    assert!(r.stderr.contains("no such bucket"), "{}", r.stderr);
     let local = Env::uninit();
     let r = local.run(&["init", "--object-lock", "governance", "--retention", "30d"]);
     assert!(r.stderr.contains("needs an S3 repository"), "{}", r.stderr);
@@ -115,6 +120,9 @@ fn prune_extends_the_locks_of_what_is_kept_and_leaves_locked_garbage() {
     assert_eq!(out["plan"]["delete"]["packs"], 0);
     let r = env.ok(&["prune", "--max-unused", "0"]);
     assert!(r.stderr.contains("S3 Object Lock still keeps"), "{}", r.stderr);
+    // Superseded index files that stay locked are not a reason to write the index again.
+    let out = env.ok(&["prune", "--max-unused", "0", "--json"]).json();
+    assert_eq!(out["outcome"]["index_files_written"], 0, "{out}");
     env.assert_clean();
     env.assert_restores(&env.path("two"), "out");
 }
