@@ -45,24 +45,6 @@ pub struct DrillRecord {
     pub program_version: String,
 }
 
-fn opt_u64(w: &mut Writer, v: Option<u64>) {
-    match v {
-        None => w.u8(0),
-        Some(x) => {
-            w.u8(1);
-            w.u64(x);
-        }
-    }
-}
-
-fn read_opt_u64(r: &mut Reader<'_>) -> Result<Option<u64>, FormatError> {
-    match r.u8()? {
-        0 => Ok(None),
-        1 => Ok(Some(r.u64()?)),
-        _ => Err(FormatError::Invalid("option flag is neither 0 nor 1")),
-    }
-}
-
 impl DrillRecord {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
@@ -81,8 +63,8 @@ impl DrillRecord {
         for v in [self.duration_ns, self.projected_ns, self.rpo_ns, self.rpo_max_gap_ns] {
             w.u64(v);
         }
-        opt_u64(&mut w, self.rto_target_ns);
-        opt_u64(&mut w, self.rpo_target_ns);
+        w.opt_u64(self.rto_target_ns);
+        w.opt_u64(self.rpo_target_ns);
         w.u32(self.coverage_ppm);
         w.len(self.damaged.len());
         self.damaged.iter().for_each(|d| w.str(d));
@@ -110,8 +92,8 @@ impl DrillRecord {
         }
         let (files_checked, bytes_checked, files_total, bytes_total) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?);
         let (duration_ns, projected_ns, rpo_ns, rpo_max_gap_ns) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?);
-        let rto_target_ns = read_opt_u64(&mut r)?;
-        let rpo_target_ns = read_opt_u64(&mut r)?;
+        let rto_target_ns = r.opt_u64()?;
+        let rpo_target_ns = r.opt_u64()?;
         let coverage_ppm = r.u32()?;
         if coverage_ppm > 1_000_000 {
             return Err(FormatError::Invalid("drill coverage above 100%"));
