@@ -16,7 +16,11 @@
 //! while readers are still busy elsewhere. The snapshot is written only after the sink
 //! has made every pack and index durable.
 
+mod stream;
 mod walk;
+
+pub use stream::{run_stream, Stream};
+pub use walk::{TagFile, IGNORE_FILE};
 
 use std::collections::HashSet;
 use std::os::fd::OwnedFd;
@@ -47,6 +51,12 @@ pub struct BackupOptions {
     pub one_file_system: bool,
     /// Skip the contents of directories tagged with a CACHEDIR.TAG.
     pub exclude_caches: bool,
+    /// Skip the contents of directories holding one of these tag files.
+    pub exclude_if_present: Vec<TagFile>,
+    /// Leave out regular files larger than this many bytes.
+    pub exclude_larger_than: Option<u64>,
+    /// Read per-directory `.cofferignore` files (gitignore syntax).
+    pub ignore_files: bool,
     pub dry_run: bool,
     /// zstd level for this backup; the repository's default when `None`.
     pub compression_level: Option<i32>,
@@ -75,6 +85,9 @@ pub enum BackupError {
     Invalid(String),
     #[error("{0}; nothing was written: if this is expected, run the backup again with --accept-rollback")]
     Rollback(String),
+    /// `--stdin-from-command`'s command failed (or the stream broke off).
+    #[error("{0}; no snapshot was written")]
+    Stream(String),
     #[error(transparent)]
     Repo(#[from] RepoError),
 }
@@ -167,6 +180,8 @@ struct Ctx {
     warnings: Mutex<Vec<String>>,
     progress: Arc<dyn Progress>,
     names: Names,
+    /// `--exclude-if-present`'s tags, and CACHEDIR.TAG with `--exclude-caches`.
+    tag_files: Vec<TagFile>,
     opts: BackupOptions,
 }
 
@@ -231,6 +246,117 @@ pub fn default_host() -> String {
     hostname()
 }
 
+/// What a backup session holds from its start to its snapshot: the session's lock, the
+/// parent and sequence number, and the index read after the snapshots.
+struct Prepared {
+    session: Option<crate::repo::lock::Session>,
+    parent: Option<(SnapshotId, Snapshot)>,
+    seq: u64,
+    index: Arc<MasterIndex>,
+    seen_index: HashSet<crate::id::IndexId>,
+}
+
+/// Starts the session (docs/storage.md, step W1), then reads the snapshots and the index in
+/// that order: every index file a snapshot needs was written before it, so the parent's trees
+/// are in the index read after it.
+fn prepare(
+    repo: &Arc<Repository>,
+    opts: &BackupOptions,
+    roots: &[Vec<u8>],
+    progress: &dyn Progress,
+) -> Result<Prepared, BackupError> {
+    let session = if opts.dry_run {
+        None
+    } else {
+        Some(crate::repo::lock::Session::start(repo, crate::format::lock::LockKind::Writer, "backup")?)
+    };
+    let (parent, seq) = parent_and_seq(repo, opts, roots)?;
+    let mut index = repo.load_index()?;
+    let seen_index = crate::repo::recheck::seen_files(&index);
+    if let Some(session) = &session {
+        let adopted = crate::repo::packs::adopt_orphans(repo, &mut index, Some(&session.alive()))?;
+        record_missing(repo, &index, &adopted.missing, &session.alive(), progress)?;
+        index.set_aside_packs(&adopted.missing.iter().copied().collect());
+    }
+    Ok(Prepared { session, parent, seq, index: Arc::new(index), seen_index })
+}
+
+/// The sink new blobs go to (none on a dry run), and the set of blob ids known or claimed.
+fn open_sink(
+    repo: &Arc<Repository>,
+    opts: &BackupOptions,
+    prep: &Prepared,
+    threads: usize,
+) -> (Option<BlobSink>, Arc<Mutex<HashSet<BlobId>>>) {
+    let known: HashSet<BlobId> = prep.index.blob_ids().copied().collect();
+    if opts.dry_run {
+        return (None, Arc::new(Mutex::new(known)));
+    }
+    let level = opts.compression_level.unwrap_or(repo.config().compression_level);
+    let sink = BlobSink::start(repo.clone(), level, threads, opts.uploaders.max(1), known);
+    if let Some(session) = &prep.session {
+        sink.guard(session.alive());
+    }
+    let known = sink.known();
+    (Some(sink), known)
+}
+
+/// The snapshot of a finished walk (or stream) whose root tree is `root`.
+fn snapshot_of(
+    opts: &BackupOptions,
+    prep: &Prepared,
+    started: jiff::Timestamp,
+    roots: Vec<Vec<u8>>,
+    root: [u8; 32],
+    summary: Summary,
+) -> Snapshot {
+    let (time, offset) = match &opts.time {
+        Some(z) => (z.timestamp(), z.offset()),
+        None => (started, jiff::tz::TimeZone::system().to_offset(started)),
+    };
+    Snapshot {
+        time_ns: crate::clock::to_unix_ns(time),
+        utc_offset_s: offset.seconds(),
+        host: opts.host.clone(),
+        username: uzers::get_current_username().map(|u| u.to_string_lossy().into_owned()).unwrap_or_default(),
+        uid: rustix::process::getuid().as_raw(),
+        gid: rustix::process::getgid().as_raw(),
+        paths: roots,
+        tags: opts.tags.clone(),
+        excludes: opts.excludes.sources.clone(),
+        parent: prep.parent.as_ref().map(|(id, _)| id.0),
+        tree: root,
+        seq: prep.seq,
+        program_version: format!("coffer {}", env!("CARGO_PKG_VERSION")),
+        summary,
+        original: None,
+        repaired: Vec::new(),
+    }
+}
+
+/// Writes the snapshot, unless this is a dry run: nothing it references may be only in packs
+/// a prune has marked meanwhile, and the session must not have been judged over
+/// (docs/storage.md, step W4). Returns the id and the number of blobs rescued.
+fn commit(
+    repo: &Arc<Repository>,
+    opts: &BackupOptions,
+    prep: Prepared,
+    snapshot: &Snapshot,
+) -> Result<(Option<SnapshotId>, u64), BackupError> {
+    let Some(session) = &prep.session else { return Ok((None, 0)) };
+    let rescued = crate::repo::recheck::ensure_live(
+        repo,
+        &prep.seen_index,
+        &[BlobId(snapshot.tree)],
+        opts.uploaders,
+        &session.alive(),
+    )?;
+    session.check_alive()?;
+    let id = repo.save_snapshot(snapshot)?;
+    drop(prep);
+    Ok((Some(id), rescued))
+}
+
 /// Runs a backup. Returns after the snapshot (and all it references) is durable.
 pub fn run(
     repo: Arc<Repository>,
@@ -240,26 +366,11 @@ pub fn run(
     let started = crate::clock::now();
     let watch = crate::clock::stopwatch();
     let roots = walk::normalize_roots(&opts.paths)?;
-    // The session's lock comes before the index is read (docs/storage.md, step W1).
-    let session = if opts.dry_run {
-        None
-    } else {
-        Some(crate::repo::lock::Session::start(&repo, crate::format::lock::LockKind::Writer, "backup")?)
-    };
-    // Snapshots before the index: every index file a snapshot needs was written before it,
-    // so the parent's trees are in the index read after it.
-    let (parent, seq) = parent_and_seq(&repo, &opts, &roots)?;
-    let mut index = repo.load_index()?;
-    let seen_index = crate::repo::recheck::seen_files(&index);
-    if let Some(session) = &session {
-        let adopted = crate::repo::packs::adopt_orphans(&repo, &mut index, Some(&session.alive()))?;
-        record_missing(&repo, &index, &adopted.missing, &session.alive(), progress.as_ref())?;
-        index.set_aside_packs(&adopted.missing.iter().copied().collect());
-    }
-    let index = Arc::new(index);
+    let prep = prepare(&repo, &opts, &roots, progress.as_ref())?;
+    let index = prep.index.clone();
     // A parent whose trees cannot be read (a prune moved them while this backup started)
     // only costs reading every file again: warn and go on without it.
-    let parent_tree = match &parent {
+    let parent_tree = match &prep.parent {
         Some((id, s)) => match repo.load_tree(&index, &BlobId(s.tree)) {
             Ok(t) => Some(t),
             Err(e) => {
@@ -269,19 +380,8 @@ pub fn run(
         },
         None => None,
     };
-    let known: HashSet<BlobId> = index.blob_ids().copied().collect();
     let threads = opts.threads.max(1);
-    let level = opts.compression_level.unwrap_or(repo.config().compression_level);
-    let (sink, known) = if opts.dry_run {
-        (None, Arc::new(Mutex::new(known)))
-    } else {
-        let sink = BlobSink::start(repo.clone(), level, threads, opts.uploaders.max(1), known);
-        if let Some(session) = &session {
-            sink.guard(session.alive());
-        }
-        let known = sink.known();
-        (Some(sink), known)
-    };
+    let (sink, known) = open_sink(&repo, &opts, &prep, threads);
     let (file_tx, file_rx) = bounded::<Vec<FileJob>>(threads * 4);
     let ctx = Arc::new(Ctx {
         repo: repo.clone(),
@@ -293,6 +393,12 @@ pub fn run(
         warnings: Mutex::new(Vec::new()),
         progress,
         names: Names::default(),
+        tag_files: opts
+            .exclude_caches
+            .then(TagFile::cachedir)
+            .into_iter()
+            .chain(opts.exclude_if_present.clone())
+            .collect(),
         opts: opts.clone(),
     });
 
@@ -315,7 +421,7 @@ pub fn run(
 
     let walk_ctx = ctx.clone();
     let walk_roots = roots.clone();
-    let parent_tree_id = parent_tree.as_ref().and(parent.as_ref()).map(|(_, s)| BlobId(s.tree));
+    let parent_tree_id = parent_tree.as_ref().and(prep.parent.as_ref()).map(|(_, s)| BlobId(s.tree));
     let walker = std::thread::Builder::new()
         .name("coffer-walk".into())
         .stack_size(512 << 20)
@@ -346,6 +452,17 @@ pub fn run(
     };
     summary.total_files_processed = summary.files_new + summary.files_changed + summary.files_unmodified;
     summary.partial = summary.errors > 0;
+    finish_sink(sink, &mut summary, c)?;
+    summary.duration_ns = watch.elapsed().as_nanos() as u64;
+    let snapshot = snapshot_of(&opts, &prep, started, roots, root, summary);
+    let (snapshot_id, rescued) = commit(&repo, &opts, prep, &snapshot)?;
+    let warnings = ctx.warnings.into_inner().expect("poisoned");
+    Ok(BackupResult { snapshot_id, snapshot, warnings, rescued })
+}
+
+/// Makes every pack and index durable and adds what was stored to the summary (on a dry
+/// run, what would have been).
+fn finish_sink(sink: Option<BlobSink>, summary: &mut Summary, c: &Counters) -> Result<(), BackupError> {
     if let Some(sink) = sink {
         let t = sink.finish()?;
         summary.blobs_added = t.blobs_added;
@@ -355,49 +472,7 @@ pub fn run(
         summary.blobs_added = c.dry_blobs.load(Ordering::Relaxed);
         summary.data_added_raw = c.dry_bytes.load(Ordering::Relaxed);
     }
-    summary.duration_ns = watch.elapsed().as_nanos() as u64;
-    let (time, offset) = match &opts.time {
-        Some(z) => (z.timestamp(), z.offset()),
-        None => (started, jiff::tz::TimeZone::system().to_offset(started)),
-    };
-    let snapshot = Snapshot {
-        time_ns: crate::clock::to_unix_ns(time),
-        utc_offset_s: offset.seconds(),
-        host: opts.host.clone(),
-        username: uzers::get_current_username().map(|u| u.to_string_lossy().into_owned()).unwrap_or_default(),
-        uid: rustix::process::getuid().as_raw(),
-        gid: rustix::process::getgid().as_raw(),
-        paths: roots,
-        tags: opts.tags.clone(),
-        excludes: opts.excludes.sources.clone(),
-        parent: parent.as_ref().map(|(id, _)| id.0),
-        tree: root,
-        seq,
-        program_version: format!("coffer {}", env!("CARGO_PKG_VERSION")),
-        summary,
-        original: None,
-        repaired: Vec::new(),
-    };
-    let mut rescued = 0;
-    let snapshot_id = match &session {
-        None => None,
-        Some(session) => {
-            // Nothing it references may be only in packs a prune has marked meanwhile, and
-            // the session must not have been judged over (docs/storage.md, step W4).
-            rescued = crate::repo::recheck::ensure_live(
-                &repo,
-                &seen_index,
-                &[BlobId(root)],
-                opts.uploaders,
-                &session.alive(),
-            )?;
-            session.check_alive()?;
-            Some(repo.save_snapshot(&snapshot)?)
-        }
-    };
-    drop(session);
-    let warnings = ctx.warnings.into_inner().expect("poisoned");
-    Ok(BackupResult { snapshot_id, snapshot, warnings, rescued })
+    Ok(())
 }
 
 /// The parent (the given one, or the newest snapshot of this host with the same paths) and

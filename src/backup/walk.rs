@@ -176,7 +176,8 @@ fn walk_virtual(
         let st = source::stat_at(dir.as_fd(), &cname).map_err(|e| BackupError::Source { path: shown(), source: e })?;
         let pnode = find(parent, name);
         if child.is_root {
-            if let Some(p) = walk_entry(ctx, q, &dir, &cname, path.clone(), &st, pnode, st.st_dev as u64) {
+            let (dev, none) = (st.st_dev as u64, Ignores::default());
+            if let Some(p) = walk_entry(ctx, q, &dir, &cname, path.clone(), &st, pnode, dev, &none) {
                 entries.push(p);
             }
             continue;
@@ -224,6 +225,7 @@ fn walk_entry(
     st: &Stat,
     pnode: Option<&Node>,
     root_dev: u64,
+    ign: &Ignores<'_>,
 ) -> Option<Pending> {
     let shown = || String::from_utf8_lossy(&path).into_owned();
     let mut node = source::node_from_stat(name.to_bytes(), st, &ctx.names);
@@ -237,7 +239,7 @@ fn walk_entry(
     }
     match node.kind {
         NodeKind::File => Some(file_entry(ctx, q, dir, path, node, pnode)),
-        NodeKind::Dir => dir_entry(ctx, q, dir, name, &path, node, pnode, root_dev),
+        NodeKind::Dir => dir_entry(ctx, q, dir, name, &path, node, pnode, root_dev, ign),
         NodeKind::Symlink => match source::read_link_at(dir.as_fd(), name) {
             Ok(t) => {
                 node.link_target = t;
@@ -293,6 +295,7 @@ fn dir_entry(
     node: Node,
     pnode: Option<&Node>,
     root_dev: u64,
+    ign: &Ignores<'_>,
 ) -> Option<Pending> {
     if ctx.opts.one_file_system && node.dev != root_dev {
         return send_dir(q, node, Vec::new(), pnode).ok();
@@ -304,7 +307,7 @@ fn dir_entry(
             return None;
         }
     };
-    walk_dir(ctx, q, fd, path, node, pnode, root_dev).0
+    walk_dir(ctx, q, fd, path, node, pnode, root_dev, ign).0
 }
 
 /// Directory levels below which a walk keeps every ancestor's descriptor open; deeper, a
@@ -317,6 +320,7 @@ fn keep_open_levels() -> usize {
 
 /// Walks an open directory; returns its pending node and its descriptor (reopened, if it
 /// was closed while a subdirectory was walked; `None` if it could not be).
+#[allow(clippy::too_many_arguments)]
 fn walk_dir(
     ctx: &Arc<Ctx>,
     q: &Queues<'_>,
@@ -325,6 +329,7 @@ fn walk_dir(
     mut node: Node,
     pnode: Option<&Node>,
     root_dev: u64,
+    up: &Ignores<'_>,
 ) -> (Option<Pending>, Option<Arc<OwnedFd>>) {
     let shown = || String::from_utf8_lossy(path).into_owned();
     match source::read_xattrs_fd(fd.as_fd()) {
@@ -335,10 +340,11 @@ fn walk_dir(
         ctx.warn(format!("{}: cannot list directory: {e}", shown()));
         Vec::new()
     });
-    if ctx.opts.exclude_caches && is_cache_dir(fd.as_fd(), &names) {
+    if let Some(tag) = ctx.tag_files.iter().find(|t| t.marks(fd.as_fd(), &names)) {
         // Keep the directory and its tag, as other tools do, but not its contents.
-        names.retain(|n| n.as_bytes() == CACHEDIR_TAG);
+        names.retain(|n| n.as_bytes() == tag.name);
     }
+    let ign = Ignores { here: read_ignore_file(ctx, fd.as_fd(), path, &names), up: Some(up) };
     let deep = path.iter().filter(|b| **b == b'/').count() >= keep_open_levels();
     let ident = (node.dev, node.inode);
     let ptree = parent_tree(ctx, pnode, path);
@@ -362,8 +368,15 @@ fn walk_dir(
         if is_dir && ctx.opts.skip_dirs.contains(&(st.st_dev as u64, st.st_ino as u64)) {
             continue;
         }
+        let is_file = st.st_mode & libc::S_IFMT == libc::S_IFREG;
+        if is_file && ctx.opts.exclude_larger_than.is_some_and(|max| st.st_size as u64 > max) {
+            continue;
+        }
+        if ign.ignored(&cpath, is_dir) {
+            continue;
+        }
         if !(deep && is_dir) || (ctx.opts.one_file_system && st.st_dev as u64 != root_dev) {
-            if let Some(p) = walk_entry(ctx, q, dir, &child, cpath, &st, cp, root_dev) {
+            if let Some(p) = walk_entry(ctx, q, dir, &child, cpath, &st, cp, root_dev, &ign) {
                 entries.push(p);
             }
             continue;
@@ -377,7 +390,7 @@ fn walk_dir(
             }
         };
         drop(fd.take());
-        let (p, cfd) = walk_dir(ctx, q, cfd, &cpath, cnode, cp, root_dev);
+        let (p, cfd) = walk_dir(ctx, q, cfd, &cpath, cnode, cp, root_dev, &ign);
         entries.extend(p);
         fd = cfd.and_then(|c| reopen_parent(&c, ident));
         if fd.is_none() {
@@ -394,16 +407,112 @@ fn reopen_parent(child: &OwnedFd, ident: (u64, u64)) -> Option<Arc<OwnedFd>> {
     ((st.st_dev as u64, st.st_ino as u64) == ident).then(|| Arc::new(fd))
 }
 
-const CACHEDIR_TAG: &[u8] = b"CACHEDIR.TAG";
+/// A tag file whose presence excludes its directory's contents (`--exclude-caches`,
+/// `--exclude-if-present NAME[:HEADER]`); the directory and the tag itself are kept.
+#[derive(Clone, Debug)]
+pub struct TagFile {
+    pub name: Vec<u8>,
+    /// When set, the tag counts only if the file starts with these bytes.
+    pub header: Option<Vec<u8>>,
+}
 
-/// Whether a directory holds a valid CACHEDIR.TAG (https://bford.info/cachedir/).
-fn is_cache_dir(dir: std::os::fd::BorrowedFd<'_>, names: &[CString]) -> bool {
-    const SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
-    let Some(tag) = names.iter().find(|n| n.as_bytes() == CACHEDIR_TAG) else { return false };
-    let Ok(f) = source::open_file_at(dir, tag.as_bytes()) else { return false };
-    let mut head = [0u8; 43];
+impl TagFile {
+    /// CACHEDIR.TAG with its signature (https://bford.info/cachedir/).
+    pub fn cachedir() -> Self {
+        TagFile {
+            name: b"CACHEDIR.TAG".to_vec(),
+            header: Some(b"Signature: 8a477f597d28d172789f06886806bc55".to_vec()),
+        }
+    }
+
+    /// `NAME` or `NAME:HEADER`, as restic's `--exclude-if-present` takes it.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let (name, header) = match spec.split_once(':') {
+            Some((n, h)) => (n, Some(h.as_bytes().to_vec())),
+            None => (spec, None),
+        };
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(format!("--exclude-if-present {spec:?}: give a file name (NAME or NAME:HEADER)"));
+        }
+        Ok(TagFile { name: name.as_bytes().to_vec(), header })
+    }
+
+    /// Whether the directory open as `dir`, holding `names`, carries this tag.
+    fn marks(&self, dir: std::os::fd::BorrowedFd<'_>, names: &[CString]) -> bool {
+        if !names.iter().any(|n| n.as_bytes() == self.name) {
+            return false;
+        }
+        let Some(header) = &self.header else { return true };
+        let Ok(f) = source::open_file_at(dir, &self.name) else { return false };
+        let mut head = vec![0u8; header.len()];
+        use std::io::Read;
+        (&f).read_exact(&mut head).is_ok() && &head == header
+    }
+}
+
+/// The per-directory ignore file (gitignore syntax), read unless `--no-cofferignore`.
+pub const IGNORE_FILE: &[u8] = b".cofferignore";
+
+/// The ignore files of the directories above an entry, nearest first. As in git, the
+/// nearest file with a matching line decides (`!pattern` re-includes), and nothing below
+/// an ignored directory is looked at.
+#[derive(Default)]
+pub(super) struct Ignores<'a> {
+    here: Option<ignore::gitignore::Gitignore>,
+    up: Option<&'a Ignores<'a>>,
+}
+
+impl Ignores<'_> {
+    fn ignored(&self, path: &[u8], is_dir: bool) -> bool {
+        let path = Path::new(std::ffi::OsStr::from_bytes(path));
+        let mut cur = Some(self);
+        while let Some(level) = cur {
+            if let Some(g) = &level.here {
+                match g.matched(path, is_dir) {
+                    ignore::Match::Ignore(_) => return true,
+                    ignore::Match::Whitelist(_) => return false,
+                    ignore::Match::None => {}
+                }
+            }
+            cur = level.up;
+        }
+        false
+    }
+}
+
+/// Reads the directory's ignore file, if it has one. A file that cannot be read or has bad
+/// lines is warned about; the lines that parse apply.
+fn read_ignore_file(
+    ctx: &Ctx,
+    dir: std::os::fd::BorrowedFd<'_>,
+    path: &[u8],
+    names: &[CString],
+) -> Option<ignore::gitignore::Gitignore> {
+    if !ctx.opts.ignore_files || !names.iter().any(|n| n.as_bytes() == IGNORE_FILE) {
+        return None;
+    }
+    let shown = || String::from_utf8_lossy(&join(path, IGNORE_FILE)).into_owned();
+    let mut text = String::new();
     use std::io::Read;
-    (&f).read_exact(&mut head).is_ok() && head == SIGNATURE
+    // At most 1 MiB: an ignore file is a few lines, not a place to stall the walk.
+    let read = source::open_file_at(dir, IGNORE_FILE).and_then(|f| (&f).take(1 << 20).read_to_string(&mut text));
+    if let Err(e) = read {
+        ctx.warn(format!("{}: cannot read: {e}", shown()));
+        return None;
+    }
+    let mut b = ignore::gitignore::GitignoreBuilder::new(Path::new(std::ffi::OsStr::from_bytes(path)));
+    for (n, line) in text.lines().enumerate() {
+        if let Err(e) = b.add_line(None, line) {
+            ctx.progress.warn(&format!("{}:{}: {e}; line ignored", shown(), n + 1));
+        }
+    }
+    match b.build() {
+        Ok(g) => Some(g),
+        Err(e) => {
+            ctx.progress.warn(&format!("{}: {e}; file ignored", shown()));
+            None
+        }
+    }
 }
 
 #[cfg(test)]

@@ -498,9 +498,28 @@ pub struct KdfArgs {
 
 #[derive(Args, Debug)]
 pub struct BackupArgs {
-    /// Files and directories to back up
-    #[arg(required = true)]
+    /// Files and directories to back up; with --stdin-from-command, the command and its
+    /// arguments (after `--`)
     pub paths: Vec<PathBuf>,
+    /// Also back up the paths listed in FILE: one a line, globs expanded, `#` comments (repeatable)
+    #[arg(long, value_name = "FILE")]
+    pub files_from: Vec<PathBuf>,
+    /// Also back up the paths listed in FILE, one a line exactly as written (repeatable)
+    #[arg(long, value_name = "FILE")]
+    pub files_from_verbatim: Vec<PathBuf>,
+    /// Also back up the paths listed in FILE, separated by NUL bytes, as `find -print0` writes (repeatable)
+    #[arg(long, value_name = "FILE")]
+    pub files_from_raw: Vec<PathBuf>,
+    /// Back up standard input as one file (named by --stdin-filename)
+    #[arg(long, conflicts_with_all = ["stdin_from_command", "files_from", "files_from_verbatim", "files_from_raw"])]
+    pub stdin: bool,
+    /// Run the command given after `--` and back up its output as one file; when it exits
+    /// non-zero the backup fails and no snapshot is written
+    #[arg(long, conflicts_with_all = ["files_from", "files_from_verbatim", "files_from_raw"])]
+    pub stdin_from_command: bool,
+    /// The file's path in the snapshot for --stdin and --stdin-from-command
+    #[arg(long, value_name = "NAME", default_value = "stdin")]
+    pub stdin_filename: String,
     /// Tag the snapshot (comma-separated, repeatable)
     #[arg(long = "tag")]
     pub tags: Vec<String>,
@@ -513,6 +532,21 @@ pub struct BackupArgs {
     /// Read exclude globs from a file, one per line (repeatable)
     #[arg(long = "exclude-file")]
     pub exclude_files: Vec<PathBuf>,
+    /// As --exclude, ignoring case (repeatable)
+    #[arg(long = "iexclude", value_name = "PATTERN")]
+    pub iexcludes: Vec<String>,
+    /// As --exclude-file, ignoring case (repeatable)
+    #[arg(long = "iexclude-file", value_name = "FILE")]
+    pub iexclude_files: Vec<PathBuf>,
+    /// Skip the contents of directories holding a file NAME (that starts with HEADER, if given; repeatable)
+    #[arg(long, value_name = "NAME[:HEADER]")]
+    pub exclude_if_present: Vec<String>,
+    /// Leave out files larger than SIZE (bytes, or 500M, 2G)
+    #[arg(long, value_name = "SIZE")]
+    pub exclude_larger_than: Option<String>,
+    /// Do not read per-directory .cofferignore files (gitignore syntax)
+    #[arg(long)]
+    pub no_cofferignore: bool,
     /// Do not cross into other filesystems
     #[arg(long, short = 'x')]
     pub one_file_system: bool,

@@ -11,7 +11,6 @@ use serde_json::json;
 use super::args::*;
 use super::exit::ExitCode;
 use super::{drill, governance, history, password, progress, repair, retention, rewrite};
-use crate::backup::{self, BackupOptions};
 use crate::format::keyfile::KdfParams;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind};
@@ -28,7 +27,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     let g = cli.global;
     match cli.command {
         Command::Init(a) => init(&g, a),
-        Command::Backup(a) => backup(&g, a),
+        Command::Backup(a) => super::backup::backup(&g, a),
         Command::Snapshots(a) => snapshots(&g, a),
         Command::Ls(a) => ls(&g, a),
         Command::Restore(a) => restore(&g, a),
@@ -224,115 +223,6 @@ fn init(g: &Global, a: InitArgs) -> Result<ExitCode> {
         print_json(&json!({ "repository_id": repo.id().to_hex(), "location": repo.store().location() }))?;
     } else {
         eprintln!("created repository {} at {}", repo.id().short(), repo.store().location());
-    }
-    Ok(ExitCode::Ok)
-}
-
-/// The repository's folder and Coffer's cache, as (device, inode), so a backup never stores
-/// them; each one inside a backed-up path is named in a note.
-fn own_dirs_inside(g: &Global, repo: &Repository, paths: &[std::path::PathBuf]) -> Vec<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    let roots: Vec<std::path::PathBuf> = paths.iter().filter_map(|p| p.canonicalize().ok()).collect();
-    let mine =
-        [("the repository", repo.store().local_root().map(Path::to_path_buf)), ("Coffer's cache", cache_base(g))];
-    let mut out = Vec::new();
-    for (what, dir) in mine {
-        let Some(dir) = dir.and_then(|d| d.canonicalize().ok()) else { continue };
-        let Ok(m) = std::fs::metadata(&dir) else { continue };
-        out.push((m.dev(), m.ino()));
-        if roots.iter().any(|r| dir.starts_with(r)) && !g.quiet {
-            eprintln!("note: {what} at {} is inside the backed-up paths: it is left out", dir.display());
-        }
-    }
-    out
-}
-
-fn backup(g: &Global, a: BackupArgs) -> Result<ExitCode> {
-    if let Some(level) = a.compression {
-        crate::repo::check_compression_level(level).map_err(|e| anyhow!(e))?;
-    }
-    let time = match &a.time {
-        Some(t) => Some(
-            crate::timespec::parse_snapshot_time(t, &jiff::tz::TimeZone::system())
-                .map_err(|e| anyhow!("--time: {e}"))?,
-        ),
-        None => None,
-    };
-    let repo = Arc::new(open(g)?);
-    let excludes =
-        Patterns::from_args(&a.excludes, &a.exclude_files).map_err(|e| anyhow!("bad exclude pattern: {e}"))?;
-    let parent = match &a.parent {
-        Some(p) => Some(repo.find_snapshot(p, &SnapshotFilter::default())?.0),
-        None => None,
-    };
-    let skip_dirs = own_dirs_inside(g, &repo, &a.paths);
-    let opts = BackupOptions {
-        skip_dirs,
-        accept_rollback: g.accept_rollback,
-        paths: a.paths,
-        // `--tag a,b` is two tags, as in restic (and as forget's and tag's options read them).
-        tags: split_tags(&a.tags),
-        host: a.host.unwrap_or_else(backup::default_host),
-        excludes,
-        one_file_system: a.one_file_system,
-        exclude_caches: a.exclude_caches,
-        dry_run: a.dry_run,
-        compression_level: a.compression,
-        parent,
-        threads: threads(g),
-        uploaders: connections(g, &repo),
-        time,
-    };
-    let prog = progress(g, "backup");
-    let res = backup::run(repo, opts, prog.clone())?;
-    prog.finish();
-    let s = &res.snapshot.summary;
-    let id = res.snapshot_id.map(|i| i.to_hex());
-    if g.json {
-        print_json(&json!({
-            "message_type": "summary",
-            "snapshot_id": id,
-            "dry_run": res.snapshot_id.is_none(),
-            "files_new": s.files_new,
-            "files_changed": s.files_changed,
-            "files_unmodified": s.files_unmodified,
-            "dirs_new": s.dirs_new,
-            "dirs_changed": s.dirs_changed,
-            "dirs_unmodified": s.dirs_unmodified,
-            "total_files_processed": s.total_files_processed,
-            "total_bytes_processed": s.total_bytes_processed,
-            "blobs_added": s.blobs_added,
-            "data_added": s.data_added,
-            "data_added_raw": s.data_added_raw,
-            "total_duration": s.duration_ns as f64 / 1e9,
-            "errors": res.warnings,
-            "partial": s.partial,
-            "blobs_rescued": res.rescued,
-        }))?;
-    } else {
-        eprintln!(
-            "files: {} new, {} changed, {} unmodified; dirs: {} new, {} changed, {} unmodified",
-            s.files_new, s.files_changed, s.files_unmodified, s.dirs_new, s.dirs_changed, s.dirs_unmodified
-        );
-        eprintln!(
-            "processed {} files, {}; added {} to the repository ({} before compression) in {:.2}s",
-            s.total_files_processed,
-            indicatif::HumanBytes(s.total_bytes_processed),
-            indicatif::HumanBytes(s.data_added),
-            indicatif::HumanBytes(s.data_added_raw),
-            s.duration_ns as f64 / 1e9
-        );
-        match &id {
-            Some(id) => println!("{id}"),
-            None => eprintln!("dry run: nothing was written"),
-        }
-    }
-    if s.partial {
-        eprintln!(
-            "warning: {} files could not be read or changed while reading; the snapshot is marked partial",
-            s.errors
-        );
-        return Ok(ExitCode::Partial);
     }
     Ok(ExitCode::Ok)
 }

@@ -6,6 +6,7 @@
 //! progress, warnings and errors go to stderr.
 
 mod args;
+mod backup;
 mod commands;
 mod drill;
 mod exit;

@@ -15,42 +15,65 @@ pub struct Patterns {
     pub sources: Vec<String>,
 }
 
-fn glob(p: &str) -> Result<Glob, String> {
-    GlobBuilder::new(p).literal_separator(true).backslash_escape(true).build().map_err(|e| format!("{p:?}: {e}"))
+fn glob(p: &str, case_insensitive: bool) -> Result<Glob, String> {
+    GlobBuilder::new(p)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .case_insensitive(case_insensitive)
+        .build()
+        .map_err(|e| format!("{p:?}: {e}"))
 }
+
+/// Prefix of a case-insensitive pattern (`--iexclude`) in [`Patterns::sources`] and in the
+/// excludes a snapshot records.
+const INSENSITIVE: &str = "(?i)";
 
 impl Patterns {
     pub fn new(patterns: &[String]) -> Result<Self, String> {
+        Self::with_insensitive(patterns, &[])
+    }
+
+    /// Patterns matched exactly and patterns matched ignoring case (`--iexclude`).
+    pub fn with_insensitive(exact: &[String], insensitive: &[String]) -> Result<Self, String> {
         let (mut names, mut paths) = (GlobSetBuilder::new(), GlobSetBuilder::new());
         let (mut any_name, mut any_path) = (false, false);
-        for p in patterns {
+        let all = exact.iter().map(|p| (p, false)).chain(insensitive.iter().map(|p| (p, true)));
+        for (p, ci) in all {
             let p = p.trim_end_matches('/');
             if p.is_empty() {
                 continue;
             }
             if p.contains('/') {
-                paths.add(glob(p)?);
+                paths.add(glob(p, ci)?);
                 any_path = true;
             } else {
-                names.add(glob(p)?);
+                names.add(glob(p, ci)?);
                 any_name = true;
             }
         }
+        let mut sources = exact.to_vec();
+        sources.extend(insensitive.iter().map(|p| format!("{INSENSITIVE}{p}")));
         Ok(Patterns {
             by_name: any_name.then(|| names.build()).transpose().map_err(|e| e.to_string())?,
             by_path: any_path.then(|| paths.build()).transpose().map_err(|e| e.to_string())?,
-            sources: patterns.to_vec(),
+            sources,
         })
     }
 
     /// Reads patterns from exclude files and adds the literal ones.
     pub fn from_args(literal: &[String], files: &[std::path::PathBuf]) -> Result<Self, String> {
+        Self::new(&Self::gather(literal, files)?)
+    }
+
+    /// The literal patterns and those of the files (one a line; blank lines and `#` comments
+    /// left out).
+    pub fn gather(literal: &[String], files: &[std::path::PathBuf]) -> Result<Vec<String>, String> {
         let mut all = literal.to_vec();
         for f in files {
             let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
             all.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
         }
-        Self::new(&all)
+        Ok(all)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -81,5 +104,14 @@ mod tests {
         assert!(p.matches(b"/home/u/.cache", b".cache"));
         assert!(!p.matches(b"/home/u/v/.cache", b".cache"));
         assert!(p.matches(b"/srv/1/2/x", b"x"));
+    }
+
+    #[test]
+    fn case_insensitive_ones() {
+        let p = Patterns::with_insensitive(&["*.tmp".into()], &["*.ISO".into(), "/Data/*".into()]).unwrap();
+        assert!(p.matches(b"/a/x.iso", b"x.iso"));
+        assert!(p.matches(b"/data/y", b"y"));
+        assert!(!p.matches(b"/a/x.TMP", b"x.TMP"), "--exclude stays case-sensitive");
+        assert_eq!(p.sources, ["*.tmp", "(?i)*.ISO", "(?i)/Data/*"]);
     }
 }

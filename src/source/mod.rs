@@ -8,6 +8,7 @@
 //! calls, which works for every kind of node, symlinks included, at any depth.
 
 pub mod exclude;
+pub mod list;
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};

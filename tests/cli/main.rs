@@ -15,6 +15,7 @@ mod drill;
 mod faults;
 mod fixture;
 mod governance;
+mod inputs;
 mod keys;
 mod limits;
 mod objectlock;

@@ -1,0 +1,233 @@
+//! `coffer backup`: files and directories, lists of them (`--files-from*`), standard input
+//! or a command's output (`--stdin`, `--stdin-from-command`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::json;
+
+use super::args::{BackupArgs, Global};
+use super::commands::{cache_base, connections, open, print_json, progress, split_tags, threads};
+use super::exit::ExitCode;
+use crate::backup::{self, BackupOptions, BackupResult, TagFile};
+use crate::repo::snapshots::SnapshotFilter;
+use crate::repo::Repository;
+use crate::source::exclude::Patterns;
+use crate::source::list::{read_list, ListKind};
+
+/// What a backup reads.
+enum Input {
+    Paths(Vec<PathBuf>),
+    Stdin,
+    Command(Vec<std::ffi::OsString>),
+}
+
+/// The paths given and those of the list files; standard input; or a command.
+fn input(a: &BackupArgs) -> Result<Input> {
+    if a.stdin_from_command {
+        if a.paths.is_empty() {
+            bail!(
+                "--stdin-from-command: give the command after `--` (coffer backup --stdin-from-command -- pg_dump app)"
+            );
+        }
+        return Ok(Input::Command(a.paths.iter().map(|p| p.as_os_str().to_owned()).collect()));
+    }
+    if a.stdin {
+        if !a.paths.is_empty() {
+            bail!("--stdin backs up standard input only: leave out the paths (or use --stdin-from-command)");
+        }
+        return Ok(Input::Stdin);
+    }
+    let mut paths = a.paths.clone();
+    let lists = [
+        (&a.files_from, ListKind::Globs),
+        (&a.files_from_verbatim, ListKind::Verbatim),
+        (&a.files_from_raw, ListKind::Raw),
+    ];
+    for (files, kind) in lists {
+        for f in files {
+            let listed = read_list(f, kind).map_err(|e| anyhow!("--files-from: {e}"))?;
+            if listed.is_empty() {
+                bail!("{}: lists no path to back up", f.display());
+            }
+            paths.extend(listed);
+        }
+    }
+    if paths.is_empty() {
+        bail!("nothing to back up: give paths, --files-from FILE, --stdin or --stdin-from-command");
+    }
+    Ok(Input::Paths(paths))
+}
+
+/// The repository's folder and Coffer's cache, as (device, inode), so a backup never stores
+/// them; each one inside a backed-up path is named in a note.
+fn own_dirs_inside(g: &Global, repo: &Repository, paths: &[PathBuf]) -> Vec<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let roots: Vec<PathBuf> = paths.iter().filter_map(|p| p.canonicalize().ok()).collect();
+    let mine =
+        [("the repository", repo.store().local_root().map(Path::to_path_buf)), ("Coffer's cache", cache_base(g))];
+    let mut out = Vec::new();
+    for (what, dir) in mine {
+        let Some(dir) = dir.and_then(|d| d.canonicalize().ok()) else { continue };
+        let Ok(m) = std::fs::metadata(&dir) else { continue };
+        out.push((m.dev(), m.ino()));
+        if roots.iter().any(|r| dir.starts_with(r)) && !g.quiet {
+            eprintln!("note: {what} at {} is inside the backed-up paths: it is left out", dir.display());
+        }
+    }
+    out
+}
+
+/// The library's options from the command line (paths are filled in by the caller).
+fn options(g: &Global, a: &BackupArgs, repo: &Repository) -> Result<BackupOptions> {
+    if let Some(level) = a.compression {
+        crate::repo::check_compression_level(level).map_err(|e| anyhow!(e))?;
+    }
+    let time = match &a.time {
+        Some(t) => Some(
+            crate::timespec::parse_snapshot_time(t, &jiff::tz::TimeZone::system())
+                .map_err(|e| anyhow!("--time: {e}"))?,
+        ),
+        None => None,
+    };
+    let exact = Patterns::gather(&a.excludes, &a.exclude_files).map_err(|e| anyhow!("bad exclude pattern: {e}"))?;
+    let insensitive =
+        Patterns::gather(&a.iexcludes, &a.iexclude_files).map_err(|e| anyhow!("bad iexclude pattern: {e}"))?;
+    let excludes = Patterns::with_insensitive(&exact, &insensitive).map_err(|e| anyhow!("bad exclude pattern: {e}"))?;
+    let exclude_if_present = a
+        .exclude_if_present
+        .iter()
+        .map(|t| TagFile::parse(t))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow!(e))?;
+    let exclude_larger_than = match &a.exclude_larger_than {
+        Some(s) => Some(crate::retention::prune::parse_size(s).map_err(|e| anyhow!("--exclude-larger-than: {e}"))?),
+        None => None,
+    };
+    let parent = match &a.parent {
+        Some(p) => Some(repo.find_snapshot(p, &SnapshotFilter::default())?.0),
+        None => None,
+    };
+    Ok(BackupOptions {
+        skip_dirs: Vec::new(),
+        accept_rollback: g.accept_rollback,
+        paths: Vec::new(),
+        // `--tag a,b` is two tags, as in restic (and as forget's and tag's options read them).
+        tags: split_tags(&a.tags),
+        host: a.host.clone().unwrap_or_else(backup::default_host),
+        excludes,
+        exclude_if_present,
+        exclude_larger_than,
+        ignore_files: !a.no_cofferignore,
+        one_file_system: a.one_file_system,
+        exclude_caches: a.exclude_caches,
+        dry_run: a.dry_run,
+        compression_level: a.compression,
+        parent,
+        threads: threads(g),
+        uploaders: connections(g, repo),
+        time,
+    })
+}
+
+/// Runs a command for `--stdin-from-command`: its output is the stream, its standard error
+/// passes through, and its exit status decides whether the snapshot is written.
+fn spawn(argv: &[std::ffi::OsString], name: String) -> Result<backup::Stream<'static>> {
+    let shown = argv.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ");
+    let mut child = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("--stdin-from-command: cannot run {shown:?}"))?;
+    let out = child.stdout.take().expect("piped");
+    let finish = Box::new(move || match child.wait() {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("--stdin-from-command: {shown:?} failed ({s})")),
+        Err(e) => Err(format!("--stdin-from-command: waiting for {shown:?}: {e}")),
+    });
+    Ok(backup::Stream { name, reader: Box::new(out), finish })
+}
+
+pub fn backup(g: &Global, a: BackupArgs) -> Result<ExitCode> {
+    let input = input(&a)?;
+    let repo = Arc::new(open(g)?);
+    let mut opts = options(g, &a, &repo)?;
+    let prog = progress(g, "backup");
+    let res = match input {
+        Input::Paths(paths) => {
+            opts.skip_dirs = own_dirs_inside(g, &repo, &paths);
+            opts.paths = paths;
+            backup::run(repo, opts, prog.clone())?
+        }
+        Input::Stdin => {
+            let stream = backup::Stream {
+                name: a.stdin_filename.clone(),
+                reader: Box::new(std::io::stdin().lock()),
+                finish: Box::new(|| Ok(())),
+            };
+            backup::run_stream(repo, opts, stream, prog.clone())?
+        }
+        Input::Command(argv) => {
+            let stream = spawn(&argv, a.stdin_filename.clone())?;
+            backup::run_stream(repo, opts, stream, prog.clone())?
+        }
+    };
+    prog.finish();
+    report(g, &res)
+}
+
+/// Prints the summary (restic's JSON summary fields) and returns the exit code.
+fn report(g: &Global, res: &BackupResult) -> Result<ExitCode> {
+    let s = &res.snapshot.summary;
+    let id = res.snapshot_id.map(|i| i.to_hex());
+    if g.json {
+        print_json(&json!({
+            "message_type": "summary",
+            "snapshot_id": id,
+            "dry_run": res.snapshot_id.is_none(),
+            "files_new": s.files_new,
+            "files_changed": s.files_changed,
+            "files_unmodified": s.files_unmodified,
+            "dirs_new": s.dirs_new,
+            "dirs_changed": s.dirs_changed,
+            "dirs_unmodified": s.dirs_unmodified,
+            "total_files_processed": s.total_files_processed,
+            "total_bytes_processed": s.total_bytes_processed,
+            "blobs_added": s.blobs_added,
+            "data_added": s.data_added,
+            "data_added_raw": s.data_added_raw,
+            "total_duration": s.duration_ns as f64 / 1e9,
+            "errors": res.warnings,
+            "partial": s.partial,
+            "blobs_rescued": res.rescued,
+        }))?;
+    } else {
+        eprintln!(
+            "files: {} new, {} changed, {} unmodified; dirs: {} new, {} changed, {} unmodified",
+            s.files_new, s.files_changed, s.files_unmodified, s.dirs_new, s.dirs_changed, s.dirs_unmodified
+        );
+        eprintln!(
+            "processed {} files, {}; added {} to the repository ({} before compression) in {:.2}s",
+            s.total_files_processed,
+            indicatif::HumanBytes(s.total_bytes_processed),
+            indicatif::HumanBytes(s.data_added),
+            indicatif::HumanBytes(s.data_added_raw),
+            s.duration_ns as f64 / 1e9
+        );
+        match &id {
+            Some(id) => println!("{id}"),
+            None => eprintln!("dry run: nothing was written"),
+        }
+    }
+    if s.partial {
+        eprintln!(
+            "warning: {} files could not be read or changed while reading; the snapshot is marked partial",
+            s.errors
+        );
+        return Ok(ExitCode::Partial);
+    }
+    Ok(ExitCode::Ok)
+}
