@@ -29,6 +29,8 @@ pub mod fdlimit;
 pub mod format;
 pub mod id;
 #[cfg(feature = "app")]
+pub mod ops;
+#[cfg(feature = "app")]
 pub mod progress;
 #[cfg(feature = "app")]
 pub mod repair;

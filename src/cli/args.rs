@@ -16,8 +16,20 @@ pub struct Cli {
 #[derive(Args, Debug, Clone)]
 pub struct Global {
     /// Repository location: a local path (or a NAS mount), or s3://bucket/prefix
-    #[arg(long, short = 'r', env = "COFFER_REPO", global = true)]
+    #[arg(long, short = 'r', visible_alias = "repository", env = "COFFER_REPO", global = true)]
     pub repo: Option<String>,
+    /// The profile file (default: $XDG_CONFIG_HOME/coffer/coffer.toml, else /etc/coffer/coffer.toml)
+    #[arg(long, value_name = "FILE", env = "COFFER_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// After the run, write Prometheus metrics to FILE (atomically; for node_exporter's textfile collector)
+    #[arg(long, value_name = "FILE", global = true)]
+    pub metrics_file: Option<PathBuf>,
+    /// After the run, POST a JSON summary to this webhook (repeatable; never fails the run)
+    #[arg(long, value_name = "URL", global = true)]
+    pub notify: Vec<String>,
+    /// When to notify: always (default), failure, success or never
+    #[arg(long, value_name = "WHEN", global = true)]
+    pub notify_on: Option<String>,
     /// S3 endpoint URL (default: AWS_ENDPOINT_URL, else AWS itself)
     #[arg(long, global = true)]
     pub s3_endpoint: Option<String>,
@@ -141,6 +153,33 @@ pub enum Command {
     Audit(AuditArgs),
     /// Write new snapshots without the paths matching --exclude (erasure requests)
     Rewrite(RewriteArgs),
+    /// Run a profile's whole job: hooks, backup, forget, prune, check and drill as due
+    Run(RunArgs),
+    /// List the profiles of the profile file (checking every key)
+    Profiles,
+    /// The repository's metrics (size, snapshots, newest snapshot per host), Prometheus text or --json
+    Metrics,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The profile to run
+    pub profile: String,
+    /// Print each step's command line and what is due; run nothing
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Run this command first instead of the profile's `before` hooks (repeatable)
+    #[arg(long, value_name = "COMMAND")]
+    pub hook_before: Vec<String>,
+    /// Run this command after a run without failures instead of the profile's `after` hooks
+    #[arg(long, value_name = "COMMAND")]
+    pub hook_after: Vec<String>,
+    /// Run this command after a failed run instead of the profile's `on-failure` hooks
+    #[arg(long, value_name = "COMMAND")]
+    pub hook_on_failure: Vec<String>,
+    /// Run this command at the very end instead of the profile's `finally` hooks
+    #[arg(long, value_name = "COMMAND")]
+    pub hook_finally: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -49,6 +49,9 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Hold { command } => governance::hold(&g, command),
         Command::Audit(a) => governance::audit_cmd(&g, a),
         Command::Rewrite(a) => rewrite::rewrite(&g, a),
+        Command::Run(a) => super::run::run(&g, a),
+        Command::Profiles => super::run::profiles(&g),
+        Command::Metrics => super::run::metrics_cmd(&g),
     }
 }
 

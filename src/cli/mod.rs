@@ -13,17 +13,22 @@ mod exit;
 mod governance;
 mod history;
 mod password;
+mod profile;
 mod progress;
 mod repair;
 mod retention;
 mod rewrite;
+mod run;
 
 use std::io::IsTerminal;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 pub use args::Cli;
 pub use exit::{exit_code_for, ExitCode};
+
+/// The parsed command line, for `run` to tell which options were given on it.
+static MATCHES: std::sync::OnceLock<clap::ArgMatches> = std::sync::OnceLock::new();
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> i32 {
@@ -32,7 +37,9 @@ pub fn main() -> i32 {
     // Repository objects (key files above all) and restored files start private; restore
     // then sets each file's recorded mode explicitly.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let _ = MATCHES.set(matches);
     let json = cli.global.json;
     match commands::dispatch(cli) {
         Ok(code) => code as i32,

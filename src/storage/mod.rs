@@ -16,6 +16,7 @@
 mod direct;
 pub mod objectlock;
 mod s3list;
+pub mod webhook;
 
 use std::ops::Range;
 use std::path::Path;

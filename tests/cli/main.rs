@@ -25,3 +25,4 @@ mod retention;
 mod s3;
 mod storage;
 mod support;
+mod unattended;

@@ -1,0 +1,743 @@
+//! `coffer run PROFILE`: a profile's whole job, unattended, and `coffer profiles`.
+//!
+//! The steps run in order, each as a child `coffer` process with `--json` (so each is
+//! exactly the command `run --dry-run` prints, its errors and exit code are its own, and a
+//! crash in one step cannot take the run's bookkeeping with it):
+//! 1. the `before` hooks (a failing one stops the run unless `before-failure = "continue"`);
+//! 2. `backup`;
+//! 3. `forget` with the profile's retention (or the stored policy), limited to the
+//!    profile's host and tags, when the backup wrote a snapshot;
+//! 4. `prune`, at most once per `[prune] every`;
+//! 5. `check --read-data-subset k/N` (`[check] parts = N`, k advancing each time) or the
+//!    given subset, at most once per `[check] every`;
+//! 6. `drill` with its options, at most once per `[drill] every`;
+//! 7. the `after` hooks when nothing failed, else `on-failure`; then `finally`.
+//!
+//! A step that fails (any exit code but 0, 3 "partial" and 5 "objective breached") stops the
+//! steps after it. The run's exit code is the worst of its steps'. Then come the metrics
+//! file, the webhook and the mail, none of which can fail the run; a summary ends it (one
+//! JSON document with `--json`). One run of a profile at a time (`ops::runlock`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command as Process, Stdio};
+
+use anyhow::{anyhow, bail, Result};
+use serde_json::{json, Value};
+
+use super::args::{Global, RunArgs};
+use super::exit::ExitCode;
+use super::profile::{self, Arg, Profile, Retention, Subset};
+use crate::ops::{hooks, metrics, runlock};
+
+/// How bad an exit code is, for "the worst step decides".
+fn severity(code: i32) -> u8 {
+    match code {
+        0 => 0,
+        3 => 1,
+        5 => 2,
+        4 => 3,
+        13 => 4,
+        1 | 2 => 5,
+        130 => 7,
+        _ => 6,
+    }
+}
+
+/// Whether the steps after one that ended with `code` still run.
+fn goes_on(code: i32) -> bool {
+    matches!(code, 0 | 3 | 5)
+}
+
+/// `success`, `warning` (partial backup, breached objective) or `failure`.
+fn status(code: i32) -> &'static str {
+    match code {
+        0 => "success",
+        3 | 5 => "warning",
+        _ => "failure",
+    }
+}
+
+/// One step of a run.
+#[derive(Clone, Debug, serde::Serialize)]
+struct Step {
+    name: String,
+    /// `None` when skipped.
+    exit_code: Option<i32>,
+    duration_seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    skipped: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip)]
+    output: Value,
+}
+
+impl Step {
+    fn skipped(name: &str, why: impl Into<String>) -> Step {
+        Step {
+            name: name.into(),
+            exit_code: None,
+            duration_seconds: 0.0,
+            skipped: Some(why.into()),
+            error: None,
+            output: Value::Null,
+        }
+    }
+}
+
+/// The global options given on `run`'s own command line, as `--long[=value]`: they win over
+/// the profile's. Options about the run itself (`--json`, `--config`, logs, metrics,
+/// notifications) stay with it.
+fn command_line_globals() -> Vec<String> {
+    use clap::parser::ValueSource;
+    use clap::CommandFactory;
+    let Some(m) = super::MATCHES.get() else { return Vec::new() };
+    let m = m.subcommand_matches("run").unwrap_or(m);
+    let mut out = Vec::new();
+    for a in super::Cli::command().get_arguments() {
+        let (Some(long), true) = (a.get_long(), a.is_global_set()) else { continue };
+        let own =
+            ["json", "config", "metrics-file", "notify", "notify-on", "log-file", "log-level", "log-format", "verbose"];
+        if own.contains(&long) || m.value_source(a.get_id().as_str()) != Some(ValueSource::CommandLine) {
+            continue;
+        }
+        if a.get_action().takes_values() {
+            for v in m.get_raw(a.get_id().as_str()).into_iter().flatten() {
+                out.push(format!("--{long}={}", v.to_string_lossy()));
+            }
+        } else {
+            out.push(format!("--{long}"));
+        }
+    }
+    out
+}
+
+/// What a run does, step by step, before it runs: the command lines, with what is due.
+struct Plan {
+    backup: Vec<String>,
+    forget: Option<Vec<String>>,
+    prune: Option<(Vec<String>, bool)>,
+    check: Option<(Vec<String>, bool)>,
+    drill: Option<(Vec<String>, bool)>,
+}
+
+fn plan(p: &Profile, extra: &[String], state: &runlock::RunState, now_ns: i64) -> Plan {
+    let args =
+        |v: &[&str]| v.iter().map(|s| Arg { key: String::new(), line: 0, text: s.to_string() }).collect::<Vec<_>>();
+    let mut backup_args = args(&["--json"]);
+    backup_args.extend(p.backup.iter().cloned());
+    let backup = profile::argv(p, extra, &["backup"], &backup_args, &p.paths);
+    // forget stays within the profile's own snapshots: its host, and its tags.
+    let forget = p.retention.as_ref().map(|r| {
+        let host = p.backup_value("host").last().map(|h| h.to_string()).unwrap_or_else(crate::backup::default_host);
+        let mut a = args(&["--json"]);
+        a.push(Arg { key: String::new(), line: 0, text: format!("--host={host}") });
+        for t in super::commands::split_tags(&p.backup_value("tag").iter().map(|s| s.to_string()).collect::<Vec<_>>()) {
+            a.push(Arg { key: String::new(), line: 0, text: format!("--tag={t}") });
+        }
+        if let Retention::Rules(rules) = r {
+            a.extend(rules.iter().cloned());
+        }
+        profile::argv(p, extra, &["forget"], &a, &[])
+    });
+    let prune = (p.prune.is_some() || p.retention.is_some()).then(|| {
+        let every = p.prune.as_ref().map_or(0, |s| s.every_s);
+        let mut a = args(&["--json"]);
+        a.extend(p.prune.iter().flat_map(|s| s.args.iter().cloned()));
+        (profile::argv(p, extra, &["prune"], &a, &[]), runlock::due(state.last_prune_ns, every, now_ns))
+    });
+    let check = p.check.as_ref().map(|c| {
+        let mut a = args(&["--json"]);
+        match &c.subset {
+            Subset::Rotate(n) => {
+                let k = state.next_check_part.clamp(1, *n);
+                a.push(Arg { key: String::new(), line: 0, text: format!("--read-data-subset={k}/{n}") });
+            }
+            Subset::Fixed(v) => a.extend(v.iter().map(|t| Arg { key: String::new(), line: 0, text: t.clone() })),
+        }
+        (profile::argv(p, extra, &["check"], &a, &[]), runlock::due(state.last_check_ns, c.every_s, now_ns))
+    });
+    let drill = p.drill.as_ref().map(|d| {
+        let mut a = args(&["--json"]);
+        a.extend(d.args.iter().cloned());
+        (profile::argv(p, extra, &["drill"], &a, &[]), runlock::due(state.last_drill_ns, d.every_s, now_ns))
+    });
+    Plan { backup, forget, prune, check, drill }
+}
+
+/// A command line for showing: words with spaces or quotes quoted.
+fn shown(argv: &[String]) -> String {
+    let q = |w: &String| {
+        if w.is_empty() || w.chars().any(|c| c.is_whitespace() || "'\"$`\\*?;&|<>()#".contains(c)) {
+            format!("'{}'", w.replace('\'', "'\\''"))
+        } else {
+            w.clone()
+        }
+    };
+    std::iter::once("coffer".to_string()).chain(argv.iter().map(q)).collect::<Vec<_>>().join(" ")
+}
+
+/// Runs one step as a child process; its stderr goes to ours line by line, prefixed.
+fn child(p: &Profile, name: &str, argv: &[String]) -> Step {
+    let watch = crate::clock::stopwatch();
+    let exe = std::env::current_exe().unwrap_or_else(|_| "coffer".into());
+    let mut c = Process::new(exe);
+    c.args(argv)
+        .envs(p.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(pw) = &p.password {
+        c.env("COFFER_PASSWORD", pw);
+    }
+    let fail = |e: String| Step {
+        name: name.into(),
+        exit_code: Some(1),
+        duration_seconds: watch.elapsed().as_secs_f64(),
+        skipped: None,
+        error: Some(e),
+        output: Value::Null,
+    };
+    let mut proc = match c.spawn() {
+        Ok(p) => p,
+        Err(e) => return fail(format!("cannot run coffer {name}: {e}")),
+    };
+    let err = proc.stderr.take().expect("piped");
+    let label = name.to_string();
+    let relay = std::thread::spawn(move || {
+        let mut last_error = None;
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            eprintln!("{label}: {line}");
+            if let Some(e) = line.strip_prefix("coffer: error: ") {
+                last_error = Some(e.to_string());
+            }
+        }
+        last_error
+    });
+    let mut out = String::new();
+    if let Some(mut o) = proc.stdout.take() {
+        let _ = std::io::Read::read_to_string(&mut o, &mut out);
+    }
+    let last_error = relay.join().ok().flatten();
+    let code = match proc.wait() {
+        Ok(s) => s.code().unwrap_or(ExitCode::Interrupted as i32),
+        Err(e) => return fail(format!("waiting for coffer {name}: {e}")),
+    };
+    let output = out
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or(Value::Null);
+    let error = (code != 0).then(|| {
+        output
+            .get("error")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or(last_error)
+            .unwrap_or_else(|| format!("exit code {code}"))
+    });
+    Step {
+        name: name.into(),
+        exit_code: Some(code),
+        duration_seconds: watch.elapsed().as_secs_f64(),
+        skipped: None,
+        error,
+        output,
+    }
+}
+
+/// The environment hooks see.
+fn hook_env(p: &Profile, hook: &str, code: i32, steps: &[Step], started: std::time::Instant) -> Vec<(String, String)> {
+    let b = steps.iter().find(|s| s.name == "backup").map(|s| &s.output).cloned().unwrap_or(Value::Null);
+    let num = |k: &str| b.get(k).and_then(Value::as_u64).map(|n| n.to_string()).unwrap_or_default();
+    let error = steps.iter().rev().find_map(|s| s.error.clone()).unwrap_or_default();
+    let mut env: Vec<(String, String)> = p.env.clone();
+    env.extend([
+        ("COFFER_PROFILE".into(), p.name.clone()),
+        ("COFFER_HOOK".into(), hook.into()),
+        ("COFFER_REPOSITORY".into(), p.global("repo").unwrap_or_default().to_string()),
+        ("COFFER_SNAPSHOT_ID".into(), b.get("snapshot_id").and_then(Value::as_str).unwrap_or_default().to_string()),
+        ("COFFER_EXIT_CODE".into(), code.to_string()),
+        ("COFFER_STATUS".into(), status(code).into()),
+        ("COFFER_ERROR".into(), error),
+        ("COFFER_FILES".into(), num("total_files_processed")),
+        ("COFFER_FILES_NEW".into(), num("files_new")),
+        ("COFFER_FILES_CHANGED".into(), num("files_changed")),
+        ("COFFER_BYTES".into(), num("total_bytes_processed")),
+        ("COFFER_BYTES_ADDED".into(), num("data_added")),
+        ("COFFER_DURATION".into(), format!("{:.3}", started.elapsed().as_secs_f64())),
+    ]);
+    env
+}
+
+/// Runs hooks in order; returns the failed ones as a step (named `hook NAME`).
+fn run_hooks(p: &Profile, hook: &str, commands: &[String], env: &[(String, String)]) -> Option<Step> {
+    for cmd in commands {
+        let watch = crate::clock::stopwatch();
+        let r = hooks::run(cmd, env, &mut |line| eprintln!("hook {hook}: {line}"));
+        if !r.ok() {
+            let error = format!("hook {hook} {cmd:?} failed ({})", r.error.unwrap_or_default());
+            eprintln!("coffer run {}: {error}", p.name);
+            return Some(Step {
+                name: format!("hook {hook}"),
+                exit_code: Some(1),
+                duration_seconds: watch.elapsed().as_secs_f64(),
+                skipped: None,
+                error: Some(error),
+                output: Value::Null,
+            });
+        }
+    }
+    None
+}
+
+/// `run` itself: the lock, the steps, the bookkeeping.
+pub fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
+    let file = profile::load(&profile::config_path(g.config.as_deref())?)?;
+    let Some(p) = file.profiles.get(&a.profile) else {
+        let names: Vec<&str> = file.profiles.keys().map(String::as_str).collect();
+        bail!(
+            "{}: no profile {:?} (profiles: {})",
+            file.path.display(),
+            a.profile,
+            if names.is_empty() { "none".into() } else { names.join(", ") }
+        );
+    };
+    let mut p = p.clone();
+    for (given, slot) in [
+        (&a.hook_before, &mut p.hooks.before),
+        (&a.hook_after, &mut p.hooks.after),
+        (&a.hook_on_failure, &mut p.hooks.on_failure),
+        (&a.hook_finally, &mut p.hooks.finally),
+    ] {
+        if !given.is_empty() {
+            *slot = given.clone();
+        }
+    }
+    if let Some(m) = &g.metrics_file {
+        p.metrics_file = Some(m.clone());
+    }
+    if !g.notify.is_empty() {
+        p.notify = g.notify.clone();
+    }
+    if let Some(w) = &g.notify_on {
+        p.notify_on = profile::When::parse_cli(w)?;
+    }
+    let extra = command_line_globals();
+    let state_dir =
+        super::commands::state_dir().ok_or_else(|| anyhow!("no state directory: set COFFER_STATE_DIR or HOME"))?;
+    let now_ns = crate::clock::to_unix_ns(crate::clock::now());
+    if a.dry_run {
+        let state = runlock::load_state(&state_dir, &p.name);
+        return dry_run(g, &p, &plan(&p, &extra, &state, now_ns));
+    }
+    let _lock = match runlock::lock(&state_dir, &p.name, p.wait) {
+        Ok(l) => l,
+        Err(e @ runlock::RunLockError::Busy { .. }) => {
+            eprintln!("coffer: error: {e}");
+            return Ok(ExitCode::LockFailed);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut state = runlock::load_state(&state_dir, &p.name);
+    let started = crate::clock::stopwatch();
+    let steps = steps(&p, &extra, &mut state, now_ns, started);
+    let code = steps.iter().filter_map(|s| s.exit_code).max_by_key(|c| severity(*c)).unwrap_or(0);
+    let finished_ns = crate::clock::to_unix_ns(crate::clock::now());
+    state.last_run_ns = finished_ns;
+    state.runs += 1;
+    if code == 0 || status(code) == "warning" {
+        state.last_success_ns = finished_ns;
+    } else {
+        state.failures += 1;
+    }
+    if let Err(e) = runlock::save_state(&state_dir, &p.name, &state) {
+        eprintln!("warning: run state not saved: {e}");
+    }
+    let doc = summary(&p, code, &steps, now_ns, finished_ns);
+    if let Some(path) = &p.metrics_file {
+        write_metrics(&p, &extra, path, &doc, &steps, &state);
+    }
+    notify(&p, code, &doc);
+    mail(&p, code, &doc, &steps);
+    if g.json {
+        super::commands::print_json(&doc)?;
+    } else {
+        print_summary(&p, code, &steps, started.elapsed().as_secs_f64());
+    }
+    Ok(exit_from(code))
+}
+
+/// The steps, hooks included; updates the state of the periodic ones.
+fn steps(
+    p: &Profile,
+    extra: &[String],
+    state: &mut runlock::RunState,
+    now_ns: i64,
+    started: std::time::Instant,
+) -> Vec<Step> {
+    let plan = plan(p, extra, state, now_ns);
+    let mut steps = Vec::new();
+    let worst = |steps: &[Step]| steps.iter().filter_map(|s| s.exit_code).max_by_key(|c| severity(*c)).unwrap_or(0);
+    if let Some(failed) = run_hooks(p, "before", &p.hooks.before, &hook_env(p, "before", 0, &steps, started)) {
+        let stop = p.hooks.stop_on_before_failure;
+        steps.push(failed);
+        if stop {
+            steps.push(Step::skipped("backup", "a before hook failed"));
+        }
+    }
+    if steps.iter().all(|s| s.skipped.is_none()) {
+        let b = child(p, "backup", &plan.backup);
+        let wrote = b.output.get("snapshot_id").is_some_and(Value::is_string);
+        steps.push(b);
+        let ok = |steps: &[Step]| goes_on(worst(steps));
+        match plan.forget {
+            Some(argv) if ok(&steps) && wrote => steps.push(child(p, "forget", &argv)),
+            Some(_) => steps.push(Step::skipped("forget", "the backup did not write a snapshot")),
+            None => {}
+        }
+        let periodic = [("prune", plan.prune), ("check", plan.check), ("drill", plan.drill)];
+        for (name, step) in periodic {
+            let Some((argv, due)) = step else { continue };
+            if !ok(&steps) {
+                steps.push(Step::skipped(name, "an earlier step failed"));
+            } else if !due {
+                steps.push(Step::skipped(name, "not due yet"));
+            } else {
+                let s = child(p, name, &argv);
+                if s.exit_code.is_some_and(goes_on) {
+                    match name {
+                        "prune" => state.last_prune_ns = now_ns,
+                        "check" => {
+                            state.last_check_ns = now_ns;
+                            if let Some(Subset::Rotate(n)) = p.check.as_ref().map(|c| &c.subset) {
+                                state.next_check_part = state.next_check_part.clamp(1, *n) % n + 1;
+                            }
+                        }
+                        _ => state.last_drill_ns = now_ns,
+                    }
+                }
+                steps.push(s);
+            }
+        }
+    }
+    let code = worst(&steps);
+    let which = if goes_on(code) { ("after", &p.hooks.after) } else { ("on-failure", &p.hooks.on_failure) };
+    if let Some(failed) = run_hooks(p, which.0, which.1, &hook_env(p, which.0, code, &steps, started)) {
+        // A failing after hook fails the run; a failing on-failure hook is only reported.
+        let mut failed = failed;
+        if which.0 == "on-failure" {
+            failed.exit_code = Some(code);
+        }
+        steps.push(failed);
+    }
+    let code = worst(&steps);
+    if let Some(mut failed) = run_hooks(p, "finally", &p.hooks.finally, &hook_env(p, "finally", code, &steps, started))
+    {
+        failed.exit_code = Some(code);
+        steps.push(failed);
+    }
+    steps
+}
+
+fn exit_from(code: i32) -> ExitCode {
+    use ExitCode::*;
+    [
+        Ok,
+        Error,
+        Usage,
+        Partial,
+        DrillDamage,
+        ObjectiveBreached,
+        RepoNotFound,
+        LockFailed,
+        WrongPassword,
+        Protected,
+        Interrupted,
+    ]
+    .into_iter()
+    .find(|c| *c as i32 == code)
+    .unwrap_or(Error)
+}
+
+/// The run's JSON document (`run --json`, the webhook's body).
+fn summary(p: &Profile, code: i32, steps: &[Step], started_ns: i64, finished_ns: i64) -> Value {
+    let b = steps.iter().find(|s| s.name == "backup").map(|s| s.output.clone()).unwrap_or(Value::Null);
+    let rfc = |ns: i64| crate::clock::from_unix_ns(ns).to_string();
+    json!({
+        "profile": p.name,
+        "host": crate::backup::default_host(),
+        "repository": p.global("repo"),
+        "status": status(code),
+        "exit_code": code,
+        "started": rfc(started_ns),
+        "finished": rfc(finished_ns),
+        "duration_seconds": (finished_ns - started_ns) as f64 / 1e9,
+        "snapshot_id": b.get("snapshot_id"),
+        "backup": b,
+        "steps": steps,
+        "error": steps.iter().rev().find_map(|s| s.error.clone()),
+        "program_version": format!("coffer {}", env!("CARGO_PKG_VERSION")),
+    })
+}
+
+fn print_summary(p: &Profile, code: i32, steps: &[Step], secs: f64) {
+    eprintln!("coffer run {}: {} (exit {code}) in {secs:.1}s", p.name, status(code));
+    for s in steps {
+        let what = match (&s.skipped, s.exit_code) {
+            (Some(why), _) => format!("skipped ({why})"),
+            (None, Some(c)) => format!(
+                "exit {c} in {:.1}s{}",
+                s.duration_seconds,
+                s.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+            ),
+            (None, None) => String::new(),
+        };
+        eprintln!("  {:<16} {what}", s.name);
+    }
+}
+
+fn dry_run(g: &Global, p: &Profile, plan: &Plan) -> Result<ExitCode> {
+    let mut lines: Vec<(String, String)> = Vec::new();
+    let hook = |lines: &mut Vec<(String, String)>, name: &str, v: &[String]| {
+        for h in v {
+            lines.push((format!("hook {name}"), h.clone()));
+        }
+    };
+    hook(&mut lines, "before", &p.hooks.before);
+    lines.push(("backup".into(), shown(&plan.backup)));
+    if let Some(f) = &plan.forget {
+        lines.push(("forget".into(), shown(f)));
+    }
+    for (name, step) in [("prune", &plan.prune), ("check", &plan.check), ("drill", &plan.drill)] {
+        if let Some((argv, due)) = step {
+            lines.push((name.into(), format!("{}{}", shown(argv), if *due { "" } else { "   # not due yet" })));
+        }
+    }
+    hook(&mut lines, "after", &p.hooks.after);
+    hook(&mut lines, "on-failure", &p.hooks.on_failure);
+    hook(&mut lines, "finally", &p.hooks.finally);
+    if let Some(m) = &p.metrics_file {
+        lines.push(("metrics".into(), m.display().to_string()));
+    }
+    for n in &p.notify {
+        lines.push(("notify".into(), format!("{n} ({:?})", p.notify_on).to_lowercase()));
+    }
+    if g.json {
+        let steps: Vec<Value> = lines.iter().map(|(s, c)| json!({ "step": s, "command": c })).collect();
+        let env: Vec<&str> = p.env.iter().map(|(k, _)| k.as_str()).collect();
+        super::commands::print_json(&json!({ "profile": p.name, "dry_run": true, "steps": steps, "env": env }))?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        for (s, c) in lines {
+            writeln!(out, "{s:<16} {c}")?;
+        }
+        if !p.env.is_empty() {
+            let names: Vec<&str> = p.env.iter().map(|(k, _)| k.as_str()).collect();
+            writeln!(out, "{:<16} {}", "environment", names.join(" "))?;
+        }
+    }
+    Ok(ExitCode::Ok)
+}
+
+/// The run's metrics and the repository's, written atomically; a failure is a warning.
+fn write_metrics(
+    p: &Profile,
+    extra: &[String],
+    path: &std::path::Path,
+    doc: &Value,
+    steps: &[Step],
+    state: &runlock::RunState,
+) {
+    use metrics::Sample;
+    let l = || vec![("profile", p.name.clone())];
+    let b = &doc["backup"];
+    let n = |k: &str| b.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+    let mut s = vec![
+        Sample::gauge(
+            "coffer_run_last_timestamp_seconds",
+            "When the last run of this profile ended.",
+            l(),
+            state.last_run_ns as f64 / 1e9,
+        ),
+        Sample::gauge(
+            "coffer_run_last_success_timestamp_seconds",
+            "When the last successful run of this profile ended.",
+            l(),
+            state.last_success_ns as f64 / 1e9,
+        ),
+        Sample::gauge(
+            "coffer_run_duration_seconds",
+            "How long the last run took.",
+            l(),
+            doc["duration_seconds"].as_f64().unwrap_or(0.0),
+        ),
+        Sample::gauge(
+            "coffer_run_exit_code",
+            "The last run's exit code (0: success).",
+            l(),
+            doc["exit_code"].as_f64().unwrap_or(1.0),
+        ),
+        Sample::counter("coffer_runs_total", "Runs of this profile.", l(), state.runs as f64),
+        Sample::counter("coffer_run_failures_total", "Failed runs of this profile.", l(), state.failures as f64),
+        Sample::gauge("coffer_backup_files", "Files the last backup processed.", l(), n("total_files_processed")),
+        Sample::gauge("coffer_backup_files_new", "New files in the last backup.", l(), n("files_new")),
+        Sample::gauge("coffer_backup_files_changed", "Changed files in the last backup.", l(), n("files_changed")),
+        Sample::gauge(
+            "coffer_backup_processed_bytes",
+            "Bytes the last backup processed.",
+            l(),
+            n("total_bytes_processed"),
+        ),
+        Sample::gauge(
+            "coffer_backup_added_bytes",
+            "Bytes the last backup added to the repository (stored size).",
+            l(),
+            n("data_added"),
+        ),
+        Sample::gauge(
+            "coffer_backup_errors",
+            "Files the last backup could not read.",
+            l(),
+            b.get("errors").and_then(Value::as_array).map_or(0, Vec::len) as f64,
+        ),
+        Sample::gauge("coffer_backup_duration_seconds", "How long the last backup took.", l(), n("total_duration")),
+    ];
+    for st in steps.iter().filter(|st| st.exit_code.is_some() && !st.name.starts_with("hook")) {
+        let mut labels = l();
+        labels.push(("step", st.name.clone()));
+        s.push(Sample::gauge(
+            "coffer_step_exit_code",
+            "Each step's exit code in the last run.",
+            labels,
+            st.exit_code.unwrap_or(0) as f64,
+        ));
+    }
+    // The repository's side (sizes, the newest snapshot per host): from `coffer metrics`.
+    let m = child(p, "metrics", &profile::argv(p, extra, &["metrics", "--json"], &[], &[]));
+    match serde_json::from_value::<metrics::RepoMetrics>(m.output.clone()) {
+        Ok(r) if m.exit_code == Some(0) => s.extend(metrics::repository_samples(&r, &l())),
+        _ => eprintln!("warning: repository metrics left out: {}", m.error.unwrap_or_else(|| "no answer".into())),
+    }
+    if let Err(e) = metrics::write_atomic(path, &metrics::render(&s)) {
+        eprintln!("warning: metrics file {} not written: {e}", path.display());
+    }
+}
+
+/// POSTs the run's document to each webhook the profile names, when `notify-on` wants it.
+fn notify(p: &Profile, code: i32, doc: &Value) {
+    if !p.notify_on.wants(code) {
+        return;
+    }
+    let body = serde_json::to_vec(doc).unwrap_or_default();
+    for url in &p.notify {
+        let d = crate::storage::webhook::post_json(url, body.clone(), std::time::Duration::from_secs(10), 3);
+        if let Some(e) = d.error {
+            eprintln!(
+                "warning: notification to {url} failed after {} attempts: {e} (the run is not affected)",
+                d.attempts
+            );
+        }
+    }
+}
+
+/// Mails the summary through a sendmail-compatible command (`mail-command`, default
+/// `sendmail -t`), when `mail-on` wants it.
+fn mail(p: &Profile, code: i32, doc: &Value, steps: &[Step]) {
+    if p.mail_to.is_empty() || !p.mail_on.wants(code) {
+        return;
+    }
+    let host = crate::backup::default_host();
+    let mut body = format!(
+        "To: {}\nSubject: [coffer] {} on {host}: {} (exit {code})\nContent-Type: text/plain; charset=utf-8\n\n",
+        p.mail_to.join(", "),
+        p.name,
+        status(code)
+    );
+    for s in steps {
+        let what = s
+            .skipped
+            .clone()
+            .map(|w| format!("skipped ({w})"))
+            .unwrap_or_else(|| format!("exit {}", s.exit_code.unwrap_or(0)));
+        body.push_str(&format!(
+            "{:<16} {what}{}\n",
+            s.name,
+            s.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+        ));
+    }
+    body.push_str(&format!("\n{}\n", serde_json::to_string_pretty(doc).unwrap_or_default()));
+    let sent =
+        Process::new("sh").arg("-c").arg(&p.mail_command).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().and_then(
+            |mut c| {
+                c.stdin.take().expect("piped").write_all(body.as_bytes())?;
+                c.wait()
+            },
+        );
+    match sent {
+        Ok(s) if s.success() => {}
+        Ok(s) => eprintln!("warning: mail command {:?} failed ({s}); the run is not affected", p.mail_command),
+        Err(e) => eprintln!("warning: mail command {:?} failed: {e}; the run is not affected", p.mail_command),
+    }
+}
+
+/// `coffer profiles`: the profiles of the file, checked.
+pub fn profiles(g: &Global) -> Result<ExitCode> {
+    let file = profile::load(&profile::config_path(g.config.as_deref())?)?;
+    let rows: Vec<Value> = file
+        .profiles
+        .values()
+        .map(|p| {
+            json!({
+                "name": p.name,
+                "description": p.description,
+                "repository": p.global("repo"),
+                "paths": p.paths,
+                "schedule": p.schedule,
+                "retention": match &p.retention {
+                    None => Value::Null,
+                    Some(Retention::Policy) => json!("policy"),
+                    Some(Retention::Rules(r)) => json!(r.iter().map(|a| a.text.clone()).collect::<Vec<_>>()),
+                },
+                "prune_every_seconds": p.prune.as_ref().map(|s| s.every_s),
+                "check_every_seconds": p.check.as_ref().map(|s| s.every_s),
+                "drill_every_seconds": p.drill.as_ref().map(|s| s.every_s),
+                "metrics_file": p.metrics_file,
+                "notify": p.notify,
+                "file": file.path,
+                "line": p.line,
+            })
+        })
+        .collect();
+    if g.json {
+        super::commands::print_json(&rows)?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        for r in &rows {
+            writeln!(
+                out,
+                "{:<16} {:<28} {}",
+                r["name"].as_str().unwrap_or_default(),
+                r["repository"].as_str().unwrap_or("-"),
+                r["paths"]
+                    .as_array()
+                    .map(|v| v.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" "))
+                    .unwrap_or_default()
+            )?;
+        }
+    }
+    Ok(ExitCode::Ok)
+}
+
+/// `coffer metrics`: the repository-side metrics, Prometheus text (or `--json`).
+pub fn metrics_cmd(g: &Global) -> Result<ExitCode> {
+    let repo = super::commands::open(g)?;
+    let m = metrics::repository(&repo)?;
+    if g.json {
+        super::commands::print_json(&m)?;
+    } else {
+        print!("{}", metrics::render(&metrics::repository_samples(&m, &[])));
+    }
+    Ok(ExitCode::Ok)
+}

@@ -1,0 +1,307 @@
+//! Unattended operation: profiles, `coffer run` (hooks, retention, prune, check rotation,
+//! drills), the run lock, metrics for node_exporter and webhook notifications, against a
+//! local repository and against S3 on moto.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use crate::support::*;
+
+/// A webhook receiver on 127.0.0.1: answers each POST with the next status of `statuses`
+/// (then 200), and hands over each body.
+struct Hook {
+    url: String,
+    bodies: mpsc::Receiver<serde_json::Value>,
+}
+
+fn webhook(statuses: Vec<u16>) -> Hook {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/coffer", l.local_addr().unwrap());
+    let (tx, bodies) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut statuses = statuses.into_iter();
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { return };
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            let status = statuses.next().unwrap_or(200);
+            let _ = write!(c, "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            if status == 200 {
+                let _ = tx.send(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null));
+            }
+        }
+    });
+    Hook { url, bodies }
+}
+
+/// Writes the profile file (mode 0600) and returns its path.
+fn profile_file(env: &Env, text: &str) -> PathBuf {
+    let f = env.path("coffer.toml");
+    std::fs::write(&f, text).unwrap();
+    std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    f
+}
+
+/// `coffer --config FILE ARGS` with the repository and password only from the profile.
+fn coffer(env: &Env, config: &Path, args: &[&str]) -> Run {
+    let mut c = env.cmd(&["--config", config.to_str().unwrap()]);
+    c.args(args).env_remove("COFFER_REPO").env_remove("COFFER_PASSWORD");
+    Env::run_cmd(c)
+}
+
+fn nightly(env: &Env, repo: &str, hook_url: &str, extra: &str) -> String {
+    let pwfile = env.path("password");
+    std::fs::write(&pwfile, format!("{PASSWORD}\n")).unwrap();
+    let src = env.path("src");
+    let out = env.path("hooks.log");
+    format!(
+        r#"
+[profiles.nightly]
+repository = "{repo}"
+password-file = "{pw}"
+paths = ["{src}"]
+exclude = ["*.tmp"]
+tags = ["nightly"]
+host = "web1"
+metrics-file = "{metrics}"
+notify = "{hook_url}"
+{extra}
+[profiles.nightly.retention]
+keep-last = 2
+[profiles.nightly.check]
+parts = 3
+[profiles.nightly.drill]
+sample = "50%"
+[profiles.nightly.hooks]
+before = "echo dump-$COFFER_PROFILE > {src}/db.sql"
+after = "echo after $COFFER_SNAPSHOT_ID $COFFER_EXIT_CODE $COFFER_FILES $COFFER_STATUS >> {out}"
+on-failure = "echo failed $COFFER_EXIT_CODE \"$COFFER_ERROR\" >> {out}"
+finally = "echo finally $COFFER_EXIT_CODE >> {out}"
+"#,
+        pw = pwfile.display(),
+        src = src.display(),
+        metrics = env.path("coffer.prom").display(),
+        out = out.display(),
+    )
+}
+
+/// The value of a metric line `name{labels} value` whose labels contain `label`.
+fn metric(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} with {label} in:\n{text}"))
+}
+
+/// Three nightly runs: hooks, backup, retention, prune, a rotating check, a drill, metrics
+/// and the webhook; checks what each left behind.
+fn full_cycle(env: &Env, repo: &str) {
+    let src = env.path("src");
+    make_simple_tree(&src);
+    std::fs::write(src.join("junk.tmp"), "x").unwrap();
+    let hook = webhook(vec![500]);
+    let config = profile_file(env, &nightly(env, repo, &hook.url, ""));
+    let r = coffer(env, &config, &["profiles", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()[0]["name"], "nightly");
+    let dry = coffer(env, &config, &["run", "nightly", "--dry-run"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert!(
+        dry.stdout.contains("backup")
+            && dry.stdout.contains("--keep-last=2")
+            && dry.stdout.contains("--read-data-subset=1/3"),
+        "{}",
+        dry.stdout
+    );
+    assert!(!env.path("hooks.log").exists(), "a dry run runs nothing");
+    let mut ids = Vec::new();
+    for round in 1..=3 {
+        let r = coffer(env, &config, &["run", "nightly", "--json"]);
+        assert_eq!(r.code, 0, "round {round}: {}\n{}", r.stdout, r.stderr);
+        let doc = r.json();
+        assert_eq!(doc["status"], "success", "{doc}");
+        let id = doc["snapshot_id"].as_str().unwrap().to_string();
+        let names: Vec<&str> = doc["steps"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["backup", "forget", "prune", "check", "drill"], "{doc}");
+        // The webhook got the same document; the first POST was answered 500 and retried.
+        let got = hook.bodies.recv_timeout(std::time::Duration::from_secs(20)).expect("webhook called");
+        assert_eq!(got["snapshot_id"], id.as_str());
+        assert_eq!(got["profile"], "nightly");
+        ids.push(id);
+    }
+    let log = std::fs::read_to_string(env.path("hooks.log")).unwrap();
+    let afters: Vec<&str> = log.lines().filter(|l| l.starts_with("after ")).collect();
+    assert_eq!(afters.len(), 3, "{log}");
+    assert!(afters[2].starts_with(&format!("after {} 0 ", ids[2])) && afters[2].ends_with(" success"), "{log}");
+    assert_eq!(log.lines().filter(|l| *l == "finally 0").count(), 3, "{log}");
+    // keep-last 2, within the profile's host and tag.
+    let mut c = env.cmd(&["snapshots", "--json"]);
+    c.env("COFFER_REPO", repo);
+    let snaps = Env::run_cmd(c).json();
+    let left: Vec<&str> = snaps.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(left, [ids[1].as_str(), ids[2].as_str()]);
+    assert_eq!(snaps[0]["tags"], serde_json::json!(["nightly"]));
+    // The before hook's dump was backed up; the excluded file was not.
+    let mut c = env.cmd(&["ls", "latest"]);
+    c.env("COFFER_REPO", repo);
+    let ls = Env::run_cmd(c).stdout;
+    assert!(ls.contains("/db.sql") && !ls.contains("junk.tmp"), "{ls}");
+    // The check rotated through parts 1, 2 and 3 and starts again at 1.
+    let dry = coffer(env, &config, &["run", "nightly", "--dry-run"]);
+    assert!(dry.stdout.contains("--read-data-subset=1/3"), "{}", dry.stdout);
+    let m = std::fs::read_to_string(env.path("coffer.prom")).unwrap();
+    assert_eq!(metric(&m, "coffer_run_exit_code", "profile=\"nightly\""), 0.0);
+    assert_eq!(metric(&m, "coffer_runs_total", "nightly"), 3.0);
+    assert!(metric(&m, "coffer_backup_files", "nightly") >= 5.0, "{m}");
+    assert!(metric(&m, "coffer_repository_size_bytes", "nightly") > 3_000_000.0, "{m}");
+    assert_eq!(metric(&m, "coffer_repository_snapshots", "nightly"), 2.0);
+    let newest = metric(&m, "coffer_snapshot_newest_timestamp_seconds", "host=\"web1\"");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!((now - newest).abs() < 600.0, "{newest} vs {now}");
+    assert!(m.contains("# TYPE coffer_runs_total counter"), "{m}");
+    assert_eq!(metric(&m, "coffer_drill_last_passed", "web1"), 1.0);
+}
+
+#[test]
+fn a_profile_runs_a_full_nightly_cycle_on_a_local_repository() {
+    let env = Env::new();
+    full_cycle(&env, env.repo.to_str().unwrap());
+}
+
+#[test]
+fn a_profile_runs_a_full_nightly_cycle_on_s3() {
+    let env = Env::s3();
+    // The profile carries the S3 settings in its env table (the file is 0600).
+    let vars: Vec<(String, String)> = env.vars.iter().filter(|(k, _)| k.starts_with("AWS_")).cloned().collect();
+    let extra: String = vars.iter().map(|(k, v)| format!("{k} = \"{v}\"\n")).collect();
+    let text_env = format!("[profiles.nightly.env]\n{extra}");
+    let env2 = Env {
+        dir: tempfile::tempdir().unwrap(),
+        repo: env.repo.clone(),
+        vars: env.vars.iter().filter(|(k, _)| !k.starts_with("AWS_")).cloned().collect(),
+    };
+    let src = env2.path("src");
+    make_simple_tree(&src);
+    let hook = webhook(vec![]);
+    let mut text = nightly(&env2, env.repo.to_str().unwrap(), &hook.url, "");
+    text.push_str(&text_env);
+    let config = profile_file(&env2, &text);
+    let r = coffer(&env2, &config, &["run", "nightly", "--json"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.json()["status"], "success");
+    assert!(hook.bodies.recv_timeout(std::time::Duration::from_secs(20)).is_ok());
+    let m = std::fs::read_to_string(env2.path("coffer.prom")).unwrap();
+    assert_eq!(metric(&m, "coffer_repository_snapshots", "nightly"), 1.0);
+    // The command line wins over the profile: a repository that is not there fails the run.
+    let r = coffer(&env2, &config, &["run", "nightly", "--repo", env2.path("nowhere").to_str().unwrap()]);
+    assert_eq!(r.code, 10, "{}", r.stderr);
+}
+
+#[test]
+fn a_failing_before_hook_stops_the_run_and_failures_are_reported() {
+    let env = Env::new();
+    let hook = webhook(vec![]);
+    let text = nightly(&env, env.repo.to_str().unwrap(), &hook.url, "notify-on = \"failure\"")
+        .replace("before = \"echo dump", "before = \"exit 7; echo dump");
+    let config = profile_file(&env, &text);
+    make_simple_tree(&env.path("src"));
+    let r = coffer(&env, &config, &["run", "nightly", "--json"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let doc = r.json();
+    assert_eq!(doc["status"], "failure");
+    assert_eq!(doc["steps"][1]["name"], "backup");
+    assert!(doc["steps"][1]["skipped"].is_string(), "{doc}");
+    let log = std::fs::read_to_string(env.path("hooks.log")).unwrap();
+    assert!(log.contains("failed 1 \"hook before") || log.contains("failed 1 hook before"), "{log}");
+    assert!(log.contains("finally 1"), "{log}");
+    assert_eq!(hook.bodies.recv_timeout(std::time::Duration::from_secs(20)).unwrap()["exit_code"], 1);
+    assert_eq!(env.ok(&["snapshots", "--json"]).json().as_array().unwrap().len(), 0);
+    let m = std::fs::read_to_string(env.path("coffer.prom")).unwrap();
+    assert_eq!(metric(&m, "coffer_run_exit_code", "nightly"), 1.0);
+    assert_eq!(metric(&m, "coffer_run_failures_total", "nightly"), 1.0);
+    // A backup that fails (a missing path) skips retention, and the exit code is the backup's.
+    let text =
+        text.replace("before = \"exit 7; ", "before = \"").replace("paths = [\"", "paths = [\"/nonexistent/x\", \"");
+    let config = profile_file(&env, &text);
+    let r = coffer(&env, &config, &["run", "nightly", "--json"]);
+    assert_ne!(r.code, 0);
+    let doc = r.json();
+    assert!(doc["steps"][1]["skipped"].is_string(), "forget skipped: {doc}");
+    assert!(doc["error"].as_str().unwrap().contains("/nonexistent/x"), "{doc}");
+}
+
+#[test]
+fn two_runs_of_one_profile_never_overlap() {
+    let env = Env::new();
+    make_simple_tree(&env.path("src"));
+    let text = nightly(&env, env.repo.to_str().unwrap(), "http://127.0.0.1:9/", "notify-on = \"never\"")
+        .replace("before = \"echo", "before = \"sleep 3; echo");
+    let config = profile_file(&env, &text);
+    let mut first = env.cmd(&["--config", config.to_str().unwrap(), "run", "nightly"]);
+    first.env_remove("COFFER_REPO");
+    let mut first = first.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let r = coffer(&env, &config, &["run", "nightly"]);
+    assert_eq!(r.code, 11, "{}", r.stderr);
+    assert!(r.stderr.contains("already running"), "{}", r.stderr);
+    assert!(first.wait().unwrap().success());
+    // overlap = "wait" waits instead.
+    let config = profile_file(&env, &text.replace("host = \"web1\"", "host = \"web1\"\noverlap = \"wait\""));
+    let mut first = env.cmd(&["--config", config.to_str().unwrap(), "run", "nightly"]);
+    first.env_remove("COFFER_REPO");
+    let mut first = first.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let r = coffer(&env, &config, &["run", "nightly"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(first.wait().unwrap().success());
+}
+
+#[test]
+fn profile_files_are_checked_before_anything_runs() {
+    let env = Env::new();
+    let config = profile_file(&env, "[profiles.a]\npaths = [\"/etc\"]\n\nkeep-daily = 3\n");
+    let r = coffer(&env, &config, &["run", "a"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("coffer.toml:4:") && r.stderr.contains("keep-daily"), "{}", r.stderr);
+    let config = profile_file(&env, "[profiles.a]\npaths = [\"/etc\"]\n");
+    let r = coffer(&env, &config, &["run", "b"]);
+    assert!(r.stderr.contains("no profile \"b\"") && r.stderr.contains("profiles: a"), "{}", r.stderr);
+    std::fs::write(&config, "[profiles.a]\npaths = [\"/etc\"]\npassword = \"hunter2\"\n").unwrap();
+    std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let r = coffer(&env, &config, &["profiles"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("readable by every user"), "{}", r.stderr);
+    let mut c = env.cmd(&["profiles"]);
+    c.env("XDG_CONFIG_HOME", env.path("nothing")).env("HOME", env.path("nothing")).env_remove("COFFER_CONFIG");
+    if !Path::new("/etc/coffer/coffer.toml").exists() {
+        assert!(Env::run_cmd(c).stderr.contains("no profile file"));
+    }
+}
+
+#[test]
+fn metrics_command_prints_the_repository_side() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_simple_tree(&src);
+    env.backup(&[&src], &["--host", "db1"]);
+    let r = env.ok(&["metrics"]);
+    assert!(r.stdout.contains("# TYPE coffer_repository_size_bytes gauge"), "{}", r.stdout);
+    assert!(metric(&r.stdout, "coffer_host_snapshots", "host=\"db1\"") == 1.0);
+    let j = env.ok(&["metrics", "--json"]).json();
+    assert_eq!(j["hosts"][0]["host"], "db1");
+    assert!(j["hosts"][0]["newest_snapshot_age_seconds"].as_f64().unwrap() < 600.0);
+}
