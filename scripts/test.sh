@@ -9,11 +9,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need() { command -v "$1" >/dev/null 2>&1; }
-if ! need setpriv || ! need mount || ! need faketime; then
+# systemd-analyze checks the units `schedule install` writes and the packaged ones; man and
+# dpkg check the installed package (scripts/test-deb).
+if ! need setpriv || ! need mount || ! need faketime || ! need systemd-analyze || ! need man || ! need dpkg; then
   if [ "$(id -u)" = 0 ] && need apt-get; then
-    apt-get update -qq && apt-get install -y -qq util-linux mount faketime >/dev/null
+    apt-get update -qq && apt-get install -y -qq util-linux mount faketime systemd man-db dpkg >/dev/null
   else
-    echo "scripts/test.sh: setpriv and mount (util-linux) and faketime are needed" >&2
+    echo "scripts/test.sh: setpriv and mount (util-linux), faketime, systemd-analyze, man and dpkg are needed" >&2
     exit 1
   fi
 fi
@@ -29,6 +31,14 @@ export COFFER_MOTO_SERVER="$venv/bin/moto_server"
 
 cargo build --locked --all-targets
 cargo test --locked -- --test-threads="${COFFER_TEST_THREADS:-2}"
+
+# The package: built with cargo deb, installed, run and removed (needs root, as CI is).
+if [ "$(id -u)" = 0 ]; then
+  scripts/test-deb
+else
+  echo "scripts/test.sh: FAILED: the packaging test (scripts/test-deb) needs root" >&2
+  exit 1
+fi
 
 # Fuzz smoke run: every decoder of repository bytes gets a short cargo-fuzz run (libFuzzer with
 # AddressSanitizer). cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP=1 enables them on the

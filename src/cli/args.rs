@@ -159,6 +159,71 @@ pub enum Command {
     Profiles,
     /// The repository's metrics (size, snapshots, newest snapshot per host), Prometheus text or --json
     Metrics,
+    /// Install, list or remove a profile's schedule (a systemd timer, or cron without systemd)
+    Schedule {
+        #[command(subcommand)]
+        command: ScheduleCommand,
+    },
+    /// Write man pages or print shell completions (from the same definitions as the command line)
+    Generate {
+        #[command(subcommand)]
+        command: GenerateCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScheduleCommand {
+    /// Write and enable a service and timer (or a cron entry) that runs `coffer run PROFILE`
+    Install(ScheduleInstallArgs),
+    /// The schedules installed
+    List(ScheduleListArgs),
+    /// Disable and remove a profile's schedule
+    Remove(ScheduleRemoveArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ScheduleInstallArgs {
+    /// The profile to run
+    pub profile: String,
+    /// When, in systemd's OnCalendar syntax (default: the profile's `schedule`, else daily)
+    #[arg(long, value_name = "CALENDAR")]
+    pub on: Option<String>,
+    /// Spread the start over this long (RandomizedDelaySec), so many hosts do not start at once
+    #[arg(long, value_name = "DURATION", default_value = "15m")]
+    pub randomized_delay: String,
+    /// A cron entry even where systemd runs
+    #[arg(long)]
+    pub cron: bool,
+    /// Write the files into DIR and leave systemctl and crontab alone
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Write the units but do not enable or start the timer
+    #[arg(long)]
+    pub no_enable: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ScheduleListArgs {
+    /// Look in DIR instead of the default places
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ScheduleRemoveArgs {
+    /// The profile whose schedule goes
+    pub profile: String,
+    /// The files are in DIR (as installed with --dir)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GenerateCommand {
+    /// Write man pages (coffer.1, coffer-backup.1, ...) into DIR
+    Man { dir: PathBuf },
+    /// Print a completion script for bash, zsh, fish, elvish or powershell
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Args, Debug)]

@@ -52,6 +52,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run(a) => super::run::run(&g, a),
         Command::Profiles => super::run::profiles(&g),
         Command::Metrics => super::run::metrics_cmd(&g),
+        Command::Schedule { command } => super::schedule::schedule(&g, command),
+        Command::Generate { command } => super::schedule::generate(command),
     }
 }
 

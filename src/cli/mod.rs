@@ -19,6 +19,7 @@ mod repair;
 mod retention;
 mod rewrite;
 mod run;
+mod schedule;
 
 use std::io::IsTerminal;
 

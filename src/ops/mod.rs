@@ -4,3 +4,4 @@
 pub mod hooks;
 pub mod metrics;
 pub mod runlock;
+pub mod schedule;

@@ -215,7 +215,12 @@ fn a_profile_runs_a_full_nightly_cycle_on_s3() {
 fn a_failing_before_hook_stops_the_run_and_failures_are_reported() {
     let env = Env::new();
     let hook = webhook(vec![]);
-    let text = nightly(&env, env.repo.to_str().unwrap(), &hook.url, "notify-on = \"failure\"")
+    let mailbox = env.path("mail.txt");
+    let mail = format!(
+        "notify-on = \"failure\"\nmail-to = [\"ops@example.com\"]\nmail-command = \"cat > {}\"",
+        mailbox.display()
+    );
+    let text = nightly(&env, env.repo.to_str().unwrap(), &hook.url, &mail)
         .replace("before = \"echo dump", "before = \"exit 7; echo dump");
     let config = profile_file(&env, &text);
     make_simple_tree(&env.path("src"));
@@ -230,6 +235,11 @@ fn a_failing_before_hook_stops_the_run_and_failures_are_reported() {
     assert!(log.contains("finally 1"), "{log}");
     assert_eq!(hook.bodies.recv_timeout(std::time::Duration::from_secs(20)).unwrap()["exit_code"], 1);
     assert_eq!(env.ok(&["snapshots", "--json"]).json().as_array().unwrap().len(), 0);
+    let mail = std::fs::read_to_string(&mailbox).unwrap();
+    assert!(
+        mail.starts_with("To: ops@example.com\nSubject: [coffer] nightly on ") && mail.contains("failure (exit 1)"),
+        "{mail}"
+    );
     let m = std::fs::read_to_string(env.path("coffer.prom")).unwrap();
     assert_eq!(metric(&m, "coffer_run_exit_code", "nightly"), 1.0);
     assert_eq!(metric(&m, "coffer_run_failures_total", "nightly"), 1.0);
@@ -304,4 +314,78 @@ fn metrics_command_prints_the_repository_side() {
     let j = env.ok(&["metrics", "--json"]).json();
     assert_eq!(j["hosts"][0]["host"], "db1");
     assert!(j["hosts"][0]["newest_snapshot_age_seconds"].as_f64().unwrap() < 600.0);
+}
+
+/// systemd-analyze verify on unit files: no complaint about them.
+pub fn verify_units(units: &[PathBuf]) {
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .args(units)
+        .output()
+        .expect("systemd-analyze is installed (scripts/test.sh installs it)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Lines about other units of the host (its own broken units) are not ours to judge.
+    let ours: Vec<&str> = err.lines().filter(|l| l.contains("coffer")).collect();
+    assert!(out.status.success() && ours.is_empty(), "systemd-analyze verify: {err}");
+}
+
+#[test]
+fn schedules_are_systemd_units_or_cron_entries() {
+    let env = Env::new();
+    make_simple_tree(&env.path("src"));
+    let text = nightly(&env, env.repo.to_str().unwrap(), "http://127.0.0.1:9/", "schedule = \"*-*-* 03:30\"");
+    let config = profile_file(&env, &text);
+    let units = env.path("units");
+    let u = units.to_str().unwrap();
+    let r = coffer(&env, &config, &["schedule", "install", "nightly", "--dir", u, "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["schedule"], "*-*-* 03:30");
+    let service = std::fs::read_to_string(units.join("coffer-nightly.service")).unwrap();
+    let timer = std::fs::read_to_string(units.join("coffer-nightly.timer")).unwrap();
+    assert!(
+        service.contains(&format!("--config {} run nightly", config.canonicalize().unwrap().display())),
+        "{service}"
+    );
+    for want in ["Nice=10", "IOSchedulingClass=idle", "LimitNOFILE=", "Type=oneshot"] {
+        assert!(service.contains(want), "{want} in {service}");
+    }
+    for want in ["OnCalendar=*-*-* 03:30", "Persistent=true", "RandomizedDelaySec=900"] {
+        assert!(timer.contains(want), "{want} in {timer}");
+    }
+    verify_units(&[units.join("coffer-nightly.service"), units.join("coffer-nightly.timer")]);
+    let r = coffer(&env, &config, &["schedule", "install", "nightly", "--dir", u, "--on", "every full moon"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("every full moon"), "{}", r.stderr);
+    let cron = env.path("cron");
+    let c = cron.to_str().unwrap();
+    let r =
+        coffer(&env, &config, &["schedule", "install", "nightly", "--cron", "--dir", c, "--on", "Mon,Thu *-*-* 04:15"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let entry = std::fs::read_to_string(cron.join("coffer-nightly")).unwrap();
+    assert!(entry.contains("15 4 * * 1,4 "), "{entry}");
+    let listed = coffer(&env, &config, &["schedule", "list", "--dir", u, "--json"]).json();
+    assert_eq!(listed[0]["profile"], "nightly");
+    assert_eq!(listed[0]["kind"], "systemd");
+    let r = coffer(&env, &config, &["schedule", "remove", "nightly", "--dir", u]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!units.join("coffer-nightly.timer").exists() && !units.join("coffer-nightly.service").exists());
+    assert_ne!(coffer(&env, &config, &["schedule", "remove", "nightly", "--dir", u]).code, 0);
+    assert_eq!(coffer(&env, &config, &["schedule", "remove", "nightly", "--dir", c]).code, 0);
+    assert!(!cron.join("coffer-nightly").exists());
+}
+
+#[test]
+fn man_pages_and_completions_come_from_the_command_line_definitions() {
+    let env = Env::uninit();
+    let man = env.path("man");
+    env.ok(&["generate", "man", man.to_str().unwrap()]);
+    let page = std::fs::read_to_string(man.join("coffer.1")).unwrap();
+    assert!(page.contains(".TH coffer") && page.contains("backup"), "{page}");
+    let run = std::fs::read_to_string(man.join("coffer-run.1")).unwrap();
+    assert!(run.contains("dry\\-run"), "{run}");
+    for (shell, want) in [("bash", "_coffer()"), ("zsh", "#compdef coffer"), ("fish", "complete -c coffer")] {
+        let out = env.ok(&["generate", "completions", shell]).stdout;
+        assert!(out.contains(want) && out.contains("stdin-from-command"), "{shell}: {}", &out[..out.len().min(300)]);
+    }
+    assert_eq!(env.run(&["generate", "completions", "tcsh"]).code, 2);
 }
