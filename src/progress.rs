@@ -12,10 +12,35 @@ pub trait Progress: Send + Sync {
     fn add_bytes(&self, _bytes: u64) {}
     /// One item (a file) was finished.
     fn add_item(&self) {}
+    /// A file was backed up: read because it is new or changed, or reused unchanged from
+    /// the parent snapshot (`-v` lists the first two, `-vv` all three).
+    fn file(&self, _path: &[u8], _status: FileStatus) {}
     /// A non-fatal problem worth telling the user about right away.
     fn warn(&self, _message: &str) {}
+    /// A line for the user (stderr), printed without disturbing a live display.
+    fn println(&self, line: &str) {
+        eprintln!("{line}");
+    }
     /// The operation has finished; clear any display.
     fn finish(&self) {}
+}
+
+/// What happened to a file in a backup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileStatus {
+    New,
+    Modified,
+    Unchanged,
+}
+
+impl FileStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileStatus::New => "new",
+            FileStatus::Modified => "modified",
+            FileStatus::Unchanged => "unchanged",
+        }
+    }
 }
 
 /// Reports nothing.

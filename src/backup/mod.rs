@@ -35,7 +35,7 @@ use crate::format::snapshot::{Snapshot, Summary};
 use crate::format::tree::{self, Node, NodeKind};
 use crate::format::BlobType;
 use crate::id::{BlobId, SnapshotId};
-use crate::progress::Progress;
+use crate::progress::{FileStatus, Progress};
 use crate::repo::writer::{claim, BlobSink, BlobWriter, RawBlob};
 use crate::repo::{MasterIndex, RepoError, Repository};
 use crate::source::exclude::Patterns;
@@ -150,6 +150,8 @@ struct FileJob {
     /// The full path, for warnings (the name is the node's).
     path: Vec<u8>,
     node: Node,
+    /// The parent snapshot had this file (with other content or metadata).
+    changed: bool,
     result: Sender<Option<Node>>,
 }
 
@@ -508,6 +510,10 @@ fn reader(ctx: Arc<Ctx>, rx: Receiver<Vec<FileJob>>, mut out: Option<Out>) {
     for job in rx.iter().flatten() {
         ctx.active.fetch_add(1, Ordering::Relaxed);
         let node = read_file(&ctx, &mut chunker, &mut out, job.dir.as_ref(), &job.path, job.node);
+        if node.is_some() {
+            let status = if job.changed { FileStatus::Modified } else { FileStatus::New };
+            ctx.progress.file(&job.path, status);
+        }
         ctx.active.fetch_sub(1, Ordering::Relaxed);
         ctx.progress.add_item();
         let _ = job.result.send(node);

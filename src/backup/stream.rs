@@ -49,6 +49,9 @@ fn components(name: &str) -> Result<Vec<Vec<u8>>, BackupError> {
     if parts.iter().any(|p| *p == "." || *p == "..") {
         return Err(bad("may not contain `.` or `..`"));
     }
+    if parts.iter().any(|p| p.len() > 255) {
+        return Err(bad("a name longer than 255 bytes cannot be restored"));
+    }
     Ok(parts.into_iter().map(|p| p.as_bytes().to_vec()).collect())
 }
 
@@ -102,6 +105,7 @@ pub fn run_stream(
         .map_err(|e| BackupError::Source { path: shown.clone(), source: e })?;
     (stream.finish)().map_err(BackupError::Stream)?;
     progress.add_item();
+    progress.file(&root_path, crate::progress::FileStatus::New);
 
     let now = Time { sec: started.as_second(), nsec: started.subsec_nanosecond() as u32 };
     let names = crate::source::Names::default();

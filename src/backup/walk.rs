@@ -273,14 +273,16 @@ fn file_entry(
             c.bytes.fetch_add(node.size, Ordering::Relaxed);
             ctx.progress.add_bytes(node.size);
             ctx.progress.add_item();
+            ctx.progress.file(&path, crate::progress::FileStatus::Unchanged);
             return Pending::Ready(Box::new(node));
         }
         c.files_changed.fetch_add(1, Ordering::Relaxed);
     } else {
         c.files_new.fetch_add(1, Ordering::Relaxed);
     }
+    let changed = pnode.is_some_and(|p| p.kind == NodeKind::File);
     let (tx, rx) = bounded(1);
-    let job = FileJob { dir: dir.clone(), path, node, result: tx };
+    let job = FileJob { dir: dir.clone(), path, node, changed, result: tx };
     q.file(job);
     Pending::Later(rx)
 }
@@ -492,14 +494,20 @@ fn read_ignore_file(
         return None;
     }
     let shown = || String::from_utf8_lossy(&join(path, IGNORE_FILE)).into_owned();
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     use std::io::Read;
-    // At most 1 MiB: an ignore file is a few lines, not a place to stall the walk.
-    let read = source::open_file_at(dir, IGNORE_FILE).and_then(|f| (&f).take(1 << 20).read_to_string(&mut text));
+    // At most 1 MiB: an ignore file is a few lines, not a place to stall the walk. A longer
+    // one is not cut short (half a line can ignore everything): it is left out, whole.
+    let read = source::open_file_at(dir, IGNORE_FILE).and_then(|f| (&f).take((1 << 20) + 1).read_to_end(&mut bytes));
     if let Err(e) = read {
         ctx.warn(format!("{}: cannot read: {e}", shown()));
         return None;
     }
+    if bytes.len() > 1 << 20 {
+        ctx.warn(format!("{}: larger than 1 MiB; not applied, nothing in its directory is left out by it", shown()));
+        return None;
+    }
+    let text = String::from_utf8_lossy(&bytes);
     let mut b = ignore::gitignore::GitignoreBuilder::new(Path::new(std::ffi::OsStr::from_bytes(path)));
     for (n, line) in text.lines().enumerate() {
         if let Err(e) = b.add_line(None, line) {

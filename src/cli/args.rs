@@ -85,6 +85,21 @@ pub struct Global {
     /// No progress display
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
+    /// List each file backed up with its status (new, modified); -vv unchanged ones too
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Also write a log to FILE (appended; rotated at --log-max-size, or by logrotate)
+    #[arg(long, value_name = "FILE", env = "COFFER_LOG_FILE", global = true)]
+    pub log_file: Option<PathBuf>,
+    /// The least severe events logged: error, warn, info (default), debug or trace
+    #[arg(long, value_name = "LEVEL", default_value = "info", global = true, value_parser = ["error", "warn", "info", "debug", "trace"])]
+    pub log_level: String,
+    /// Log lines as text (default) or JSON objects, one a line
+    #[arg(long, value_name = "FORMAT", default_value = "text", global = true, value_parser = ["text", "json"])]
+    pub log_format: String,
+    /// Rotate the log file when it is larger than SIZE at start (FILE.1 ... FILE.5 kept)
+    #[arg(long, value_name = "SIZE", global = true)]
+    pub log_max_size: Option<String>,
     /// Worker threads for reading, compressing and restoring (default: number of cores)
     #[arg(long, global = true)]
     pub threads: Option<usize>,
@@ -428,6 +443,29 @@ pub struct RepairPacksArgs {
     pub dry_run: bool,
 }
 
+/// A zstd level the repository accepts.
+fn compression_level(s: &str) -> Result<i32, String> {
+    let n: i32 = s.trim().parse().map_err(|_| format!("{s:?} is not a number"))?;
+    crate::repo::check_compression_level(n).map_err(|e| e.to_string())?;
+    Ok(n)
+}
+
+/// `--read-data-subset`, checked when the command line is read (and a profile loaded).
+fn read_data_subset(s: &str) -> Result<String, String> {
+    crate::repo::check::ReadData::parse_subset(s, crate::retention::prune::parse_size)?;
+    Ok(s.to_string())
+}
+
+fn max_unused(s: &str) -> Result<String, String> {
+    crate::retention::prune::parse_max_unused(s)?;
+    Ok(s.to_string())
+}
+
+fn size_text(s: &str) -> Result<String, String> {
+    crate::retention::prune::parse_size(s)?;
+    Ok(s.to_string())
+}
+
 fn count(s: &str) -> Result<crate::retention::policy::Count, String> {
     crate::retention::policy::parse_count(s)
 }
@@ -546,10 +584,10 @@ pub struct TagArgs {
 pub struct PruneOpts {
     /// Unused space to tolerate: a percentage of the data kept (5%), a size (500M), or
     /// `unlimited` (only delete packs nothing uses)
-    #[arg(long, default_value = "5%", value_name = "P% | SIZE")]
+    #[arg(long, default_value = "5%", value_name = "P% | SIZE", value_parser = max_unused)]
     pub max_unused: String,
     /// Read and rewrite at most this much of packs (10G); default: no limit
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, value_name = "SIZE", value_parser = size_text)]
     pub max_repack_size: Option<String>,
 }
 
@@ -643,11 +681,11 @@ pub struct BackupArgs {
     #[arg(long = "iexclude-file", value_name = "FILE")]
     pub iexclude_files: Vec<PathBuf>,
     /// Skip the contents of directories holding a file NAME (that starts with HEADER, if given; repeatable)
-    #[arg(long, value_name = "NAME[:HEADER]")]
-    pub exclude_if_present: Vec<String>,
+    #[arg(long, value_name = "NAME[:HEADER]", value_parser = crate::backup::TagFile::parse)]
+    pub exclude_if_present: Vec<crate::backup::TagFile>,
     /// Leave out files larger than SIZE (bytes, or 500M, 2G)
-    #[arg(long, value_name = "SIZE")]
-    pub exclude_larger_than: Option<String>,
+    #[arg(long, value_name = "SIZE", value_parser = crate::retention::prune::parse_size)]
+    pub exclude_larger_than: Option<u64>,
     /// Do not read per-directory .cofferignore files (gitignore syntax)
     #[arg(long)]
     pub no_cofferignore: bool,
@@ -661,7 +699,7 @@ pub struct BackupArgs {
     #[arg(long, short = 'n')]
     pub dry_run: bool,
     /// zstd level for this backup (default: the repository's)
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, value_parser = compression_level)]
     pub compression: Option<i32>,
     /// Compare against this snapshot instead of the latest one of this host and paths
     #[arg(long)]
@@ -684,6 +722,9 @@ pub struct FilterArgs {
     /// Only snapshots that backed up this path (repeatable: all of them)
     #[arg(long = "path")]
     pub paths: Vec<PathBuf>,
+    /// With --path: only snapshots of exactly these paths, no others besides
+    #[arg(long, requires = "paths")]
+    pub exact_paths: bool,
 }
 
 /// `--as-of TIME` (docs/cli.md, "Times").
@@ -825,7 +866,7 @@ pub struct CheckArgs {
     pub read_data: bool,
     /// Read and verify a subset of the packs: n/t (part n of t, by pack id; t runs cover
     /// all), x% (at random) or a size such as 500M (at random)
-    #[arg(long, value_name = "n/t|x%|SIZE")]
+    #[arg(long, value_name = "n/t|x%|SIZE", value_parser = read_data_subset)]
     pub read_data_subset: Option<String>,
 }
 

@@ -81,9 +81,6 @@ fn own_dirs_inside(g: &Global, repo: &Repository, paths: &[PathBuf]) -> Vec<(u64
 
 /// The library's options from the command line (paths are filled in by the caller).
 fn options(g: &Global, a: &BackupArgs, repo: &Repository) -> Result<BackupOptions> {
-    if let Some(level) = a.compression {
-        crate::repo::check_compression_level(level).map_err(|e| anyhow!(e))?;
-    }
     let time = match &a.time {
         Some(t) => Some(
             crate::timespec::parse_snapshot_time(t, &jiff::tz::TimeZone::system())
@@ -95,16 +92,8 @@ fn options(g: &Global, a: &BackupArgs, repo: &Repository) -> Result<BackupOption
     let insensitive =
         Patterns::gather(&a.iexcludes, &a.iexclude_files).map_err(|e| anyhow!("bad iexclude pattern: {e}"))?;
     let excludes = Patterns::with_insensitive(&exact, &insensitive).map_err(|e| anyhow!("bad exclude pattern: {e}"))?;
-    let exclude_if_present = a
-        .exclude_if_present
-        .iter()
-        .map(|t| TagFile::parse(t))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow!(e))?;
-    let exclude_larger_than = match &a.exclude_larger_than {
-        Some(s) => Some(crate::retention::prune::parse_size(s).map_err(|e| anyhow!("--exclude-larger-than: {e}"))?),
-        None => None,
-    };
+    let exclude_if_present: Vec<TagFile> = a.exclude_if_present.clone();
+    let exclude_larger_than = a.exclude_larger_than;
     let parent = match &a.parent {
         Some(p) => Some(repo.find_snapshot(p, &SnapshotFilter::default())?.0),
         None => None,
@@ -187,6 +176,7 @@ fn report(g: &Global, res: &BackupResult) -> Result<ExitCode> {
         print_json(&json!({
             "message_type": "summary",
             "snapshot_id": id,
+            "paths": res.snapshot.paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect::<Vec<_>>(),
             "dry_run": res.snapshot_id.is_none(),
             "files_new": s.files_new,
             "files_changed": s.files_changed,

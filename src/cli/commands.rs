@@ -164,10 +164,14 @@ pub(super) fn threads(g: &Global) -> usize {
 }
 
 pub(super) fn progress(g: &Global, verb: &str) -> Arc<dyn Progress> {
-    if g.quiet || g.json || !super::stderr_is_tty() {
-        Arc::new(progress::Quiet)
+    let display: Box<dyn Progress> = if g.quiet || g.json || !super::stderr_is_tty() {
+        Box::new(progress::Quiet)
     } else {
-        Arc::new(progress::Bar::new(verb))
+        Box::new(progress::Bar::new(verb))
+    };
+    match g.verbose {
+        0 => Arc::from(display),
+        level => Arc::new(progress::Verbose { inner: display, level }),
     }
 }
 
@@ -266,6 +270,7 @@ pub(super) fn filter(f: &FilterArgs) -> SnapshotFilter {
         hosts: f.hosts.clone(),
         tags: f.tags.clone(),
         paths: f.paths.iter().map(|p| clean_path(p)).collect(),
+        exact_paths: f.exact_paths,
     }
 }
 

@@ -12,6 +12,7 @@ mod drill;
 mod exit;
 mod governance;
 mod history;
+mod log;
 mod password;
 mod profile;
 mod progress;
@@ -22,6 +23,7 @@ mod run;
 mod schedule;
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{CommandFactory, FromArgMatches};
 
@@ -42,10 +44,26 @@ pub fn main() -> i32 {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let _ = MATCHES.set(matches);
     let json = cli.global.json;
-    match commands::dispatch(cli) {
-        Ok(code) => code as i32,
+    if let Some(file) = &cli.global.log_file {
+        let g = &cli.global;
+        if let Err(e) = log::init(file, &g.log_level, g.log_format == "json", g.log_max_size.as_deref()) {
+            eprintln!("coffer: error: {e:#}");
+            return ExitCode::Error as i32;
+        }
+    }
+    let watch = crate::clock::stopwatch();
+    let command = std::env::args().skip(1).find(|a| !a.starts_with('-')).unwrap_or_default();
+    tracing::info!(command = %command, pid = std::process::id(), "start");
+    let result = commands::dispatch(cli);
+    let secs = watch.elapsed().as_secs_f64();
+    match result {
+        Ok(code) => {
+            tracing::info!(command = %command, exit_code = code as i32, duration_seconds = secs, "end");
+            code as i32
+        }
         Err(err) => {
             let code = exit_code_for(&err);
+            tracing::error!(command = %command, exit_code = code as i32, duration_seconds = secs, error = %format!("{err:#}"), "failed");
             eprintln!("coffer: error: {err:#}");
             if json {
                 let doc = serde_json::json!({ "error": format!("{err:#}"), "exit_code": code as i32 });
@@ -56,13 +74,32 @@ pub fn main() -> i32 {
     }
 }
 
+/// Set while `coffer run` runs its steps: a signal then stops the running step (its child
+/// process gets SIGTERM) and the run goes on to its failure and `finally` hooks.
+static RUNNING: AtomicBool = AtomicBool::new(false);
+/// A signal arrived during a run.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// The child processes a run waits for.
+static CHILDREN: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
 /// SIGINT/SIGTERM end the process with exit code 130 at once: every write Coffer makes is
-/// crash-safe (docs/format.md, "Write ordering"), so there is nothing to clean up.
+/// crash-safe (docs/format.md, "Write ordering"), so there is nothing to clean up. During
+/// `coffer run` the first signal is passed on to the running step instead, and a second one
+/// ends the run at once.
 fn install_signal_handler() {
     use signal_hook::consts::{SIGINT, SIGTERM};
     if let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
         std::thread::spawn(move || {
-            if signals.forever().next().is_some() {
+            for _ in signals.forever() {
+                if RUNNING.load(Ordering::SeqCst) && !INTERRUPTED.swap(true, Ordering::SeqCst) {
+                    eprintln!("coffer: interrupted: stopping the running step; the failure hooks run next");
+                    for pid in CHILDREN.lock().map(|c| c.clone()).unwrap_or_default() {
+                        if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+                        }
+                    }
+                    continue;
+                }
                 eprintln!("coffer: interrupted");
                 std::process::exit(ExitCode::Interrupted as i32);
             }

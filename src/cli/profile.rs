@@ -171,19 +171,53 @@ fn line_of(text: &str, at: usize) -> usize {
     text[..at.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
 }
 
-/// The line of `key = ...` at or after line `from` (a table's keys follow its header).
-fn key_line(text: &str, from: usize, key: &str) -> usize {
-    for (i, l) in text.lines().enumerate().skip(from.saturating_sub(1)) {
-        let t = l.trim_start();
-        let rest = t
-            .strip_prefix(key)
-            .or_else(|| t.strip_prefix(&format!("\"{key}\"")))
-            .or_else(|| t.strip_prefix(&format!("'{key}'")));
-        if rest.is_some_and(|r| r.trim_start().starts_with('=')) {
+/// Where a table is in the file: the line it starts on and the byte range of its value.
+#[derive(Clone, Copy)]
+struct Place {
+    line: usize,
+    start: usize,
+    end: usize,
+}
+
+/// The byte offset of `key` followed by `=` in `hay`, the key standing alone (or after a
+/// `.` of a dotted key, a `{` or `,` of an inline table).
+fn find_key(hay: &str, key: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(pos) = hay[from..].find(key) {
+        let k = from + pos;
+        let before = hay[..k].chars().next_back();
+        let after = hay[k + key.len()..].trim_start_matches([' ', '\t']);
+        if before.is_none_or(|c| c.is_whitespace() || "{,.".contains(c))
+            && after.starts_with('=')
+            && !after.starts_with("==")
+        {
+            return Some(k);
+        }
+        from = k + key.len();
+    }
+    None
+}
+
+/// The line of `key = ...` of a table: inside its value when it is inline, else on the
+/// lines after its start up to the next `[header]` (standard and dotted tables); the table's
+/// own line when not found.
+fn key_line(text: &str, at: Place, key: &str) -> usize {
+    let (start, end) = (at.start.min(text.len()), at.end.min(text.len()));
+    if text[start..end].starts_with('{') {
+        if let Some(k) = find_key(&text[start..end], key) {
+            return line_of(text, start + k);
+        }
+        return at.line;
+    }
+    for (i, l) in text.lines().enumerate().skip(at.line.saturating_sub(1)) {
+        if i + 1 > at.line && l.trim_start().starts_with('[') {
+            break;
+        }
+        if find_key(l, key).is_some() {
             return i + 1;
         }
     }
-    from
+    at.line
 }
 
 /// What an option of a command takes.
@@ -215,7 +249,7 @@ fn options_of(cmd: &clap::Command, only_global: bool) -> BTreeMap<String, Opt> {
 }
 
 /// Global options a profile does not set: they belong to the command line of `run` itself.
-const NOT_IN_PROFILES: &[&str] = &["config", "json", "log-file", "log-level", "log-format", "verbose"];
+const NOT_IN_PROFILES: &[&str] = &["config", "json"];
 
 /// Plural spellings profiles may use for repeatable options.
 fn canonical(key: &str) -> &str {
@@ -287,6 +321,8 @@ fn span_secs(file: &Path, line: usize, key: &str, v: &toml::Value) -> Result<u64
 fn is_secret_name(k: &str) -> bool {
     let k = k.to_ascii_uppercase();
     ["SECRET", "PASSWORD", "PASSPHRASE", "TOKEN", "CREDENTIAL"].iter().any(|s| k.contains(s))
+        || k.ends_with("_KEY")
+        || k.ends_with("KEY") && !k.ends_with("_ID")
 }
 
 /// The profile file, parsed and checked.
@@ -389,8 +425,10 @@ fn profile(file: &Path, text: &str, name: &str, line: usize, table: BTreeMap<Str
         schedule: None,
         wait: false,
     };
+    let mut command: Option<Vec<String>> = None;
     for (key, v) in table {
         let kline = line_of(text, v.span().start);
+        let place = Place { line: kline, start: v.span().start, end: v.span().end };
         let v = v.into_inner();
         let when = |v: &toml::Value| -> Result<When> {
             let s = string(file, kline, &key, v)?;
@@ -418,14 +456,17 @@ fn profile(file: &Path, text: &str, name: &str, line: usize, table: BTreeMap<Str
             "stdin-from-command" if !matches!(v, toml::Value::Boolean(_)) => {
                 // The command itself, as a list (or one word): the backup's positional arguments.
                 p.backup.push(Arg { key: key.clone(), line: kline, text: "--stdin-from-command".into() });
-                p.paths = strings(file, kline, &key, &v)?;
+                command = Some(strings(file, kline, &key, &v)?);
             }
-            "env" => p.env = env_table(file, text, kline, &v)?,
-            "hooks" => p.hooks = hooks_table(file, text, kline, &v)?,
-            "retention" => p.retention = Some(retention_table(file, text, kline, &v, &root)?),
-            "prune" => p.prune = Some(periodic(file, text, kline, "prune", &v, &root)?),
-            "drill" => p.drill = Some(periodic(file, text, kline, "drill", &v, &root)?),
-            "check" => p.check = Some(check_table(file, text, kline, &v)?),
+            "env" => p.env = env_table(file, text, place, &v)?,
+            "hooks" => p.hooks = hooks_table(file, text, place, &v)?,
+            "retention" => p.retention = Some(retention_table(file, text, place, &v, &root)?),
+            "prune" => p.prune = Some(periodic(file, text, place, "prune", &v, &root)?),
+            "drill" => p.drill = Some(periodic(file, text, place, "drill", &v, &root)?),
+            "check" => p.check = Some(check_table(file, text, place, &v)?),
+            "stdin" | "files-from" | "files-from-verbatim" | "files-from-raw" if is_stdin(&v) => {
+                bail!(at(file, kline, format!("{key}: a scheduled run has no standard input (use stdin-from-command)")))
+            }
             k => {
                 let c = canonical(k);
                 if let Some(opt) = globals.get(c).filter(|o| !NOT_IN_PROFILES.contains(&o.long.as_str())) {
@@ -438,6 +479,26 @@ fn profile(file: &Path, text: &str, name: &str, line: usize, table: BTreeMap<Str
             }
         }
     }
+    if let Some(cmd) = command {
+        if !p.paths.is_empty() {
+            bail!(at(file, line, format!("profile {name}: paths and stdin-from-command = [...]: give one (the command's output is the backup)")));
+        }
+        if cmd.is_empty() || cmd[0].is_empty() {
+            bail!(at(file, line, format!("profile {name}: stdin-from-command: give the command and its arguments")));
+        }
+        p.paths = cmd;
+    }
+    if let Some(bad) = p.paths.iter().find(|x| x.is_empty()) {
+        bail!(at(file, line, format!("profile {name}: paths: {bad:?} is not a path")));
+    }
+    for url in &p.notify {
+        let ok = url
+            .parse::<http::Uri>()
+            .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+        if !ok {
+            bail!(at(file, line, format!("profile {name}: notify {url:?}: give an http:// or https:// URL")));
+        }
+    }
     Ok(p)
 }
 
@@ -445,10 +506,20 @@ fn table<'v>(file: &Path, line: usize, key: &str, v: &'v toml::Value) -> Result<
     v.as_table().ok_or_else(|| at(file, line, format!("{key}: give a table ([profiles.NAME.{key}])")))
 }
 
-fn env_table(file: &Path, text: &str, line: usize, v: &toml::Value) -> Result<Vec<(String, String)>> {
-    let mut out = Vec::new();
+/// `stdin = true`, or a list read from `-`.
+fn is_stdin(v: &toml::Value) -> bool {
+    match v {
+        toml::Value::Boolean(b) => *b,
+        toml::Value::String(s) => s == "-",
+        toml::Value::Array(a) => a.iter().any(|x| x.as_str() == Some("-")),
+        _ => false,
+    }
+}
+
+fn env_table(file: &Path, text: &str, at_: Place, v: &toml::Value) -> Result<Vec<(String, String)>> {
+    let (line, mut out) = (at_.line, Vec::new());
     for (k, val) in table(file, line, "env", v)? {
-        let l = key_line(text, line, k);
+        let l = key_line(text, at_, k);
         if k.is_empty() || k.contains('=') || k.contains('\0') {
             bail!(at(file, l, format!("env: {k:?} is not a variable name")));
         }
@@ -463,10 +534,10 @@ fn env_table(file: &Path, text: &str, line: usize, v: &toml::Value) -> Result<Ve
     Ok(out)
 }
 
-fn hooks_table(file: &Path, text: &str, line: usize, v: &toml::Value) -> Result<Hooks> {
+fn hooks_table(file: &Path, text: &str, at_: Place, v: &toml::Value) -> Result<Hooks> {
     let mut h = Hooks { stop_on_before_failure: true, ..Default::default() };
-    for (k, val) in table(file, line, "hooks", v)? {
-        let l = key_line(text, line, k);
+    for (k, val) in table(file, at_.line, "hooks", v)? {
+        let l = key_line(text, at_, k);
         match k.as_str() {
             "before" => h.before = strings(file, l, k, val)?,
             "after" => h.after = strings(file, l, k, val)?,
@@ -493,7 +564,7 @@ fn hooks_table(file: &Path, text: &str, line: usize, v: &toml::Value) -> Result<
 fn sub_options(
     file: &Path,
     text: &str,
-    line: usize,
+    place: Place,
     section: &str,
     t: &toml::Table,
     cmd: &clap::Command,
@@ -505,7 +576,12 @@ fn sub_options(
         if skip.contains(&k.as_str()) {
             continue;
         }
-        let l = key_line(text, line, k);
+        let l = key_line(text, place, k);
+        if section == "retention"
+            && ["host", "hosts", "tag", "tags", "path", "paths", "exact-paths"].contains(&k.as_str())
+        {
+            bail!(at(file, l, format!("retention: {k}: forget keeps to the profile's own host, tags and paths (set them at the profile's top level)")));
+        }
         let opt = opts
             .get(canonical(k))
             .filter(|o| !matches!(o.long.as_str(), "dry-run" | "prune" | "unsafe-allow-remove-all"));
@@ -521,7 +597,8 @@ fn sub_options(
     Ok(out)
 }
 
-fn retention_table(file: &Path, text: &str, line: usize, v: &toml::Value, root: &clap::Command) -> Result<Retention> {
+fn retention_table(file: &Path, text: &str, at_: Place, v: &toml::Value, root: &clap::Command) -> Result<Retention> {
+    let line = at_.line;
     if let toml::Value::String(s) = v {
         return match s.as_str() {
             "policy" => Ok(Retention::Policy),
@@ -534,7 +611,7 @@ fn retention_table(file: &Path, text: &str, line: usize, v: &toml::Value, root: 
     }
     let t = table(file, line, "retention", v)?;
     let forget = root.find_subcommand("forget").expect("forget exists");
-    let args = sub_options(file, text, line, "retention", t, forget, &[])?;
+    let args = sub_options(file, text, at_, "retention", t, forget, &[])?;
     if args.is_empty() {
         bail!(at(file, line, "retention: give --keep-* rules, or retention = \"policy\" for the stored policy"));
     }
@@ -544,25 +621,34 @@ fn retention_table(file: &Path, text: &str, line: usize, v: &toml::Value, root: 
 fn periodic(
     file: &Path,
     text: &str,
-    line: usize,
+    place: Place,
     name: &str,
     v: &toml::Value,
     root: &clap::Command,
 ) -> Result<Periodic> {
-    let t = table(file, line, name, v)?;
+    let t = table(file, place.line, name, v)?;
     let every_s = match t.get("every") {
-        Some(e) => span_secs(file, key_line(text, line, "every"), "every", e)?,
+        Some(e) => span_secs(file, key_line(text, place, "every"), "every", e)?,
         None => 0,
     };
     let cmd = root.find_subcommand(name).expect("subcommand exists");
-    Ok(Periodic { every_s, args: sub_options(file, text, line, name, t, cmd, &["every"])? })
+    Ok(Periodic { every_s, args: sub_options(file, text, place, name, t, cmd, &["every"])? })
 }
 
-fn check_table(file: &Path, text: &str, line: usize, v: &toml::Value) -> Result<CheckStep> {
-    let t = table(file, line, "check", v)?;
+fn check_table(file: &Path, text: &str, at_: Place, v: &toml::Value) -> Result<CheckStep> {
+    let t = table(file, at_.line, "check", v)?;
+    let chosen: Vec<&str> =
+        ["parts", "read-data-subset", "read-data"].into_iter().filter(|k| t.contains_key(*k)).collect();
+    if chosen.len() > 1 {
+        bail!(at(
+            file,
+            key_line(text, at_, chosen[1]),
+            format!("check: give one of {}, not both", chosen.join(" and "))
+        ));
+    }
     let mut c = CheckStep { every_s: 0, subset: Subset::Fixed(Vec::new()) };
     for (k, val) in t {
-        let l = key_line(text, line, k);
+        let l = key_line(text, at_, k);
         match k.as_str() {
             "every" => c.every_s = span_secs(file, l, k, val)?,
             "parts" => match val.as_integer() {
@@ -570,7 +656,10 @@ fn check_table(file: &Path, text: &str, line: usize, v: &toml::Value) -> Result<
                 _ => bail!(at(file, l, "parts: give a number from 1 to 10000 (each check reads the next part)")),
             },
             "read-data-subset" => {
-                c.subset = Subset::Fixed(vec![format!("--read-data-subset={}", string(file, l, k, val)?)])
+                let v = string(file, l, k, val)?;
+                crate::repo::check::ReadData::parse_subset(&v, crate::retention::prune::parse_size)
+                    .map_err(|e| at(file, l, format!("read-data-subset: {e}")))?;
+                c.subset = Subset::Fixed(vec![format!("--read-data-subset={v}")]);
             }
             "read-data" => {
                 if val.as_bool().ok_or_else(|| at(file, l, "read-data: give true or false"))? {
@@ -721,6 +810,37 @@ after = "logger coffer done $COFFER_SNAPSHOT_ID"
         bad("[profile.a]\n", "unknown field");
         bad("[profiles.a]\npaths = [\"/x\"\n", "line 2");
         bad("[profiles.\"a b\"]\npaths = [\"/x\"]\n", ":1: profile name");
+        // Inline and dotted tables name their own line, not a later profile's.
+        let two = "[profiles.a]\npaths = [\"/x\"]\nhooks = { before = 1 }\nretention = { keep-daily = \"x\" }\n\
+                   [profiles.b]\npaths = [\"/x\"]\n[profiles.b.hooks]\nbefore = \"true\"\n[profiles.b.retention]\nkeep-daily = 3\n";
+        bad(two, ":3: before");
+        bad(&two.replace("hooks = { before = 1 }\n", "\n"), ":4: keep-daily");
+        bad(
+            "[profiles.a]\npaths = [\"/x\"]\nretention.keep-daily = 3\nretention.keep-dayly = 3\n",
+            ":4: retention: unknown key",
+        );
+        // Values the commands would refuse are refused when the file is read.
+        bad("[profiles.a]\npaths = [\"/x\"]\ncompression = 99\n", ":3: compression");
+        bad("[profiles.a]\npaths = [\"/x\"]\nexclude-larger-than = \"lots\"\n", ":3: exclude-larger-than");
+        bad("[profiles.a]\npaths = [\"/x\"]\nexclude-if-present = \"a/b\"\n", ":3: exclude-if-present");
+        bad(
+            "[profiles.a]\npaths = [\"/x\"]\n[profiles.a.check]\nread-data-subset = \"bogus\"\n",
+            ":4: read-data-subset",
+        );
+        bad(
+            "[profiles.a]\npaths = [\"/x\"]\n[profiles.a.check]\nparts = 4\nread-data = true\n",
+            "give one of parts and read-data",
+        );
+        bad("[profiles.a]\npaths = [\"/x\"]\n[profiles.a.prune]\nmax-unused = \"bogus\"\n", ":4: max-unused");
+        bad("[profiles.a]\npaths = [\"/x\"]\nnotify = \"not a url\"\n", "notify \"not a url\"");
+        bad("[profiles.a]\npaths = [\"\"]\n", "paths");
+        bad("[profiles.a]\nstdin = true\n", ":2: stdin: a scheduled run has no standard input");
+        bad("[profiles.a]\nfiles-from = \"-\"\n", ":2: files-from");
+        bad("[profiles.a]\npaths = [\"/x\"]\nstdin-from-command = [\"pg_dump\"]\n", "paths and stdin-from-command");
+        bad(
+            "[profiles.a]\npaths = [\"/x\"]\n[profiles.a.retention]\nkeep-last = 1\nhost = \"other\"\n",
+            ":5: retention: host",
+        );
     }
 
     #[test]
@@ -740,5 +860,9 @@ after = "logger coffer done $COFFER_SNAPSHOT_ID"
         assert!(format!("{:#}", load(&f).err().unwrap()).contains("writable by any user"));
         mode(0o644);
         assert!(load(&f).is_ok(), "no secrets: readable is fine");
+        for name in ["B2_ACCOUNT_KEY", "API_KEY", "GITHUB_TOKEN"] {
+            assert!(is_secret_name(name), "{name}");
+        }
+        assert!(!is_secret_name("AWS_ACCESS_KEY_ID") && !is_secret_name("AWS_REGION"));
     }
 }

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::progress::Progress;
+use crate::progress::{FileStatus, Progress};
 
 /// Prints warnings to stderr and nothing else.
 pub struct Quiet;
@@ -12,6 +12,51 @@ pub struct Quiet;
 impl Progress for Quiet {
     fn warn(&self, message: &str) {
         eprintln!("warning: {message}");
+        tracing::warn!("{message}");
+    }
+}
+
+/// `-v`: each file read (new, modified) on stderr, as restic lists them; `-vv`: unchanged
+/// ones too. Wraps the display in use.
+pub struct Verbose {
+    pub inner: Box<dyn Progress>,
+    pub level: u8,
+}
+
+/// A path for a line of output: lossy UTF-8, control characters escaped (a file name can hold
+/// a newline or a terminal escape).
+fn shown(path: &[u8]) -> String {
+    String::from_utf8_lossy(path)
+        .chars()
+        .flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] })
+        .collect()
+}
+
+impl Progress for Verbose {
+    fn set_total(&self, bytes: u64, items: u64) {
+        self.inner.set_total(bytes, items)
+    }
+    fn add_bytes(&self, bytes: u64) {
+        self.inner.add_bytes(bytes)
+    }
+    fn add_item(&self) {
+        self.inner.add_item()
+    }
+    fn file(&self, path: &[u8], status: FileStatus) {
+        if status != FileStatus::Unchanged || self.level >= 2 {
+            let line = format!("{:<9} {}", status.as_str(), shown(path));
+            self.inner.println(&line);
+            tracing::debug!(status = status.as_str(), path = %shown(path), "file");
+        }
+    }
+    fn warn(&self, message: &str) {
+        self.inner.warn(message)
+    }
+    fn finish(&self) {
+        self.inner.finish()
+    }
+    fn println(&self, line: &str) {
+        self.inner.println(line)
     }
 }
 
@@ -41,6 +86,10 @@ impl Progress for Bar {
     }
     fn warn(&self, message: &str) {
         self.bar.suspend(|| eprintln!("warning: {message}"));
+        tracing::warn!("{message}");
+    }
+    fn println(&self, line: &str) {
+        self.bar.suspend(|| eprintln!("{line}"));
     }
     fn finish(&self) {
         self.bar.finish_and_clear();

@@ -29,6 +29,20 @@ use super::exit::ExitCode;
 use super::profile::{self, Arg, Profile, Retention, Subset};
 use crate::ops::{hooks, metrics, runlock};
 
+/// A warning on stderr and in the log.
+macro_rules! warn {
+    ($($t:tt)*) => {{
+        let m = format!($($t)*);
+        eprintln!("warning: {m}");
+        tracing::warn!("{m}");
+    }};
+}
+
+/// Whether a signal asked the run to stop.
+fn interrupted() -> bool {
+    super::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// How bad an exit code is, for "the worst step decides".
 fn severity(code: i32) -> u8 {
     match code {
@@ -96,8 +110,7 @@ fn command_line_globals() -> Vec<String> {
     let mut out = Vec::new();
     for a in super::Cli::command().get_arguments() {
         let (Some(long), true) = (a.get_long(), a.is_global_set()) else { continue };
-        let own =
-            ["json", "config", "metrics-file", "notify", "notify-on", "log-file", "log-level", "log-format", "verbose"];
+        let own = ["json", "config", "metrics-file", "notify", "notify-on"];
         if own.contains(&long) || m.value_source(a.get_id().as_str()) != Some(ValueSource::CommandLine) {
             continue;
         }
@@ -128,18 +141,7 @@ fn plan(p: &Profile, extra: &[String], state: &runlock::RunState, now_ns: i64) -
     backup_args.extend(p.backup.iter().cloned());
     let backup = profile::argv(p, extra, &["backup"], &backup_args, &p.paths);
     // forget stays within the profile's own snapshots: its host, and its tags.
-    let forget = p.retention.as_ref().map(|r| {
-        let host = p.backup_value("host").last().map(|h| h.to_string()).unwrap_or_else(crate::backup::default_host);
-        let mut a = args(&["--json"]);
-        a.push(Arg { key: String::new(), line: 0, text: format!("--host={host}") });
-        for t in super::commands::split_tags(&p.backup_value("tag").iter().map(|s| s.to_string()).collect::<Vec<_>>()) {
-            a.push(Arg { key: String::new(), line: 0, text: format!("--tag={t}") });
-        }
-        if let Retention::Rules(rules) = r {
-            a.extend(rules.iter().cloned());
-        }
-        profile::argv(p, extra, &["forget"], &a, &[])
-    });
+    let forget = forget_argv(p, extra, &expected_paths(p));
     let prune = (p.prune.is_some() || p.retention.is_some()).then(|| {
         let every = p.prune.as_ref().map_or(0, |s| s.every_s);
         let mut a = args(&["--json"]);
@@ -165,10 +167,55 @@ fn plan(p: &Profile, extra: &[String], state: &runlock::RunState, now_ns: i64) -
     Plan { backup, forget, prune, check, drill }
 }
 
+/// The paths the profile's snapshots record, as far as they are known before the backup
+/// (the backup's own list replaces them when the run gets there).
+fn expected_paths(p: &Profile) -> Vec<String> {
+    if p.backup.iter().any(|a| a.text == "--stdin-from-command" || a.text == "--stdin") {
+        let name = p.backup_value("stdin-filename").last().copied().unwrap_or("stdin");
+        return vec![format!("/{}", name.split('/').filter(|c| !c.is_empty()).collect::<Vec<_>>().join("/"))];
+    }
+    p.paths
+        .iter()
+        .map(|x| String::from_utf8_lossy(&super::commands::clean_path(std::path::Path::new(x))).into_owned())
+        .collect()
+}
+
+/// forget keeps to the profile's own snapshots: its host, its tags, and exactly its paths, so
+/// one profile's rules never thin out another profile's snapshots.
+fn forget_argv(p: &Profile, extra: &[String], paths: &[String]) -> Option<Vec<String>> {
+    let r = p.retention.as_ref()?;
+    let arg = |text: String| Arg { key: String::new(), line: 0, text };
+    let host = p.backup_value("host").last().map(|h| h.to_string()).unwrap_or_else(crate::backup::default_host);
+    let mut a = vec![arg("--json".into()), arg(format!("--host={host}"))];
+    for t in super::commands::split_tags(&p.backup_value("tag").iter().map(|s| s.to_string()).collect::<Vec<_>>()) {
+        a.push(arg(format!("--tag={t}")));
+    }
+    a.extend(paths.iter().map(|x| arg(format!("--path={x}"))));
+    if !paths.is_empty() {
+        a.push(arg("--exact-paths".into()));
+    }
+    if let Retention::Rules(rules) = r {
+        a.extend(rules.iter().cloned());
+    }
+    Some(profile::argv(p, extra, &["forget"], &a, &[]))
+}
+
+/// The repository a run uses: the command line's, else the profile's, else COFFER_REPO.
+fn repository(p: &Profile, extra: &[String]) -> String {
+    extra
+        .iter()
+        .rev()
+        .find_map(|g| g.strip_prefix("--repo=").or_else(|| g.strip_prefix("--repository=")))
+        .or(p.global("repo"))
+        .map(str::to_string)
+        .or_else(|| std::env::var("COFFER_REPO").ok())
+        .unwrap_or_default()
+}
+
 /// A command line for showing: words with spaces or quotes quoted.
 fn shown(argv: &[String]) -> String {
     let q = |w: &String| {
-        if w.is_empty() || w.chars().any(|c| c.is_whitespace() || "'\"$`\\*?;&|<>()#".contains(c)) {
+        if w.is_empty() || w.chars().any(|c| c.is_whitespace() || "'\"$`\\*?;&|<>()#~[]{}!".contains(c)) {
             format!("'{}'", w.replace('\'', "'\\''"))
         } else {
             w.clone()
@@ -188,7 +235,8 @@ fn child(p: &Profile, name: &str, argv: &[String]) -> Step {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if let Some(pw) = &p.password {
-        c.env("COFFER_PASSWORD", pw);
+        // The profile's password wins over any the environment names.
+        c.env("COFFER_PASSWORD", pw).env_remove("COFFER_PASSWORD_FILE").env_remove("COFFER_PASSWORD_COMMAND");
     }
     let fail = |e: String| Step {
         name: name.into(),
@@ -202,12 +250,23 @@ fn child(p: &Profile, name: &str, argv: &[String]) -> Step {
         Ok(p) => p,
         Err(e) => return fail(format!("cannot run coffer {name}: {e}")),
     };
+    let pid = proc.id();
+    if let Ok(mut c) = super::CHILDREN.lock() {
+        c.push(pid);
+    }
+    if interrupted() {
+        // The signal came between the check and the start: this step stops too.
+        if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);
+        }
+    }
     let err = proc.stderr.take().expect("piped");
     let label = name.to_string();
     let relay = std::thread::spawn(move || {
         let mut last_error = None;
         for line in BufReader::new(err).lines().map_while(Result::ok) {
             eprintln!("{label}: {line}");
+            tracing::info!(step = %label, "{line}");
             if let Some(e) = line.strip_prefix("coffer: error: ") {
                 last_error = Some(e.to_string());
             }
@@ -219,7 +278,11 @@ fn child(p: &Profile, name: &str, argv: &[String]) -> Step {
         let _ = std::io::Read::read_to_string(&mut o, &mut out);
     }
     let last_error = relay.join().ok().flatten();
-    let code = match proc.wait() {
+    let waited = proc.wait();
+    if let Ok(mut c) = super::CHILDREN.lock() {
+        c.retain(|p| *p != pid);
+    }
+    let code = match waited {
         Ok(s) => s.code().unwrap_or(ExitCode::Interrupted as i32),
         Err(e) => return fail(format!("waiting for coffer {name}: {e}")),
     };
@@ -237,14 +300,15 @@ fn child(p: &Profile, name: &str, argv: &[String]) -> Step {
             .or(last_error)
             .unwrap_or_else(|| format!("exit code {code}"))
     });
-    Step {
-        name: name.into(),
-        exit_code: Some(code),
-        duration_seconds: watch.elapsed().as_secs_f64(),
-        skipped: None,
-        error,
-        output,
-    }
+    let secs = watch.elapsed().as_secs_f64();
+    tracing::info!(
+        step = name,
+        exit_code = code,
+        duration_seconds = secs,
+        error = error.as_deref().unwrap_or(""),
+        "step ends"
+    );
+    Step { name: name.into(), exit_code: Some(code), duration_seconds: secs, skipped: None, error, output }
 }
 
 /// The environment hooks see.
@@ -256,7 +320,7 @@ fn hook_env(p: &Profile, hook: &str, code: i32, steps: &[Step], started: std::ti
     env.extend([
         ("COFFER_PROFILE".into(), p.name.clone()),
         ("COFFER_HOOK".into(), hook.into()),
-        ("COFFER_REPOSITORY".into(), p.global("repo").unwrap_or_default().to_string()),
+        ("COFFER_REPOSITORY".into(), repository(p, &command_line_globals())),
         ("COFFER_SNAPSHOT_ID".into(), b.get("snapshot_id").and_then(Value::as_str).unwrap_or_default().to_string()),
         ("COFFER_EXIT_CODE".into(), code.to_string()),
         ("COFFER_STATUS".into(), status(code).into()),
@@ -275,10 +339,15 @@ fn hook_env(p: &Profile, hook: &str, code: i32, steps: &[Step], started: std::ti
 fn run_hooks(p: &Profile, hook: &str, commands: &[String], env: &[(String, String)]) -> Option<Step> {
     for cmd in commands {
         let watch = crate::clock::stopwatch();
-        let r = hooks::run(cmd, env, &mut |line| eprintln!("hook {hook}: {line}"));
+        tracing::info!(hook, command = %cmd, "hook starts");
+        let r = hooks::run(cmd, env, &mut |line| {
+            eprintln!("hook {hook}: {line}");
+            tracing::info!(hook, "{line}");
+        });
         if !r.ok() {
             let error = format!("hook {hook} {cmd:?} failed ({})", r.error.unwrap_or_default());
             eprintln!("coffer run {}: {error}", p.name);
+            tracing::error!(hook, "{error}");
             return Some(Step {
                 name: format!("hook {hook}"),
                 exit_code: Some(1),
@@ -324,6 +393,16 @@ pub fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
     if let Some(w) = &g.notify_on {
         p.notify_on = profile::When::parse_cli(w)?;
     }
+    if let (false, Some(file)) = (super::log::active(), p.global("log-file")) {
+        let level = p.global("log-level").unwrap_or("info");
+        super::log::init(
+            std::path::Path::new(file),
+            level,
+            p.global("log-format") == Some("json"),
+            p.global("log-max-size"),
+        )?;
+        tracing::info!(command = "run", profile = %p.name, "start");
+    }
     let extra = command_line_globals();
     let state_dir =
         super::commands::state_dir().ok_or_else(|| anyhow!("no state directory: set COFFER_STATE_DIR or HOME"))?;
@@ -342,8 +421,12 @@ pub fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
     };
     let mut state = runlock::load_state(&state_dir, &p.name);
     let started = crate::clock::stopwatch();
+    super::RUNNING.store(true, std::sync::atomic::Ordering::SeqCst);
     let steps = steps(&p, &extra, &mut state, now_ns, started);
-    let code = steps.iter().filter_map(|s| s.exit_code).max_by_key(|c| severity(*c)).unwrap_or(0);
+    let mut code = steps.iter().filter_map(|s| s.exit_code).max_by_key(|c| severity(*c)).unwrap_or(0);
+    if interrupted() {
+        code = ExitCode::Interrupted as i32;
+    }
     let finished_ns = crate::clock::to_unix_ns(crate::clock::now());
     state.last_run_ns = finished_ns;
     state.runs += 1;
@@ -353,9 +436,10 @@ pub fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
         state.failures += 1;
     }
     if let Err(e) = runlock::save_state(&state_dir, &p.name, &state) {
-        eprintln!("warning: run state not saved: {e}");
+        warn!("run state not saved: {e}");
     }
     let doc = summary(&p, code, &steps, now_ns, finished_ns);
+    tracing::info!(profile = %p.name, status = status(code), exit_code = code, "run ends");
     if let Some(path) = &p.metrics_file {
         write_metrics(&p, &extra, path, &doc, &steps, &state);
     }
@@ -378,6 +462,7 @@ fn steps(
     started: std::time::Instant,
 ) -> Vec<Step> {
     let plan = plan(p, extra, state, now_ns);
+    let _ = plan.forget;
     let mut steps = Vec::new();
     let worst = |steps: &[Step]| steps.iter().filter_map(|s| s.exit_code).max_by_key(|c| severity(*c)).unwrap_or(0);
     if let Some(failed) = run_hooks(p, "before", &p.hooks.before, &hook_env(p, "before", 0, &steps, started)) {
@@ -390,10 +475,19 @@ fn steps(
     if steps.iter().all(|s| s.skipped.is_none()) {
         let b = child(p, "backup", &plan.backup);
         let wrote = b.output.get("snapshot_id").is_some_and(Value::is_string);
+        let paths: Vec<String> = b.output["paths"]
+            .as_array()
+            .map(|v| v.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .unwrap_or_else(|| expected_paths(p));
         steps.push(b);
-        let ok = |steps: &[Step]| goes_on(worst(steps));
-        match plan.forget {
+        // A failed before hook the profile continues after counts for the exit code only.
+        let ok = |steps: &[Step]| {
+            goes_on(worst(&steps.iter().filter(|s| !s.name.starts_with("hook")).cloned().collect::<Vec<_>>()))
+                && !interrupted()
+        };
+        match forget_argv(p, extra, &paths) {
             Some(argv) if ok(&steps) && wrote => steps.push(child(p, "forget", &argv)),
+            Some(_) if !ok(&steps) => steps.push(Step::skipped("forget", "an earlier step failed")),
             Some(_) => steps.push(Step::skipped("forget", "the backup did not write a snapshot")),
             None => {}
         }
@@ -468,7 +562,7 @@ fn summary(p: &Profile, code: i32, steps: &[Step], started_ns: i64, finished_ns:
     json!({
         "profile": p.name,
         "host": crate::backup::default_host(),
-        "repository": p.global("repo"),
+        "repository": repository(p, &command_line_globals()),
         "status": status(code),
         "exit_code": code,
         "started": rfc(started_ns),
@@ -618,10 +712,10 @@ fn write_metrics(
     let m = child(p, "metrics", &profile::argv(p, extra, &["metrics", "--json"], &[], &[]));
     match serde_json::from_value::<metrics::RepoMetrics>(m.output.clone()) {
         Ok(r) if m.exit_code == Some(0) => s.extend(metrics::repository_samples(&r, &l())),
-        _ => eprintln!("warning: repository metrics left out: {}", m.error.unwrap_or_else(|| "no answer".into())),
+        _ => warn!("repository metrics left out: {}", m.error.unwrap_or_else(|| "no answer".into())),
     }
     if let Err(e) = metrics::write_atomic(path, &metrics::render(&s)) {
-        eprintln!("warning: metrics file {} not written: {e}", path.display());
+        warn!("metrics file {} not written: {e}", path.display());
     }
 }
 
@@ -641,6 +735,9 @@ fn notify(p: &Profile, code: i32, doc: &Value) {
         }
     }
 }
+
+/// How long the mail command may take.
+const MAIL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Mails the summary through a sendmail-compatible command (`mail-command`, default
 /// `sendmail -t`), when `mail-on` wants it.
@@ -668,17 +765,34 @@ fn mail(p: &Profile, code: i32, doc: &Value, steps: &[Step]) {
         ));
     }
     body.push_str(&format!("\n{}\n", serde_json::to_string_pretty(doc).unwrap_or_default()));
-    let sent =
-        Process::new("sh").arg("-c").arg(&p.mail_command).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().and_then(
-            |mut c| {
-                c.stdin.take().expect("piped").write_all(body.as_bytes())?;
-                c.wait()
-            },
-        );
+    let sent = Process::new("sh")
+        .arg("-c")
+        .arg(&p.mail_command)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .and_then(|mut c| {
+            // A mailer that hangs must not hold the run (and its lock) forever.
+            let mut stdin = c.stdin.take().expect("piped");
+            let writer = std::thread::spawn(move || stdin.write_all(body.as_bytes()));
+            let deadline = std::time::Instant::now() + MAIL_TIMEOUT;
+            loop {
+                if let Some(s) = c.try_wait()? {
+                    let _ = writer.join();
+                    return Ok(s);
+                }
+                if std::time::Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    return Err(std::io::Error::other(format!("no exit within {}s; killed", MAIL_TIMEOUT.as_secs())));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        });
     match sent {
         Ok(s) if s.success() => {}
-        Ok(s) => eprintln!("warning: mail command {:?} failed ({s}); the run is not affected", p.mail_command),
-        Err(e) => eprintln!("warning: mail command {:?} failed: {e}; the run is not affected", p.mail_command),
+        Ok(s) => warn!("mail command {:?} failed ({s}); the run is not affected", p.mail_command),
+        Err(e) => warn!("mail command {:?} failed: {e}; the run is not affected", p.mail_command),
     }
 }
 

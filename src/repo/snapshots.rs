@@ -12,6 +12,8 @@ pub struct SnapshotFilter {
     pub tags: Vec<String>,
     /// Snapshots that backed up exactly this path (among others).
     pub paths: Vec<Vec<u8>>,
+    /// Only snapshots whose paths are `paths`, no more (`--exact-paths`).
+    pub exact_paths: bool,
 }
 
 impl SnapshotFilter {
@@ -19,6 +21,7 @@ impl SnapshotFilter {
         (self.hosts.is_empty() || self.hosts.contains(&s.host))
             && self.tags.iter().all(|t| s.tags.contains(t))
             && self.paths.iter().all(|p| s.paths.contains(p))
+            && (!self.exact_paths || s.paths.iter().all(|p| self.paths.contains(p)))
     }
 }
 

@@ -389,3 +389,120 @@ fn man_pages_and_completions_come_from_the_command_line_definitions() {
     }
     assert_eq!(env.run(&["generate", "completions", "tcsh"]).code, 2);
 }
+
+#[test]
+fn verbose_lists_files_and_logs_are_structured() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_simple_tree(&src);
+    let s = src.to_str().unwrap();
+    let r = env.ok(&["backup", "-v", s]);
+    let news: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("new ")).collect();
+    assert_eq!(news.len(), 4, "{}", r.stderr);
+    std::fs::write(src.join("small.bin"), b"changed").unwrap();
+    let r = env.ok(&["backup", "-v", s]);
+    let listed: Vec<&str> =
+        r.stderr.lines().filter(|l| l.starts_with("modified ") || l.starts_with("unchanged ")).collect();
+    assert_eq!(listed.len(), 1, "-v lists what was read: {}", r.stderr);
+    assert!(listed[0].ends_with("/small.bin"), "{}", r.stderr);
+    let r = env.ok(&["backup", "-vv", s]);
+    assert_eq!(r.stderr.lines().filter(|l| l.starts_with("unchanged ")).count(), 4, "{}", r.stderr);
+    // JSON lines in the log: start and end of each command, errors with their exit code.
+    let log = env.path("coffer.log");
+    let l = log.to_str().unwrap();
+    env.ok(&["backup", "--log-file", l, "--log-format", "json", s]);
+    assert_eq!(env.run(&["--log-file", l, "--log-format", "json", "ls", "nosuchsnapshot"]).code, 1);
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&log).unwrap().lines().map(|x| serde_json::from_str(x).expect("a JSON line")).collect();
+    assert_eq!(lines[0]["fields"]["message"], "start");
+    assert_eq!(lines[0]["fields"]["command"], "backup");
+    assert!(lines.iter().any(|x| x["fields"]["message"] == "end" && x["fields"]["exit_code"] == 0), "{lines:?}");
+    assert!(lines.iter().any(|x| x["level"] == "ERROR" && x["fields"]["exit_code"] == 1), "{lines:?}");
+    // Rotation at start when the log is over the size.
+    env.ok(&["snapshots", "--log-file", l, "--log-max-size", "100"]);
+    assert!(env.path("coffer.log.1").exists());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains(" INFO ") && text.contains("start"), "text lines after rotation: {text}");
+    // A profile's log-file gets the run's steps and its hooks' output.
+    let plog = env.path("run.log");
+    let extra = format!("log-file = \"{}\"", plog.display());
+    let config = profile_file(
+        &env,
+        &nightly(&env, env.repo.to_str().unwrap(), "http://127.0.0.1:9/", &format!("{extra}\nnotify-on = \"never\"")),
+    );
+    let r = coffer(&env, &config, &["run", "nightly"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let text = std::fs::read_to_string(&plog).unwrap();
+    assert!(text.contains("step ends") && text.contains("step=\"backup\"") || text.contains("step=backup"), "{text}");
+    assert!(text.contains("hook starts") && text.contains("run ends"), "{text}");
+}
+
+/// Regression: one profile's retention removed another profile's snapshots of the same host
+/// (forget was limited to the host and tags, not to the profile's own paths).
+#[test]
+fn one_profiles_retention_leaves_other_profiles_alone() {
+    let env = Env::new();
+    for d in ["etc", "home", "both"] {
+        std::fs::create_dir_all(env.path(d)).unwrap();
+        std::fs::write(env.path(d).join("f"), d).unwrap();
+    }
+    let repo = env.repo.display();
+    let p = |n: &str| env.path(n).display().to_string();
+    let text = format!(
+        "[profiles.etc]\nrepo = \"{repo}\"\npassword = \"{PASSWORD}\"\npaths = [\"{}\"]\n[profiles.etc.retention]\nkeep-last = 1\n\
+         [profiles.home]\nrepo = \"{repo}\"\npassword = \"{PASSWORD}\"\npaths = [\"{}\"]\n[profiles.home.retention]\nkeep-last = 30\n\
+         [profiles.both]\nrepo = \"{repo}\"\npassword = \"{PASSWORD}\"\npaths = [\"{}\", \"{}\"]\n[profiles.both.retention]\nkeep-last = 30\n",
+        p("etc"),
+        p("home"),
+        p("etc"),
+        p("both")
+    );
+    let config = profile_file(&env, &text);
+    for profile in ["home", "home", "home", "both", "both", "etc", "etc"] {
+        let r = coffer(&env, &config, &["run", profile]);
+        assert_eq!(r.code, 0, "{profile}: {}", r.stderr);
+    }
+    let snaps = env.ok(&["snapshots", "--json"]).json();
+    let count = |path: &str| {
+        snaps
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| {
+                s["paths"].as_array().unwrap().len() == if path == "both" { 2 } else { 1 }
+                    && s["paths"].as_array().unwrap().iter().any(|x| x.as_str().unwrap().ends_with(&format!("/{path}")))
+            })
+            .count()
+    };
+    assert_eq!((count("home"), count("both"), count("etc")), (3, 2, 1), "{snaps}");
+}
+
+/// A signal to `coffer run` stops the running step (no snapshot is written after it), runs
+/// the failure and finally hooks, and exits 130.
+#[test]
+fn a_signal_stops_the_step_and_the_failure_hooks_still_run() {
+    let env = Env::new();
+    let log = env.path("hooks.log");
+    let text = format!(
+        "[profiles.s]\nrepo = \"{}\"\nstdin-from-command = [\"sh\", \"-c\", \"echo start; sleep 5; echo end\"]\n\
+         [profiles.s.hooks]\non-failure = \"echo failed $COFFER_EXIT_CODE >> {l}\"\nfinally = \"echo finally >> {l}\"\n",
+        env.repo.display(),
+        l = log.display()
+    );
+    let config = profile_file(&env, &text);
+    let mut c = env.cmd(&["--config", config.to_str().unwrap(), "run", "s"]);
+    c.env_remove("COFFER_REPO").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    let child = c.spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    let hooks = std::fs::read_to_string(&log).unwrap();
+    assert!(hooks.contains("failed ") && hooks.contains("finally"), "{hooks}");
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    assert_eq!(env.ok(&["snapshots", "--json"]).json().as_array().unwrap().len(), 0, "the step was stopped");
+    // The lock is free again.
+    let r = coffer(&env, &config, &["run", "s", "--dry-run"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
