@@ -112,12 +112,7 @@ fn install(g: &Global, a: ScheduleInstallArgs) -> Result<ExitCode> {
 fn write_file(path: &Path, text: &str) -> Result<()> {
     let dir = path.parent().expect("has a parent");
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("writing in {}", dir.display()))?;
-    tmp.write_all(text.as_bytes())?;
-    tmp.as_file().sync_all()?;
-    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-    tmp.persist(path).map_err(|e| e.error).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    crate::ops::write_atomic(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 fn install_units(job: &Job, dir: Option<&Path>, no_enable: bool) -> Result<Vec<String>> {

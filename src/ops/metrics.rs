@@ -83,7 +83,8 @@ fn number(v: f64) -> String {
     }
 }
 
-/// Writes `text` to `path` atomically.
+/// Writes `text` to `path` atomically (a temporary file in the same folder, fsynced, renamed),
+/// readable by all (metrics files, schedule units).
 pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     let dir = match path.parent() {
@@ -93,7 +94,7 @@ pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
     let mut tmp = tempfile::Builder::new().prefix(".coffer-metrics").tempfile_in(dir)?;
     tmp.write_all(text.as_bytes())?;
     tmp.as_file().sync_all()?;
-    // node_exporter runs as its own user: the metrics are not secret.
+    // node_exporter runs as its own user, systemd reads units: neither is secret.
     std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
     tmp.persist(path).map_err(|e| e.error)?;
     if let Ok(d) = std::fs::File::open(dir) {

@@ -5,3 +5,5 @@ pub mod hooks;
 pub mod metrics;
 pub mod runlock;
 pub mod schedule;
+
+pub use metrics::write_atomic;
