@@ -141,15 +141,29 @@ fn spawn(argv: &[std::ffi::OsString], name: String) -> Result<backup::Stream<'st
 }
 
 pub fn backup(g: &Global, a: BackupArgs) -> Result<ExitCode> {
+    let started_ns = crate::clock::to_unix_ns(crate::clock::now());
+    let mut repo_for_metrics = None;
+    let result = backup_with(g, a, &mut repo_for_metrics);
+    // --metrics-file and --notify report failures too: those matter most.
+    let (code, summary, error) = match &result {
+        Ok((code, summary)) => (*code as i32, summary.clone(), None),
+        Err(e) => (super::exit_code_for(e) as i32, serde_json::Value::Null, Some(format!("{e:#}"))),
+    };
+    super::run::after_backup(g, repo_for_metrics.as_deref(), summary, code, error, started_ns)?;
+    result.map(|(code, _)| code)
+}
+
+fn backup_with(g: &Global, a: BackupArgs, keep: &mut Option<Arc<Repository>>) -> Result<(ExitCode, serde_json::Value)> {
     let input = input(&a)?;
     let repo = Arc::new(open(g)?);
+    *keep = Some(repo.clone());
     let mut opts = options(g, &a, &repo)?;
     let prog = progress(g, "backup");
     let res = match input {
         Input::Paths(paths) => {
             opts.skip_dirs = own_dirs_inside(g, &repo, &paths);
             opts.paths = paths;
-            backup::run(repo, opts, prog.clone())?
+            backup::run(repo.clone(), opts, prog.clone())?
         }
         Input::Stdin => {
             let stream = backup::Stream {
@@ -157,23 +171,23 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<ExitCode> {
                 reader: Box::new(std::io::stdin().lock()),
                 finish: Box::new(|| Ok(())),
             };
-            backup::run_stream(repo, opts, stream, prog.clone())?
+            backup::run_stream(repo.clone(), opts, stream, prog.clone())?
         }
         Input::Command(argv) => {
             let stream = spawn(&argv, a.stdin_filename.clone())?;
-            backup::run_stream(repo, opts, stream, prog.clone())?
+            backup::run_stream(repo.clone(), opts, stream, prog.clone())?
         }
     };
     prog.finish();
     report(g, &res)
 }
 
-/// Prints the summary (restic's JSON summary fields) and returns the exit code.
-fn report(g: &Global, res: &BackupResult) -> Result<ExitCode> {
+/// Prints the summary (restic's JSON summary fields) and returns the exit code and the
+/// summary.
+fn report(g: &Global, res: &BackupResult) -> Result<(ExitCode, serde_json::Value)> {
     let s = &res.snapshot.summary;
     let id = res.snapshot_id.map(|i| i.to_hex());
-    if g.json {
-        print_json(&json!({
+    let doc = json!({
             "message_type": "summary",
             "snapshot_id": id,
             "paths": res.snapshot.paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect::<Vec<_>>(),
@@ -193,7 +207,9 @@ fn report(g: &Global, res: &BackupResult) -> Result<ExitCode> {
             "errors": res.warnings,
             "partial": s.partial,
             "blobs_rescued": res.rescued,
-        }))?;
+    });
+    if g.json {
+        print_json(&doc)?;
     } else {
         eprintln!(
             "files: {} new, {} changed, {} unmodified; dirs: {} new, {} changed, {} unmodified",
@@ -217,7 +233,7 @@ fn report(g: &Global, res: &BackupResult) -> Result<ExitCode> {
             "warning: {} files could not be read or changed while reading; the snapshot is marked partial",
             s.errors
         );
-        return Ok(ExitCode::Partial);
+        return Ok((ExitCode::Partial, doc));
     }
-    Ok(ExitCode::Ok)
+    Ok((ExitCode::Ok, doc))
 }

@@ -25,6 +25,10 @@ use crate::storage::Store;
 
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     let g = cli.global;
+    let reports = g.metrics_file.is_some() || !g.notify.is_empty() || g.notify_on.is_some();
+    if reports && !matches!(cli.command, Command::Backup(_) | Command::Run(_)) {
+        bail!("--metrics-file, --notify and --notify-on apply to `backup` and `run` only");
+    }
     match cli.command {
         Command::Init(a) => init(&g, a),
         Command::Backup(a) => super::backup::backup(&g, a),

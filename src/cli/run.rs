@@ -644,8 +644,22 @@ fn write_metrics(
     steps: &[Step],
     state: &runlock::RunState,
 ) {
+    let mut s = run_samples(&p.name, doc, steps, state);
+    // The repository's side (sizes, the newest snapshot per host): from `coffer metrics`.
+    let m = child(p, "metrics", &profile::argv(p, extra, &["metrics", "--json"], &[], &[]));
+    match serde_json::from_value::<metrics::RepoMetrics>(m.output.clone()) {
+        Ok(r) if m.exit_code == Some(0) => s.extend(metrics::repository_samples(&r, &[("profile", p.name.clone())])),
+        _ => warn!("repository metrics left out: {}", m.error.unwrap_or_else(|| "no answer".into())),
+    }
+    if let Err(e) = metrics::write_atomic(path, &metrics::render(&s)) {
+        warn!("metrics file {} not written: {e}", path.display());
+    }
+}
+
+/// The samples of a run (or of a plain `backup`, whose profile label is empty).
+fn run_samples(profile: &str, doc: &Value, steps: &[Step], state: &runlock::RunState) -> Vec<metrics::Sample> {
     use metrics::Sample;
-    let l = || vec![("profile", p.name.clone())];
+    let l = || vec![("profile", profile.to_string())];
     let b = &doc["backup"];
     let n = |k: &str| b.get(k).and_then(Value::as_f64).unwrap_or(0.0);
     let mut s = vec![
@@ -708,24 +722,93 @@ fn write_metrics(
             st.exit_code.unwrap_or(0) as f64,
         ));
     }
-    // The repository's side (sizes, the newest snapshot per host): from `coffer metrics`.
-    let m = child(p, "metrics", &profile::argv(p, extra, &["metrics", "--json"], &[], &[]));
-    match serde_json::from_value::<metrics::RepoMetrics>(m.output.clone()) {
-        Ok(r) if m.exit_code == Some(0) => s.extend(metrics::repository_samples(&r, &l())),
-        _ => warn!("repository metrics left out: {}", m.error.unwrap_or_else(|| "no answer".into())),
+    s
+}
+
+/// `coffer backup --metrics-file F --notify URL`: the same metrics and notification as a run
+/// (profile label empty; counters kept in the state as profile `_backup`), after the backup
+/// succeeded or failed.
+pub(super) fn after_backup(
+    g: &Global,
+    repo: Option<&crate::repo::Repository>,
+    summary: Value,
+    code: i32,
+    error: Option<String>,
+    started_ns: i64,
+) -> Result<()> {
+    if g.metrics_file.is_none() && g.notify.is_empty() {
+        return Ok(());
     }
-    if let Err(e) = metrics::write_atomic(path, &metrics::render(&s)) {
-        warn!("metrics file {} not written: {e}", path.display());
+    let when = match &g.notify_on {
+        Some(w) => profile::When::parse_cli(w)?,
+        None => profile::When::Always,
+    };
+    let finished_ns = crate::clock::to_unix_ns(crate::clock::now());
+    let state_dir = super::commands::state_dir();
+    let mut state = state_dir.as_deref().map(|d| runlock::load_state(d, "_backup")).unwrap_or_default();
+    state.last_run_ns = finished_ns;
+    state.runs += 1;
+    if goes_on(code) {
+        state.last_success_ns = finished_ns;
+    } else {
+        state.failures += 1;
     }
+    if let Some(d) = &state_dir {
+        if let Err(e) = runlock::save_state(d, "_backup", &state) {
+            warn!("backup state not saved: {e}");
+        }
+    }
+    let step = Step {
+        name: "backup".into(),
+        exit_code: Some(code),
+        duration_seconds: (finished_ns - started_ns) as f64 / 1e9,
+        skipped: None,
+        error: error.clone(),
+        output: summary.clone(),
+    };
+    let rfc = |ns: i64| crate::clock::from_unix_ns(ns).to_string();
+    let doc = json!({
+        "command": "backup",
+        "host": crate::backup::default_host(),
+        "repository": g.repo,
+        "status": status(code),
+        "exit_code": code,
+        "started": rfc(started_ns),
+        "finished": rfc(finished_ns),
+        "duration_seconds": (finished_ns - started_ns) as f64 / 1e9,
+        "snapshot_id": summary.get("snapshot_id"),
+        "backup": summary,
+        "steps": [&step],
+        "error": error,
+        "program_version": format!("coffer {}", env!("CARGO_PKG_VERSION")),
+    });
+    if let Some(path) = &g.metrics_file {
+        let mut s = run_samples("", &doc, std::slice::from_ref(&step), &state);
+        match repo.map(metrics::repository) {
+            Some(Ok(r)) => s.extend(metrics::repository_samples(&r, &[("profile", String::new())])),
+            Some(Err(e)) => warn!("repository metrics left out: {e}"),
+            None => {}
+        }
+        if let Err(e) = metrics::write_atomic(path, &metrics::render(&s)) {
+            warn!("metrics file {} not written: {e}", path.display());
+        }
+    }
+    post_all(&g.notify, when, code, &doc);
+    Ok(())
 }
 
 /// POSTs the run's document to each webhook the profile names, when `notify-on` wants it.
 fn notify(p: &Profile, code: i32, doc: &Value) {
-    if !p.notify_on.wants(code) {
+    post_all(&p.notify, p.notify_on, code, doc)
+}
+
+/// POSTs `doc` to each of `urls` when `when` wants a run that ended with `code`.
+fn post_all(urls: &[String], when: profile::When, code: i32, doc: &Value) {
+    if !when.wants(code) {
         return;
     }
     let body = serde_json::to_vec(doc).unwrap_or_default();
-    for url in &p.notify {
+    for url in urls {
         let d = crate::storage::webhook::post_json(url, body.clone(), std::time::Duration::from_secs(10), 3);
         if let Some(e) = d.error {
             eprintln!(

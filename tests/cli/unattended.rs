@@ -506,3 +506,30 @@ fn a_signal_stops_the_step_and_the_failure_hooks_still_run() {
     let r = coffer(&env, &config, &["run", "s", "--dry-run"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
+
+#[test]
+fn a_plain_backup_writes_metrics_and_notifies_failures_too() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_simple_tree(&src);
+    let hook = webhook(vec![]);
+    let prom = env.path("b.prom");
+    let (p, s) = (prom.to_str().unwrap(), src.to_str().unwrap());
+    env.ok(&["backup", "--metrics-file", p, "--notify", &hook.url, s]);
+    let m = std::fs::read_to_string(&prom).unwrap();
+    assert_eq!(metric(&m, "coffer_run_exit_code", "profile=\"\""), 0.0);
+    assert_eq!(metric(&m, "coffer_repository_snapshots", "profile"), 1.0);
+    let doc = hook.bodies.recv_timeout(std::time::Duration::from_secs(20)).unwrap();
+    assert_eq!(doc["command"], "backup");
+    assert_eq!(doc["status"], "success");
+    let missing = env.path("missing");
+    let r = env.run(&["backup", "--metrics-file", p, "--notify", &hook.url, missing.to_str().unwrap()]);
+    assert_ne!(r.code, 0);
+    let doc = hook.bodies.recv_timeout(std::time::Duration::from_secs(20)).unwrap();
+    assert_eq!(doc["status"], "failure");
+    assert!(doc["error"].as_str().unwrap().contains("missing"), "{doc}");
+    let m = std::fs::read_to_string(&prom).unwrap();
+    assert_eq!(metric(&m, "coffer_run_failures_total", "profile"), 1.0);
+    let r = env.run(&["snapshots", "--metrics-file", p]);
+    assert!(r.code != 0 && r.stderr.contains("apply to `backup` and `run` only"), "{}", r.stderr);
+}
