@@ -106,6 +106,7 @@ fn command_line_globals() -> Vec<String> {
     use clap::parser::ValueSource;
     use clap::CommandFactory;
     let Some(m) = super::MATCHES.get() else { return Vec::new() };
+    // Global options are propagated to the subcommand's matches wherever they were given.
     let m = m.subcommand_matches("run").unwrap_or(m);
     let mut out = Vec::new();
     for a in super::Cli::command().get_arguments() {

@@ -209,6 +209,9 @@ fn a_profile_runs_a_full_nightly_cycle_on_s3() {
     // The command line wins over the profile: a repository that is not there fails the run.
     let r = coffer(&env2, &config, &["run", "nightly", "--repo", env2.path("nowhere").to_str().unwrap()]);
     assert_eq!(r.code, 10, "{}", r.stderr);
+    let r = coffer(&env2, &config, &["--repo", env2.path("nowhere").to_str().unwrap(), "run", "nightly", "--json"]);
+    assert_eq!(r.code, 10, "given before `run` too: {}", r.stderr);
+    assert!(r.json()["repository"].as_str().unwrap().ends_with("/nowhere"), "the repository used is reported");
 }
 
 #[test]
