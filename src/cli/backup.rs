@@ -149,7 +149,7 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<ExitCode> {
         Ok((code, summary)) => (*code as i32, summary.clone(), None),
         Err(e) => (super::exit_code_for(e) as i32, serde_json::Value::Null, Some(format!("{e:#}"))),
     };
-    super::run::after_backup(g, repo_for_metrics.as_deref(), summary, code, error, started_ns)?;
+    super::outputs::after_backup(g, repo_for_metrics.as_deref(), summary, code, error, started_ns)?;
     result.map(|(code, _)| code)
 }
 

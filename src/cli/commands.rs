@@ -54,8 +54,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Audit(a) => governance::audit_cmd(&g, a),
         Command::Rewrite(a) => rewrite::rewrite(&g, a),
         Command::Run(a) => super::run::run(&g, a),
-        Command::Profiles => super::run::profiles(&g),
-        Command::Metrics => super::run::metrics_cmd(&g),
+        Command::Profiles => super::outputs::profiles(&g),
+        Command::Metrics => super::outputs::metrics_cmd(&g),
         Command::Schedule { command } => super::schedule::schedule(&g, command),
         Command::Generate { command } => super::schedule::generate(command),
     }

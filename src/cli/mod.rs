@@ -5,6 +5,15 @@
 //! on stdout; human text goes to stdout only for what a command is asked to list, and
 //! progress, warnings and errors go to stderr.
 
+/// A warning on stderr and in the log.
+macro_rules! warn {
+    ($($t:tt)*) => {{
+        let m = format!($($t)*);
+        eprintln!("warning: {m}");
+        tracing::warn!("{m}");
+    }};
+}
+
 mod args;
 mod backup;
 mod commands;
@@ -13,6 +22,7 @@ mod exit;
 mod governance;
 mod history;
 mod log;
+mod outputs;
 mod password;
 mod profile;
 mod progress;
