@@ -472,6 +472,14 @@ pub fn backups_beside_prunes(env: &Env, prune_prefix: &[&str]) {
                 })
             })
             .collect();
+        // Prune refuses (rightly) to judge an index against an empty snapshot listing: on a slow
+        // machine the first prune could otherwise start while the first backups have written
+        // packs but no snapshot yet. Start once a snapshot exists.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while env.ok(&["snapshots", "--json"]).json().as_array().is_none_or(|a| a.is_empty()) {
+            assert!(std::time::Instant::now() < deadline, "no backup finished within 120 s");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
         for _ in 0..4 {
             let _ = env.run(&["forget", "--keep-last", "2"]);
             let r = Env::run_cmd(wrapped(env.cmd(&["prune", "--max-unused", "0"]), prune_prefix));
