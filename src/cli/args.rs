@@ -28,7 +28,7 @@ pub struct Global {
     #[arg(long, value_name = "URL", global = true)]
     pub notify: Vec<String>,
     /// When to notify: always (default), failure, success or never
-    #[arg(long, value_name = "WHEN", global = true)]
+    #[arg(long, value_name = "WHEN", global = true, value_parser = ["always", "failure", "success", "never"])]
     pub notify_on: Option<String>,
     /// S3 endpoint URL (default: AWS_ENDPOINT_URL, else AWS itself)
     #[arg(long, global = true)]
@@ -725,6 +725,9 @@ pub struct FilterArgs {
     /// With --path: only snapshots of exactly these paths, no others besides
     #[arg(long, requires = "paths")]
     pub exact_paths: bool,
+    /// Only snapshots whose tags are exactly those of --tag (none given: only untagged ones)
+    #[arg(long)]
+    pub exact_tags: bool,
 }
 
 /// `--as-of TIME` (docs/cli.md, "Times").

@@ -275,6 +275,7 @@ pub(super) fn filter(f: &FilterArgs) -> SnapshotFilter {
         tags: f.tags.clone(),
         paths: f.paths.iter().map(|p| clean_path(p)).collect(),
         exact_paths: f.exact_paths,
+        exact_tags: f.exact_tags,
     }
 }
 

@@ -62,7 +62,9 @@ pub fn main() -> i32 {
         }
     }
     let watch = crate::clock::stopwatch();
-    let command = std::env::args().skip(1).find(|a| !a.starts_with('-')).unwrap_or_default();
+    // The subcommand's name as clap parsed it: never an option's value (which can be a secret,
+    // such as a --password-command).
+    let command = MATCHES.get().and_then(|m| m.subcommand_name()).unwrap_or_default().to_string();
     tracing::info!(command = %command, pid = std::process::id(), "start");
     let result = commands::dispatch(cli);
     let secs = watch.elapsed().as_secs_f64();

@@ -346,16 +346,14 @@ pub fn load(path: &Path) -> Result<ProfileFile> {
     let doc: Doc = toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let mut profiles = BTreeMap::new();
     for (name, table) in doc.profiles {
-        if name.is_empty()
-            || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            || name.starts_with('.')
-        {
+        let first_ok = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+        if !first_ok || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)) {
             let line = line_of(&text, table.span().start);
             bail!(at(
                 path,
                 line,
                 format!(
-                    "profile name {name:?}: use letters, digits, `-`, `_` and `.` (it names files and systemd units)"
+                    "profile name {name:?}: use letters, digits, `-` and `_`, starting with a letter or digit (it names files, cron entries and systemd units)"
                 )
             ));
         }
@@ -578,7 +576,7 @@ fn sub_options(
         }
         let l = key_line(text, place, k);
         if section == "retention"
-            && ["host", "hosts", "tag", "tags", "path", "paths", "exact-paths"].contains(&k.as_str())
+            && ["host", "hosts", "tag", "tags", "path", "paths", "exact-paths", "exact-tags"].contains(&k.as_str())
         {
             bail!(at(file, l, format!("retention: {k}: forget keeps to the profile's own host, tags and paths (set them at the profile's top level)")));
         }
@@ -679,8 +677,11 @@ pub fn argv(p: &Profile, extra_globals: &[String], sub: &[&str], args: &[Arg], t
         let flag = a.text.split('=').next().unwrap_or_default();
         extra_globals.iter().any(|g| g.split('=').next() == Some(flag))
     };
-    let mut v: Vec<String> = p.globals.iter().filter(|a| !overridden(a)).map(|a| a.text.clone()).collect();
-    v.extend(extra_globals.iter().cloned());
+    // The run rotates its log once, at its start; its steps append to it.
+    let rotation = |t: &String| t.starts_with("--log-max-size");
+    let mut v: Vec<String> =
+        p.globals.iter().filter(|a| !overridden(a)).map(|a| a.text.clone()).filter(|t| !rotation(t)).collect();
+    v.extend(extra_globals.iter().filter(|t| !rotation(t)).cloned());
     v.extend(sub.iter().map(|s| s.to_string()));
     v.extend(args.iter().map(|a| a.text.clone()));
     if !tail.is_empty() {
@@ -810,6 +811,8 @@ after = "logger coffer done $COFFER_SNAPSHOT_ID"
         bad("[profile.a]\n", "unknown field");
         bad("[profiles.a]\npaths = [\"/x\"\n", "line 2");
         bad("[profiles.\"a b\"]\npaths = [\"/x\"]\n", ":1: profile name");
+        bad("[profiles.\"-x\"]\npaths = [\"/x\"]\n", ":1: profile name");
+        bad("[profiles.\"db.main\"]\npaths = [\"/x\"]\n", ":1: profile name");
         // Inline and dotted tables name their own line, not a later profile's.
         let two = "[profiles.a]\npaths = [\"/x\"]\nhooks = { before = 1 }\nretention = { keep-daily = \"x\" }\n\
                    [profiles.b]\npaths = [\"/x\"]\n[profiles.b.hooks]\nbefore = \"true\"\n[profiles.b.retention]\nkeep-daily = 3\n";

@@ -11,6 +11,8 @@ pub struct Quiet;
 
 impl Progress for Quiet {
     fn warn(&self, message: &str) {
+        // A file name in a warning can hold a newline: never let it forge a line.
+        let message = shown(message.as_bytes());
         eprintln!("warning: {message}");
         tracing::warn!("{message}");
     }
@@ -85,6 +87,7 @@ impl Progress for Bar {
         self.bar.inc(1);
     }
     fn warn(&self, message: &str) {
+        let message = shown(message.as_bytes());
         self.bar.suspend(|| eprintln!("warning: {message}"));
         tracing::warn!("{message}");
     }

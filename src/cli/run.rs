@@ -187,6 +187,8 @@ fn forget_argv(p: &Profile, extra: &[String], paths: &[String]) -> Option<Vec<St
     if !paths.is_empty() {
         a.push(arg("--exact-paths".into()));
     }
+    // Tags too: an untagged profile must not match a tagged one's snapshots.
+    a.push(arg("--exact-tags".into()));
     if let Retention::Rules(rules) = r {
         a.extend(rules.iter().cloned());
     }
@@ -227,9 +229,12 @@ pub(super) fn child(p: &Profile, name: &str, argv: &[String]) -> Step {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // The profile's password source wins over any the environment names.
+    if p.password.is_some() || p.global("password-file").is_some() || p.global("password-command").is_some() {
+        c.env_remove("COFFER_PASSWORD_FILE").env_remove("COFFER_PASSWORD_COMMAND").env_remove("COFFER_PASSWORD");
+    }
     if let Some(pw) = &p.password {
-        // The profile's password wins over any the environment names.
-        c.env("COFFER_PASSWORD", pw).env_remove("COFFER_PASSWORD_FILE").env_remove("COFFER_PASSWORD_COMMAND");
+        c.env("COFFER_PASSWORD", pw);
     }
     let fail = |e: String| Step {
         name: name.into(),
@@ -407,8 +412,8 @@ pub fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
     let _lock = match runlock::lock(&state_dir, &p.name, p.wait) {
         Ok(l) => l,
         Err(e @ runlock::RunLockError::Busy { .. }) => {
-            eprintln!("coffer: error: {e}");
-            return Ok(ExitCode::LockFailed);
+            // Exit 11, with the JSON error document under --json.
+            return Err(crate::repo::RepoError::Locked(e.to_string()).into());
         }
         Err(e) => return Err(e.into()),
     };

@@ -52,10 +52,10 @@ fn systemctl(args: &[&str]) -> Result<()> {
 
 /// Checks an OnCalendar expression with systemd's own parser, where it is installed.
 fn check_calendar(cal: &str) -> Result<()> {
-    if cal.contains('\n') || cal.trim().is_empty() {
+    if cal.contains('\n') || cal.trim().is_empty() || cal.trim_start().starts_with('-') {
         bail!("--on {cal:?}: not a calendar expression");
     }
-    match Process::new("systemd-analyze").args(["calendar", cal]).output() {
+    match Process::new("systemd-analyze").args(["calendar", "--", cal]).output() {
         Ok(o) if !o.status.success() => {
             bail!("--on {cal:?}: systemd does not accept it ({})", String::from_utf8_lossy(&o.stderr).trim())
         }

@@ -86,7 +86,7 @@ pub fn cron_marker(profile: &str) -> String {
 pub fn cron_entry(j: &Job, user: Option<&str>) -> Result<String, String> {
     let when = cron_time(&j.calendar)?;
     let who = user.map(|u| format!("{u} ")).unwrap_or_default();
-    let sh = |w: &str| format!("'{}'", w.replace('\'', "'\\''"));
+    let sh = |w: &str| format!("'{}'", w.replace('\'', "'\\''").replace('%', "\\%"));
     Ok(format!(
         "{}\n{when} {who}{} --config {} run {}\n",
         cron_marker(&j.profile),

@@ -14,6 +14,8 @@ pub struct SnapshotFilter {
     pub paths: Vec<Vec<u8>>,
     /// Only snapshots whose paths are `paths`, no more (`--exact-paths`).
     pub exact_paths: bool,
+    /// Only snapshots whose tags are `tags`, no more (`--exact-tags`; no tags: untagged ones).
+    pub exact_tags: bool,
 }
 
 impl SnapshotFilter {
@@ -22,6 +24,7 @@ impl SnapshotFilter {
             && self.tags.iter().all(|t| s.tags.contains(t))
             && self.paths.iter().all(|p| s.paths.contains(p))
             && (!self.exact_paths || s.paths.iter().all(|p| self.paths.contains(p)))
+            && (!self.exact_tags || s.tags.iter().all(|t| self.tags.contains(t)))
     }
 }
 

@@ -453,15 +453,17 @@ fn one_profiles_retention_leaves_other_profiles_alone() {
     let p = |n: &str| env.path(n).display().to_string();
     let text = format!(
         "[profiles.etc]\nrepo = \"{repo}\"\npassword = \"{PASSWORD}\"\npaths = [\"{}\"]\n[profiles.etc.retention]\nkeep-last = 1\n\
-         [profiles.home]\nrepo = \"{repo}\"\npassword = \"{PASSWORD}\"\npaths = [\"{}\"]\n[profiles.home.retention]\nkeep-last = 30\n\
-         [profiles.both]\nrepo = \"{repo}\"\npassword = \"{PASSWORD}\"\npaths = [\"{}\", \"{}\"]\n[profiles.both.retention]\nkeep-last = 30\n",
+         [profiles.home]\nrepo = \"{repo}\"\npassword = \"{PASSWORD}\"\npaths = [\"{}\"]\n[profiles.home.retention]\nkeep-last = 3\n\
+         [profiles.both]\nrepo = \"{repo}\"\npassword = \"{PASSWORD}\"\npaths = [\"{}\", \"{}\"]\n[profiles.both.retention]\nkeep-last = 30\n\
+         [profiles.home-archive]\nrepo = \"{repo}\"\npassword = \"{PASSWORD}\"\npaths = [\"{}\"]\ntags = [\"archive\"]\n[profiles.home-archive.retention]\nkeep-last = 30\n",
         p("etc"),
         p("home"),
         p("etc"),
-        p("both")
+        p("both"),
+        p("home")
     );
     let config = profile_file(&env, &text);
-    for profile in ["home", "home", "home", "both", "both", "etc", "etc"] {
+    for profile in ["home-archive", "home-archive", "home", "home", "home", "both", "both", "etc", "etc"] {
         let r = coffer(&env, &config, &["run", profile]);
         assert_eq!(r.code, 0, "{profile}: {}", r.stderr);
     }
@@ -477,7 +479,11 @@ fn one_profiles_retention_leaves_other_profiles_alone() {
             })
             .count()
     };
-    assert_eq!((count("home"), count("both"), count("etc")), (3, 2, 1), "{snaps}");
+    // The untagged home profile's keep-last never touched the archive-tagged snapshots of the
+    // same paths (regression: tags were matched as "has all of these", not exactly).
+    assert_eq!((count("home"), count("both"), count("etc")), (5, 2, 1), "{snaps}");
+    let archived = snaps.as_array().unwrap().iter().filter(|s| s["tags"] == serde_json::json!(["archive"])).count();
+    assert_eq!(archived, 2, "{snaps}");
 }
 
 /// A signal to `coffer run` stops the running step (no snapshot is written after it), runs
