@@ -673,9 +673,12 @@ fn check_table(file: &Path, text: &str, at_: Place, v: &toml::Value) -> Result<C
 /// The command line of one step: the profile's globals, then `extra_globals` (the command
 /// line's own, which win), the subcommand, its arguments, and positional ones after `--`.
 pub fn argv(p: &Profile, extra_globals: &[String], sub: &[&str], args: &[Arg], tail: &[String]) -> Vec<String> {
+    // A password source on the command line replaces the profile's, whichever kind each is.
+    let group =
+        |f: &str| if f == "--password-file" || f == "--password-command" { "--password" } else { f }.to_string();
     let overridden = |a: &Arg| {
-        let flag = a.text.split('=').next().unwrap_or_default();
-        extra_globals.iter().any(|g| g.split('=').next() == Some(flag))
+        let flag = group(a.text.split('=').next().unwrap_or_default());
+        extra_globals.iter().any(|g| group(g.split('=').next().unwrap_or_default()) == flag)
     };
     // The run rotates its log once, at its start; its steps append to it.
     let rotation = |t: &String| t.starts_with("--log-max-size");

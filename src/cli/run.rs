@@ -112,7 +112,13 @@ pub(super) fn command_line_globals() -> Vec<String> {
                 out.push(format!("--{long}={}", v.to_string_lossy()));
             }
         } else {
-            out.push(format!("--{long}"));
+            // A counted switch (-vv) is given as often as it was counted.
+            let times = if matches!(a.get_action(), clap::ArgAction::Count) {
+                m.get_count(a.get_id().as_str()).max(1)
+            } else {
+                1
+            };
+            out.extend(std::iter::repeat_n(format!("--{long}"), times as usize));
         }
     }
     out

@@ -294,8 +294,10 @@ pub fn generate(c: GenerateCommand) -> Result<ExitCode> {
             clap_mangen::generate_to(cmd, &dir).with_context(|| format!("writing man pages to {}", dir.display()))?;
         }
         GenerateCommand::Completions { shell } => {
-            let mut cmd = cmd;
-            clap_complete::generate(shell, &mut cmd, "coffer", &mut std::io::stdout());
+            // Into a buffer first: clap_complete panics on a write error (a closed pipe, a full disk).
+            let (mut cmd, mut buf) = (cmd, Vec::new());
+            clap_complete::generate(shell, &mut cmd, "coffer", &mut buf);
+            std::io::stdout().write_all(&buf).context("writing the completions")?;
         }
     }
     Ok(ExitCode::Ok)
