@@ -19,7 +19,7 @@
 mod stream;
 mod walk;
 
-pub use stream::{run_stream, Stream};
+pub use stream::{check_stdin_filename, run_stream, Stream};
 pub use walk::{TagFile, IGNORE_FILE};
 
 use std::collections::HashSet;

@@ -36,21 +36,30 @@ pub struct Stream<'a> {
     pub finish: Box<dyn FnOnce() -> Result<(), String> + 'a>,
 }
 
+/// Checks a `--stdin-filename` (for the command line, when it is parsed): the reason it
+/// cannot be one.
+pub fn check_stdin_filename(name: &str) -> Result<(), &'static str> {
+    parts(name).map(|_| ())
+}
+
 /// The components of a `--stdin-filename`: relative, no `.` or `..`, no NUL.
 fn components(name: &str) -> Result<Vec<Vec<u8>>, BackupError> {
-    let bad = |why: &str| BackupError::Invalid(format!("--stdin-filename {name:?}: {why}"));
+    parts(name).map_err(|why| BackupError::Invalid(format!("--stdin-filename {name:?}: {why}")))
+}
+
+fn parts(name: &str) -> Result<Vec<Vec<u8>>, &'static str> {
     if name.contains('\0') {
-        return Err(bad("contains a NUL byte"));
+        return Err("contains a NUL byte");
     }
     let parts: Vec<&str> = name.split('/').filter(|p| !p.is_empty()).collect();
     if parts.is_empty() {
-        return Err(bad("give a file name"));
+        return Err("give a file name");
     }
     if parts.iter().any(|p| *p == "." || *p == "..") {
-        return Err(bad("may not contain `.` or `..`"));
+        return Err("may not contain `.` or `..`");
     }
     if parts.iter().any(|p| p.len() > 255) {
-        return Err(bad("a name longer than 255 bytes cannot be restored"));
+        return Err("a name longer than 255 bytes cannot be restored");
     }
     Ok(parts.into_iter().map(|p| p.as_bytes().to_vec()).collect())
 }

@@ -98,7 +98,7 @@ pub struct Global {
     #[arg(long, value_name = "FORMAT", default_value = "text", global = true, value_parser = ["text", "json"])]
     pub log_format: String,
     /// Rotate the log file when it is larger than SIZE at start (FILE.1 ... FILE.5 kept)
-    #[arg(long, value_name = "SIZE", global = true)]
+    #[arg(long, value_name = "SIZE", global = true, value_parser = size_text)]
     pub log_max_size: Option<String>,
     /// Worker threads for reading, compressing and restoring (default: number of cores)
     #[arg(long, global = true)]
@@ -284,10 +284,10 @@ pub struct PolicySetArgs {
     #[arg(long, value_name = "DURATION", value_parser = duration_or_zero)]
     pub min_retention: Option<crate::retention::policy::Duration>,
     /// The recovery time objective drills check (e.g. 4h; 0 to clear)
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", value_parser = span_text)]
     pub rto: Option<String>,
     /// The recovery point objective drills check (e.g. 1d; 0 to clear)
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", value_parser = span_text)]
     pub rpo: Option<String>,
     /// Remove this scope's rules altogether
     #[arg(long, conflicts_with_all = ["min_retention", "rto", "rpo"])]
@@ -374,7 +374,7 @@ pub struct DrillArgs {
     #[arg(long)]
     pub host: Vec<String>,
     /// Share of the files to restore, e.g. 5% (default); successive drills take the next part
-    #[arg(long, value_name = "P%", conflicts_with = "full")]
+    #[arg(long, value_name = "P%", conflicts_with = "full", value_parser = percent)]
     pub sample: Option<String>,
     /// Restore every file of the snapshot
     #[arg(long)]
@@ -386,10 +386,10 @@ pub struct DrillArgs {
     #[arg(long)]
     pub compare_source: bool,
     /// Recovery time objective, e.g. 4h: the projected full restore must fit in it
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", value_parser = span_text)]
     pub rto: Option<String>,
     /// Recovery point objective, e.g. 1d: the newest snapshot's age and the largest gap must fit in it
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", value_parser = span_text)]
     pub rpo: Option<String>,
     /// Write a report a person reads: Markdown (.md) or a self-contained HTML page (.html)
     #[arg(long, value_name = "FILE")]
@@ -463,6 +463,39 @@ fn max_unused(s: &str) -> Result<String, String> {
 
 fn size_text(s: &str) -> Result<String, String> {
     crate::retention::prune::parse_size(s)?;
+    Ok(s.to_string())
+}
+
+/// A length of time (`4h`, `1d12h`), checked when parsed and kept as given.
+fn span_text(s: &str) -> Result<String, String> {
+    crate::timespec::parse_span_secs(s)?;
+    Ok(s.to_string())
+}
+
+/// A percentage above 0 and at most 100 (`5%`, `12.5`), kept as given.
+fn percent(s: &str) -> Result<String, String> {
+    let p: f64 = s.trim().trim_end_matches('%').trim().parse().map_err(|_| "give a percentage, e.g. 5%".to_string())?;
+    if !(p > 0.0 && p <= 100.0) {
+        return Err("give a percentage above 0 and at most 100".into());
+    }
+    Ok(s.to_string())
+}
+
+/// `--group-by` fields, checked when parsed.
+fn group_by(s: &str) -> Result<String, String> {
+    crate::retention::policy::GroupBy::parse(s)?;
+    Ok(s.to_string())
+}
+
+/// A `--stdin-filename`: a relative path without `.` or `..`.
+fn stdin_filename(s: &str) -> Result<String, String> {
+    crate::backup::check_stdin_filename(s).map_err(str::to_string)?;
+    Ok(s.to_string())
+}
+
+/// A `--time` for a snapshot, checked when parsed (in the local time zone).
+fn snapshot_time(s: &str) -> Result<String, String> {
+    crate::timespec::parse_snapshot_time(s, &jiff::tz::TimeZone::system())?;
     Ok(s.to_string())
 }
 
@@ -545,7 +578,7 @@ pub struct ForgetArgs {
     #[command(flatten)]
     pub keep: KeepArgs,
     /// Group snapshots by these fields (host, paths, tags); an empty value means one group
-    #[arg(long, default_value = "host,paths", value_name = "FIELDS")]
+    #[arg(long, default_value = "host,paths", value_name = "FIELDS", value_parser = group_by)]
     pub group_by: String,
     /// With an empty policy and a filter: remove every snapshot the filter selects
     #[arg(long)]
@@ -660,7 +693,7 @@ pub struct BackupArgs {
     #[arg(long, conflicts_with_all = ["files_from", "files_from_verbatim", "files_from_raw"])]
     pub stdin_from_command: bool,
     /// The file's path in the snapshot for --stdin and --stdin-from-command
-    #[arg(long, value_name = "NAME", default_value = "stdin")]
+    #[arg(long, value_name = "NAME", default_value = "stdin", value_parser = stdin_filename)]
     pub stdin_filename: String,
     /// Tag the snapshot (comma-separated, repeatable)
     #[arg(long = "tag")]
@@ -706,7 +739,7 @@ pub struct BackupArgs {
     pub parent: Option<String>,
     /// The snapshot's time instead of now: RFC 3339 ("2026-11-20T14:00:00+01:00") or local
     /// "YYYY-MM-DD HH:MM:SS" (for imports and for testing retention)
-    #[arg(long, value_name = "TIME")]
+    #[arg(long, value_name = "TIME", value_parser = snapshot_time)]
     pub time: Option<String>,
 }
 

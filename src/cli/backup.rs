@@ -124,18 +124,24 @@ fn options(g: &Global, a: &BackupArgs, repo: &Repository) -> Result<BackupOption
 /// passes through, and its exit status decides whether the snapshot is written.
 fn spawn(argv: &[std::ffi::OsString], name: String) -> Result<backup::Stream<'static>> {
     let shown = argv.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ");
-    let mut child = std::process::Command::new(&argv[0])
-        .args(&argv[1..])
+    let mut cmd = std::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("--stdin-from-command: cannot run {shown:?}"))?;
+        .stderr(std::process::Stdio::inherit());
+    // In a process group of its own, so a signal to Coffer stops the program and everything
+    // it started (crate::ops::child).
+    let mut child =
+        crate::ops::child::spawn(&mut cmd).with_context(|| format!("--stdin-from-command: cannot run {shown:?}"))?;
     let out = child.stdout.take().expect("piped");
-    let finish = Box::new(move || match child.wait() {
-        Ok(s) if s.success() => Ok(()),
-        Ok(s) => Err(format!("--stdin-from-command: {shown:?} failed ({s})")),
-        Err(e) => Err(format!("--stdin-from-command: waiting for {shown:?}: {e}")),
+    let finish = Box::new(move || {
+        let waited = child.wait();
+        crate::ops::child::unregister(child.id());
+        match waited {
+            Ok(s) if s.success() => Ok(()),
+            Ok(s) => Err(format!("--stdin-from-command: {shown:?} failed ({s})")),
+            Err(e) => Err(format!("--stdin-from-command: waiting for {shown:?}: {e}")),
+        }
     });
     Ok(backup::Stream { name, reader: Box::new(out), finish })
 }

@@ -19,7 +19,7 @@ use crate::retention::policy::Policy;
 /// `s` with control characters escaped: records written by any password holder are shown
 /// as evidence, so none may forge lines or drive the terminal.
 fn printable(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+    super::progress::terminal_text(s)
 }
 
 /// What an audited command tells its entry.

@@ -56,8 +56,17 @@ pub fn init(file: &Path, level: &str, json: bool, max_size: Option<&str>) -> Res
         .with_context(|| format!("opening the log file {}", file.display()))?;
     let level: tracing::Level =
         level.parse().map_err(|_| anyhow!("--log-level {level:?}: give error, warn, info, debug or trace"))?;
+    // The HTTP stack logs whole URLs (a webhook's user:password@ among them) and headers at
+    // debug and trace: it never goes below info, whatever --log-level says.
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let quiet = level.min(tracing::Level::INFO);
+    let targets = tracing_subscriber::filter::Targets::new()
+        .with_default(level)
+        .with_targets(["hyper", "hyper_util", "reqwest", "h2", "rustls", "tower"].map(|t| (t, quiet)));
     let builder = tracing_subscriber::fmt().with_writer(Mutex::new(f)).with_ansi(false).with_max_level(level);
-    let set = if json { builder.json().try_init() } else { builder.try_init() };
+    let set =
+        if json { builder.json().finish().with(targets).try_init() } else { builder.finish().with(targets).try_init() };
     set.map_err(|e| anyhow!("starting the log: {e}"))?;
     let _ = STARTED.set(());
     Ok(())

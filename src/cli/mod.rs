@@ -54,6 +54,7 @@ pub fn main() -> i32 {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let _ = MATCHES.set(matches);
     let json = cli.global.json;
+    JSON.store(json, Ordering::SeqCst);
     if let Some(file) = &cli.global.log_file {
         let g = &cli.global;
         if let Err(e) = log::init(file, &g.log_level, g.log_format == "json", g.log_max_size.as_deref()) {
@@ -89,15 +90,15 @@ pub fn main() -> i32 {
 /// Set while `coffer run` runs its steps: a signal then stops the running step (its child
 /// process gets SIGTERM) and the run goes on to its failure and `finally` hooks.
 static RUNNING: AtomicBool = AtomicBool::new(false);
+/// `--json` was given: a signal then ends the output with the error document too.
+static JSON: AtomicBool = AtomicBool::new(false);
 /// A signal arrived during a run.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-/// The child processes a run waits for.
-static CHILDREN: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
-
 /// SIGINT/SIGTERM end the process with exit code 130 at once: every write Coffer makes is
-/// crash-safe (docs/format.md, "Write ordering"), so there is nothing to clean up. During
-/// `coffer run` the first signal is passed on to the running step instead, and a second one
-/// ends the run at once.
+/// crash-safe (docs/format.md, "Write ordering"), so there is nothing to clean up but the
+/// child processes, whose process groups get SIGTERM first (crate::ops::child). During
+/// `coffer run` the first signal is passed on to the running step (and any hook) instead,
+/// and a second one ends the run at once.
 fn install_signal_handler() {
     use signal_hook::consts::{SIGINT, SIGTERM};
     if let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
@@ -105,14 +106,18 @@ fn install_signal_handler() {
             for _ in signals.forever() {
                 if RUNNING.load(Ordering::SeqCst) && !INTERRUPTED.swap(true, Ordering::SeqCst) {
                     eprintln!("coffer: interrupted: stopping the running step; the failure hooks run next");
-                    for pid in CHILDREN.lock().map(|c| c.clone()).unwrap_or_default() {
-                        if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-                            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-                        }
-                    }
+                    crate::ops::child::terminate_all();
                     continue;
                 }
+                crate::ops::child::terminate_all();
                 eprintln!("coffer: interrupted");
+                tracing::error!(exit_code = ExitCode::Interrupted as i32, "interrupted");
+                if JSON.load(Ordering::SeqCst) {
+                    // println! takes stdout's lock and every document is written as whole
+                    // lines, so this one starts on a line of its own.
+                    let doc = serde_json::json!({ "error": "interrupted", "exit_code": ExitCode::Interrupted as i32 });
+                    println!("{doc}");
+                }
                 std::process::exit(ExitCode::Interrupted as i32);
             }
         });

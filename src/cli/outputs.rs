@@ -12,6 +12,7 @@ use super::args::Global;
 use super::exit::ExitCode;
 use super::profile::{self, Profile, Retention};
 use super::run::{child, goes_on, status, Step};
+use crate::ops::child::Line;
 use crate::ops::{metrics, runlock};
 
 /// The run's metrics and the repository's, written atomically; a failure is a warning.
@@ -23,7 +24,7 @@ pub(super) fn write_metrics(
     steps: &[Step],
     state: &runlock::RunState,
 ) {
-    let mut s = run_samples(&p.name, doc, steps, state);
+    let mut s = run_samples(&[("profile", p.name.clone())], doc, steps, state);
     // The repository's side (sizes, the newest snapshot per host): from `coffer metrics`.
     let m = child(p, "metrics", &profile::argv(p, extra, &["metrics", "--json"], &[], &[]));
     match serde_json::from_value::<metrics::RepoMetrics>(m.output.clone()) {
@@ -36,9 +37,14 @@ pub(super) fn write_metrics(
 }
 
 /// The samples of a run (or of a plain `backup`, whose profile label is empty).
-fn run_samples(profile: &str, doc: &Value, steps: &[Step], state: &runlock::RunState) -> Vec<metrics::Sample> {
+fn run_samples(
+    labels: &[(&'static str, String)],
+    doc: &Value,
+    steps: &[Step],
+    state: &runlock::RunState,
+) -> Vec<metrics::Sample> {
     use metrics::Sample;
-    let l = || vec![("profile", profile.to_string())];
+    let l = || labels.to_vec();
     let b = &doc["backup"];
     let n = |k: &str| b.get(k).and_then(Value::as_f64).unwrap_or(0.0);
     let mut s = vec![
@@ -123,8 +129,14 @@ pub(super) fn after_backup(
         None => profile::When::Always,
     };
     let finished_ns = crate::clock::to_unix_ns(crate::clock::now());
+    // Plain backups keep their counters per repository (profile names cannot start with `_`),
+    // and their series carry the repository as a label: two cron jobs into two repositories
+    // are two series.
+    let location = g.repo.clone().unwrap_or_default();
+    let key = format!("_backup-{}", &blake3::hash(location.as_bytes()).to_hex()[..16]);
+    let labels = [("profile", String::new()), ("repository", location.clone())];
     let state_dir = super::commands::state_dir();
-    let mut state = state_dir.as_deref().map(|d| runlock::load_state(d, "_backup")).unwrap_or_default();
+    let mut state = state_dir.as_deref().map(|d| runlock::load_state(d, &key)).unwrap_or_default();
     state.last_run_ns = finished_ns;
     state.runs += 1;
     if goes_on(code) {
@@ -133,7 +145,7 @@ pub(super) fn after_backup(
         state.failures += 1;
     }
     if let Some(d) = &state_dir {
-        if let Err(e) = runlock::save_state(d, "_backup", &state) {
+        if let Err(e) = runlock::save_state(d, &key, &state) {
             warn!("backup state not saved: {e}");
         }
     }
@@ -162,9 +174,9 @@ pub(super) fn after_backup(
         "program_version": format!("coffer {}", env!("CARGO_PKG_VERSION")),
     });
     if let Some(path) = &g.metrics_file {
-        let mut s = run_samples("", &doc, std::slice::from_ref(&step), &state);
+        let mut s = run_samples(&labels, &doc, std::slice::from_ref(&step), &state);
         match repo.map(metrics::repository) {
-            Some(Ok(r)) => s.extend(metrics::repository_samples(&r, &[("profile", String::new())])),
+            Some(Ok(r)) => s.extend(metrics::repository_samples(&r, &labels)),
             Some(Err(e)) => warn!("repository metrics left out: {e}"),
             None => {}
         }
@@ -187,11 +199,23 @@ fn post_all(urls: &[String], when: profile::When, code: i32, doc: &Value) {
         return;
     }
     let body = serde_json::to_vec(doc).unwrap_or_default();
-    for url in urls {
-        let d = crate::storage::webhook::post_json(url, body.clone(), std::time::Duration::from_secs(10), 3);
+    // All at once: a dead endpoint (three attempts of 10 s) must not delay the others.
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = urls
+            .iter()
+            .map(|url| {
+                let body = body.clone();
+                s.spawn(move || crate::storage::webhook::post_json(url, body, std::time::Duration::from_secs(10), 3))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join()).collect()
+    });
+    for (url, d) in urls.iter().zip(results) {
+        let Ok(d) = d else { continue };
         if let Some(e) = d.error {
-            eprintln!(
-                "warning: notification to {url} failed after {} attempts: {e} (the run is not affected)",
+            warn!(
+                "notification to {} failed after {} attempts: {e} (the run is not affected)",
+                crate::storage::webhook::shown(url),
                 d.attempts
             );
         }
@@ -227,30 +251,25 @@ pub(super) fn mail(p: &Profile, code: i32, doc: &Value, steps: &[Step]) {
         ));
     }
     body.push_str(&format!("\n{}\n", serde_json::to_string_pretty(doc).unwrap_or_default()));
-    let sent = Process::new("sh")
-        .arg("-c")
-        .arg(&p.mail_command)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .and_then(|mut c| {
-            // A mailer that hangs must not hold the run (and its lock) forever.
-            let mut stdin = c.stdin.take().expect("piped");
-            let writer = std::thread::spawn(move || stdin.write_all(body.as_bytes()));
-            let deadline = std::time::Instant::now() + MAIL_TIMEOUT;
-            loop {
-                if let Some(s) = c.try_wait()? {
-                    let _ = writer.join();
-                    return Ok(s);
-                }
-                if std::time::Instant::now() > deadline {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    return Err(std::io::Error::other(format!("no exit within {}s; killed", MAIL_TIMEOUT.as_secs())));
-                }
-                std::thread::sleep(std::time::Duration::from_millis(100));
+    let mut cmd = Process::new("sh");
+    cmd.arg("-c").arg(&p.mail_command).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let sent = crate::ops::child::spawn(&mut cmd).and_then(|mut c| {
+        // The body is written on a thread: a mailer that never reads it must not hold the run.
+        let mut stdin = c.stdin.take().expect("piped");
+        std::thread::spawn(move || stdin.write_all(body.as_bytes()));
+        // A mailer that hangs must not hold the run (and its lock) forever: after the timeout
+        // its whole process group is killed.
+        let ended = crate::ops::child::supervise(c, Some(MAIL_TIMEOUT), &mut |l| match l {
+            Line::Out(s) | Line::Err(s) => {
+                eprintln!("mail: {s}");
+                tracing::info!("mail: {s}");
             }
-        });
+        })?;
+        if ended.timed_out {
+            return Err(std::io::Error::other(format!("no exit within {}s; killed", MAIL_TIMEOUT.as_secs())));
+        }
+        Ok(ended.status)
+    });
     match sent {
         Ok(s) if s.success() => {}
         Ok(s) => warn!("mail command {:?} failed ({s}); the run is not affected", p.mail_command),

@@ -443,7 +443,13 @@ fn profile(file: &Path, text: &str, name: &str, line: usize, table: BTreeMap<Str
             "mail-to" => p.mail_to = strings(file, kline, &key, &v)?,
             "mail-command" => p.mail_command = string(file, kline, &key, &v)?,
             "mail-on" => p.mail_on = when(&v)?,
-            "schedule" => p.schedule = Some(string(file, kline, &key, &v)?),
+            "schedule" => {
+                let s = string(file, kline, &key, &v)?;
+                if s.trim().is_empty() || s.chars().any(char::is_control) || s.trim_start().starts_with('-') {
+                    bail!(at(file, kline, format!("schedule = {s:?}: give a systemd calendar expression such as \"daily\" or \"Mon..Fri *-*-* 02:30\"")));
+                }
+                p.schedule = Some(s);
+            }
             "overlap" => {
                 p.wait = match string(file, kline, &key, &v)?.as_str() {
                     "wait" => true,

@@ -28,10 +28,27 @@ pub struct Verbose {
 /// A path for a line of output: lossy UTF-8, control characters escaped (a file name can hold
 /// a newline or a terminal escape).
 fn shown(path: &[u8]) -> String {
-    String::from_utf8_lossy(path)
-        .chars()
-        .flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] })
-        .collect()
+    terminal_text(&String::from_utf8_lossy(path))
+}
+
+/// Text for a terminal or a log line: control characters, line and paragraph separators and
+/// the invisible formatting characters (bidirectional overrides such as U+202E, zero-width
+/// spaces) written as `\n`, `\u{202e}`..., and `\` as `\\`, so an escape in the output
+/// always means one in the name.
+pub(super) fn terminal_text(s: &str) -> String {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}')
+    };
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if hidden(c) => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 impl Progress for Verbose {
@@ -96,5 +113,16 @@ impl Progress for Bar {
     }
     fn finish(&self) {
         self.bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn terminal_text_escapes_what_hides() {
+        assert_eq!(super::terminal_text("a\nb"), "a\\nb");
+        assert_eq!(super::terminal_text("a\\nb"), "a\\\\nb");
+        assert_eq!(super::terminal_text("x\u{202e}y\u{2028}z"), "x\\u{202e}y\\u{2028}z");
+        assert_eq!(super::terminal_text("caf\u{e9} \u{1f600}"), "caf\u{e9} \u{1f600}");
     }
 }

@@ -18,7 +18,7 @@
 //! file, the webhook and the mail, none of which can fail the run; a summary ends it (one
 //! JSON document with `--json`). One run of a profile at a time (`ops::runlock`).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Command as Process, Stdio};
 
 use anyhow::{anyhow, bail, Result};
@@ -28,6 +28,7 @@ use super::args::{Global, RunArgs};
 use super::exit::ExitCode;
 use super::outputs::{mail, notify, write_metrics};
 use super::profile::{self, Arg, Profile, Retention, Subset};
+use crate::ops::child::Line;
 use crate::ops::{hooks, runlock};
 
 /// Whether a signal asked the run to stop.
@@ -208,6 +209,7 @@ fn repository(p: &Profile, extra: &[String]) -> String {
         .rev()
         .find_map(|g| g.strip_prefix("--repo=").or_else(|| g.strip_prefix("--repository=")))
         .or(p.global("repo"))
+        .or_else(|| p.env.iter().rev().find(|(k, _)| k == "COFFER_REPO").map(|(_, v)| v.as_str()))
         .map(str::to_string)
         .or_else(|| std::env::var("COFFER_REPO").ok())
         .unwrap_or_default()
@@ -250,44 +252,31 @@ pub(super) fn child(p: &Profile, name: &str, argv: &[String]) -> Step {
         error: Some(e),
         output: Value::Null,
     };
-    let mut proc = match c.spawn() {
+    let proc = match crate::ops::child::spawn(&mut c) {
         Ok(p) => p,
         Err(e) => return fail(format!("cannot run coffer {name}: {e}")),
     };
-    let pid = proc.id();
-    if let Ok(mut c) = super::CHILDREN.lock() {
-        c.push(pid);
-    }
     if interrupted() {
         // The signal came between the check and the start: this step stops too.
-        if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
-            let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);
-        }
+        crate::ops::child::signal_group(proc.id(), rustix::process::Signal::TERM);
     }
-    let err = proc.stderr.take().expect("piped");
-    let label = name.to_string();
-    let relay = std::thread::spawn(move || {
-        let mut last_error = None;
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            eprintln!("{label}: {line}");
-            tracing::info!(step = %label, "{line}");
+    let mut out = String::new();
+    let mut last_error = None;
+    let ended = crate::ops::child::supervise(proc, None, &mut |l| match l {
+        Line::Out(s) => {
+            out.push_str(&s);
+            out.push('\n');
+        }
+        Line::Err(line) => {
+            eprintln!("{name}: {line}");
+            tracing::info!(step = %name, "{line}");
             if let Some(e) = line.strip_prefix("coffer: error: ") {
                 last_error = Some(e.to_string());
             }
         }
-        last_error
     });
-    let mut out = String::new();
-    if let Some(mut o) = proc.stdout.take() {
-        let _ = std::io::Read::read_to_string(&mut o, &mut out);
-    }
-    let last_error = relay.join().ok().flatten();
-    let waited = proc.wait();
-    if let Ok(mut c) = super::CHILDREN.lock() {
-        c.retain(|p| *p != pid);
-    }
-    let code = match waited {
-        Ok(s) => s.code().unwrap_or(ExitCode::Interrupted as i32),
+    let code = match ended {
+        Ok(e) => e.status.code().unwrap_or(ExitCode::Interrupted as i32),
         Err(e) => return fail(format!("waiting for coffer {name}: {e}")),
     };
     let output = out
@@ -523,12 +512,21 @@ fn steps(
     let code = worst(&steps);
     let which = if goes_on(code) { ("after", &p.hooks.after) } else { ("on-failure", &p.hooks.on_failure) };
     if let Some(failed) = run_hooks(p, which.0, which.1, &hook_env(p, which.0, code, &steps, started)) {
-        // A failing after hook fails the run; a failing on-failure hook is only reported.
+        // A failing after hook fails the run, so the on-failure hooks run next (as borgmatic
+        // does); a failing on-failure hook is only reported.
         let mut failed = failed;
         if which.0 == "on-failure" {
             failed.exit_code = Some(code);
+            steps.push(failed);
+        } else {
+            steps.push(failed);
+            let code = worst(&steps);
+            let env = hook_env(p, "on-failure", code, &steps, started);
+            if let Some(mut f) = run_hooks(p, "on-failure", &p.hooks.on_failure, &env) {
+                f.exit_code = Some(code);
+                steps.push(f);
+            }
         }
-        steps.push(failed);
     }
     let code = worst(&steps);
     if let Some(mut failed) = run_hooks(p, "finally", &p.hooks.finally, &hook_env(p, "finally", code, &steps, started))

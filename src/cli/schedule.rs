@@ -65,9 +65,18 @@ fn check_calendar(cal: &str) -> Result<()> {
 
 pub fn schedule(g: &Global, c: ScheduleCommand) -> Result<ExitCode> {
     match c {
-        ScheduleCommand::Install(a) => install(g, a),
-        ScheduleCommand::List(a) => list(g, a.dir.as_deref()),
-        ScheduleCommand::Remove(a) => remove(&a.profile, a.dir.as_deref()),
+        ScheduleCommand::Install(a) => {
+            check_dir(a.dir.as_deref(), false)?;
+            install(g, a)
+        }
+        ScheduleCommand::List(a) => {
+            check_dir(a.dir.as_deref(), true)?;
+            list(g, a.dir.as_deref())
+        }
+        ScheduleCommand::Remove(a) => {
+            check_dir(a.dir.as_deref(), true)?;
+            remove(&a.profile, a.dir.as_deref())
+        }
     }
 }
 
@@ -182,6 +191,25 @@ struct Installed {
     path: String,
 }
 
+/// The calendar expression a cron line names at its end, or else its five time fields.
+fn cron_schedule(line: &str) -> String {
+    match line.rsplit_once(schedule::CALENDAR_MARK) {
+        Some((_, cal)) => cal.replace("\\%", "%"),
+        None => line.split_whitespace().take(5).collect::<Vec<_>>().join(" "),
+    }
+}
+
+/// `--dir` must be a directory (for `list`, an existing one).
+fn check_dir(dir: Option<&Path>, must_exist: bool) -> Result<()> {
+    let Some(d) = dir else { return Ok(()) };
+    match std::fs::metadata(d) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => bail!("--dir {}: not a directory", d.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => Ok(()),
+        Err(e) => bail!("--dir {}: {e}", d.display()),
+    }
+}
+
 fn installed(dir: Option<&Path>) -> Vec<Installed> {
     let mut out = Vec::new();
     let dirs: Vec<(PathBuf, &'static str)> = match dir {
@@ -207,7 +235,7 @@ fn installed(dir: Option<&Path>) -> Vec<Installed> {
                 }),
                 _ if !rest.contains('.') => {
                     let line = text.lines().find(|l| !l.starts_with('#') && l.contains(" run ")).unwrap_or_default();
-                    Some((rest.to_string(), line.split_whitespace().take(5).collect::<Vec<_>>().join(" ")))
+                    Some((rest.to_string(), cron_schedule(line)))
                 }
                 _ => None,
             };
@@ -222,8 +250,7 @@ fn installed(dir: Option<&Path>) -> Vec<Installed> {
             let mut lines = text.lines();
             while let Some(l) = lines.next() {
                 if let Some(p) = l.strip_prefix("# coffer schedule: ") {
-                    let when =
-                        lines.next().unwrap_or_default().split_whitespace().take(5).collect::<Vec<_>>().join(" ");
+                    let when = cron_schedule(lines.next().unwrap_or_default());
                     out.push(Installed {
                         profile: p.to_string(),
                         kind: "cron",
@@ -245,6 +272,9 @@ fn list(g: &Global, dir: Option<&Path>) -> Result<ExitCode> {
         let mut out = std::io::stdout().lock();
         for i in &all {
             writeln!(out, "{:<16} {:<8} {:<24} {}", i.profile, i.kind, i.schedule, i.path)?;
+        }
+        if all.is_empty() {
+            eprintln!("no schedules installed");
         }
     }
     Ok(ExitCode::Ok)

@@ -2,8 +2,9 @@
 //! the run described in `COFFER_*` environment variables, its standard input closed, and its
 //! output captured line by line for the log.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+
+use super::child::{self, Line};
 
 /// How a hook ended.
 #[derive(Debug)]
@@ -19,43 +20,27 @@ impl HookResult {
     }
 }
 
-/// Runs `command` with `env` added; each line it prints (stdout and stderr) goes to `line`.
+/// Runs `command` with `env` added, in a process group of its own (a signal to the run
+/// reaches all of it); each line it prints (stdout and stderr) goes to `line`. A background
+/// process it leaves behind keeps running, and does not hold the run.
 pub fn run(command: &str, env: &[(String, String)], line: &mut dyn FnMut(&str)) -> HookResult {
-    let child = Command::new("sh")
-        .arg("-c")
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
         .arg(command)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
+        .stderr(Stdio::piped());
+    let c = match child::spawn(&mut cmd) {
         Ok(c) => c,
         Err(e) => return HookResult { code: None, error: Some(format!("cannot run sh: {e}")) },
     };
-    // stderr is read on a thread of its own, so neither pipe can fill up and stall the hook.
-    let err = child.stderr.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for l in BufReader::new(err).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
+    let ended = child::supervise(c, None, &mut |l| match l {
+        Line::Out(s) | Line::Err(s) => line(&s),
     });
-    if let Some(out) = child.stdout.take() {
-        for l in BufReader::new(out).lines().map_while(Result::ok) {
-            line(&l);
-            while let Ok(e) = rx.try_recv() {
-                line(&e);
-            }
-        }
-    }
-    let _ = reader.join();
-    for e in rx.try_iter() {
-        line(&e);
-    }
-    match child.wait() {
-        Ok(s) if s.success() => HookResult { code: Some(0), error: None },
-        Ok(s) => HookResult { code: s.code(), error: Some(format!("{s}")) },
+    match ended {
+        Ok(e) if e.status.success() => HookResult { code: Some(0), error: None },
+        Ok(e) => HookResult { code: e.status.code(), error: Some(format!("{}", e.status)) },
         Err(e) => HookResult { code: None, error: Some(e.to_string()) },
     }
 }
@@ -74,5 +59,15 @@ mod tests {
         lines.sort();
         assert_eq!(lines, ["err", "out nightly"]);
         assert!(run("true", &[], &mut |_| {}).ok());
+    }
+
+    #[test]
+    fn a_hook_leaving_a_background_process_does_not_block() {
+        let t = std::time::Instant::now();
+        let mut lines = Vec::new();
+        let r = run("sleep 20 & echo left", &[], &mut |l| lines.push(l.to_string()));
+        assert!(r.ok());
+        assert_eq!(lines, ["left"]);
+        assert!(t.elapsed() < std::time::Duration::from_secs(10));
     }
 }

@@ -82,19 +82,26 @@ pub fn cron_marker(profile: &str) -> String {
 }
 
 /// A cron line (with the user field for /etc/cron.d when `user` is given). Cron has no
-/// randomized delay or catch-up: the run happens at the given time, or not at all.
+/// catch-up: the run happens at the given time, or not at all. Its randomized delay is a
+/// `sleep` of a random number of seconds (`shuf`, coreutils) before the run. The line ends
+/// in a shell comment naming the calendar expression, for `schedule list`.
 pub fn cron_entry(j: &Job, user: Option<&str>) -> Result<String, String> {
     let when = cron_time(&j.calendar)?;
     let who = user.map(|u| format!("{u} ")).unwrap_or_default();
     let sh = |w: &str| format!("'{}'", w.replace('\'', "'\\''").replace('%', "\\%"));
+    let delay = if j.delay_s > 0 { format!("sleep $(shuf -i 0-{} -n 1); ", j.delay_s) } else { String::new() };
     Ok(format!(
-        "{}\n{when} {who}{} --config {} run {}\n",
+        "{}\n{when} {who}{delay}{} --config {} run {} {CALENDAR_MARK}{}\n",
         cron_marker(&j.profile),
         sh(&j.exe),
         sh(&j.config),
-        j.profile
+        j.profile,
+        j.calendar.trim().replace('%', "\\%"),
     ))
 }
+
+/// What precedes the calendar expression at the end of a cron line.
+pub const CALENDAR_MARK: &str = "# on: ";
 
 /// The OnCalendar forms cron can express: `hourly`, `daily`, `weekly`, `monthly`,
 /// `[DOW[,DOW...]] *-*-* HH:MM[:00]` (and `HH:MM` alone).
@@ -170,6 +177,14 @@ mod tests {
         assert!(timer(&j)
             .contains("OnCalendar=daily\nPersistent=true\nRandomizedDelaySec=900\nUnit=coffer-nightly.service"));
         let c = cron_entry(&j, Some("root")).unwrap();
-        assert!(c.ends_with("0 0 * * * root '/usr/bin/coffer' --config '/etc/my coffer.toml' run nightly\n"), "{c}");
+        assert!(
+            c.ends_with("0 0 * * * root sleep $(shuf -i 0-900 -n 1); '/usr/bin/coffer' --config '/etc/my coffer.toml' run nightly # on: daily\n"),
+            "{c}"
+        );
+        let c = cron_entry(&Job { delay_s: 0, ..j }, None).unwrap();
+        assert!(
+            c.ends_with("0 0 * * * '/usr/bin/coffer' --config '/etc/my coffer.toml' run nightly # on: daily\n"),
+            "{c}"
+        );
     }
 }

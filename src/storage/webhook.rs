@@ -20,18 +20,39 @@ pub struct Delivery {
     pub error: Option<String>,
 }
 
-/// Sends `body` (JSON) to `url` by POST, up to `attempts` times.
+/// A URL for messages and logs: without its `user:password@` and its query (either can hold
+/// a token).
+pub fn shown(url: &str) -> String {
+    match url.parse::<http::Uri>() {
+        Ok(u) => {
+            let host = u.authority().map(|a| a.as_str().rsplit_once('@').map_or(a.as_str(), |(_, h)| h)).unwrap_or("");
+            format!("{}://{host}{}", u.scheme_str().unwrap_or("?"), u.path())
+        }
+        Err(_) => "(not a URL)".into(),
+    }
+}
+
+/// Sends `body` (JSON) to `url` by POST, up to `attempts` times. The error never holds the
+/// URL's credentials.
 pub fn post_json(url: &str, body: Vec<u8>, timeout: Duration, attempts: u32) -> Delivery {
+    let mut d = post(url, body, timeout, attempts);
+    if let Some(user) = url
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.authority().and_then(|a| a.as_str().rsplit_once('@').map(|(user, _)| user.to_string())))
+    {
+        d.error = d.error.map(|e| e.replace(&format!("{user}@"), "***@"));
+    }
+    d
+}
+
+fn post(url: &str, body: Vec<u8>, timeout: Duration, attempts: u32) -> Delivery {
     let uri: http::Uri = match url.parse() {
         Ok(u) => u,
-        Err(e) => return Delivery { attempts: 0, status: None, error: Some(format!("{url:?}: not a URL ({e})")) },
+        Err(e) => return Delivery { attempts: 0, status: None, error: Some(format!("not a URL ({e})")) },
     };
     if !matches!(uri.scheme_str(), Some("http" | "https")) {
-        return Delivery {
-            attempts: 0,
-            status: None,
-            error: Some(format!("{url:?}: give an http:// or https:// URL")),
-        };
+        return Delivery { attempts: 0, status: None, error: Some("give an http:// or https:// URL".into()) };
     }
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -79,4 +100,18 @@ pub fn post_json(url: &str, body: Vec<u8>, timeout: Duration, attempts: u32) -> 
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shown_urls_hold_no_secrets() {
+        assert_eq!(shown("https://user:pw@hooks.example:8443/a/b?token=x"), "https://hooks.example:8443/a/b");
+        assert_eq!(shown("http://127.0.0.1:9/"), "http://127.0.0.1:9/");
+        let d = post_json("http://user:secret@127.0.0.1:9/x", b"{}".to_vec(), Duration::from_millis(300), 1);
+        let e = d.error.expect("nothing listens on port 9");
+        assert!(!e.contains("secret"), "{e}");
+    }
 }

@@ -298,6 +298,23 @@ fn profile_files_are_checked_before_anything_runs() {
     let r = coffer(&env, &config, &["profiles"]);
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("readable by every user"), "{}", r.stderr);
+    // Values are checked when the file is loaded, each naming its line.
+    for (bad, key) in [
+        ("[profiles.a.retention]\nkeep-last = 1\ngroup-by = \"hots\"\n", "group-by"),
+        ("[profiles.a.drill]\nrto = \"soon\"\n", "rto"),
+        ("[profiles.a.drill]\nsample = \"500%\"\n", "sample"),
+        ("schedule = \"daily\\nExecStart=/bin/evil\"\n", "schedule"),
+        ("log-max-size = \"big\"\n", "log-max-size"),
+        ("time = \"yesterday-ish\"\n", "time"),
+        ("stdin-filename = \"../etc/passwd\"\n", "stdin-filename"),
+    ] {
+        let (top, table) = if bad.starts_with('[') { ("", bad) } else { (bad, "") };
+        std::fs::write(&config, format!("[profiles.a]\npaths = [\"/etc\"]\n{top}{table}")).unwrap();
+        std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let r = coffer(&env, &config, &["profiles"]);
+        assert_eq!(r.code, 1, "{bad}: {}", r.stderr);
+        assert!(r.stderr.contains("coffer.toml:") && r.stderr.contains(key), "{bad}: {}", r.stderr);
+    }
     let mut c = env.cmd(&["profiles"]);
     c.env("XDG_CONFIG_HOME", env.path("nothing")).env("HOME", env.path("nothing")).env_remove("COFFER_CONFIG");
     if !Path::new("/etc/coffer/coffer.toml").exists() {
@@ -365,7 +382,14 @@ fn schedules_are_systemd_units_or_cron_entries() {
         coffer(&env, &config, &["schedule", "install", "nightly", "--cron", "--dir", c, "--on", "Mon,Thu *-*-* 04:15"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let entry = std::fs::read_to_string(cron.join("coffer-nightly")).unwrap();
-    assert!(entry.contains("15 4 * * 1,4 "), "{entry}");
+    assert!(entry.contains("15 4 * * 1,4 ") && entry.contains(" sleep $(shuf -i 0-900 -n 1); '"), "{entry}");
+    let cron_listed = coffer(&env, &config, &["schedule", "list", "--dir", c, "--json"]).json();
+    assert_eq!(cron_listed[0]["schedule"], "Mon,Thu *-*-* 04:15", "{cron_listed}");
+    let missing = env.path("no-such-dir");
+    let r = coffer(&env, &config, &["schedule", "list", "--dir", missing.to_str().unwrap()]);
+    assert!(r.code != 0 && r.stderr.contains("no-such-dir"), "{}", r.stderr);
+    let r = coffer(&env, &config, &["schedule", "install", "nightly", "--dir", config.to_str().unwrap()]);
+    assert!(r.code != 0 && r.stderr.contains("not a directory"), "{}", r.stderr);
     let listed = coffer(&env, &config, &["schedule", "list", "--dir", u, "--json"]).json();
     assert_eq!(listed[0]["profile"], "nightly");
     assert_eq!(listed[0]["kind"], "systemd");
@@ -541,4 +565,99 @@ fn a_plain_backup_writes_metrics_and_notifies_failures_too() {
     assert_eq!(metric(&m, "coffer_run_failures_total", "profile"), 1.0);
     let r = env.run(&["snapshots", "--metrics-file", p]);
     assert!(r.code != 0 && r.stderr.contains("apply to `backup` and `run` only"), "{}", r.stderr);
+    // Another repository is another series, with counters of its own.
+    let repo1 = format!("repository=\"{}\"", env.repo.display());
+    assert_eq!(metric(&m, "coffer_runs_total", &repo1), 2.0);
+    let repo2 = env.path("repo2");
+    let (r2, prom2) = (repo2.to_str().unwrap(), env.path("b2.prom"));
+    env.ok(&["-r", r2, "init"]);
+    env.ok(&["-r", r2, "backup", "--metrics-file", prom2.to_str().unwrap(), s]);
+    let m2 = std::fs::read_to_string(&prom2).unwrap();
+    assert_eq!(metric(&m2, "coffer_runs_total", &format!("repository=\"{r2}\"")), 1.0);
+    assert_eq!(metric(&m2, "coffer_run_failures_total", "profile"), 0.0);
+}
+
+/// Whether a process is alive (not gone, not a zombie).
+fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+        .is_ok_and(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+}
+
+#[test]
+fn a_signal_reaches_the_backup_program_and_hooks_and_background_processes_do_not_hold_runs() {
+    let env = Env::new();
+    let pidfile = env.path("program.pid");
+    let bg = env.path("bg.pid");
+    let log = env.path("hooks.log");
+    // The program prints its pid and waits; the before hook leaves a process behind that
+    // holds the hook's output pipes.
+    let text = format!(
+        "[profiles.s]\nrepo = \"{}\"\nstdin-from-command = [\"sh\", \"-c\", \"echo $$ > {pf}; sleep 60; echo end\"]\n\
+         [profiles.s.hooks]\nbefore = \"sleep 60 & echo $! > {bg}\"\nfinally = \"echo finally >> {l}\"\n",
+        env.repo.display(),
+        pf = pidfile.display(),
+        bg = bg.display(),
+        l = log.display()
+    );
+    let config = profile_file(&env, &text);
+    let mut c = env.cmd(&["--config", config.to_str().unwrap(), "run", "s"]);
+    c.env_remove("COFFER_REPO").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    let started = std::time::Instant::now();
+    let child = c.spawn().unwrap();
+    while !pidfile.exists() || std::fs::read_to_string(&pidfile).unwrap().trim().is_empty() {
+        assert!(started.elapsed().as_secs() < 20, "the program never started (the before hook held the run?)");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let program = std::fs::read_to_string(&pidfile).unwrap();
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(started.elapsed().as_secs() < 30, "the run waited for its children: {:?}", started.elapsed());
+    assert!(std::fs::read_to_string(&log).unwrap().contains("finally"));
+    let t = std::time::Instant::now();
+    while alive(&program) && t.elapsed().as_secs() < 5 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!alive(&program), "the --stdin-from-command program outlived the signal");
+    // What the hook left in the background is the hook's business: it is still running.
+    let bg = std::fs::read_to_string(&bg).unwrap();
+    assert!(alive(&bg));
+    let _ = std::process::Command::new("kill").arg(bg.trim()).status();
+}
+
+#[test]
+fn a_failing_after_hook_runs_the_failure_hooks() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_simple_tree(&src);
+    let log = env.path("hooks.log");
+    let text = format!(
+        "[profiles.a]\nrepo = \"{}\"\npaths = [\"{}\"]\n[profiles.a.hooks]\nafter = \"exit 7\"\n\
+         on-failure = \"echo failure $COFFER_EXIT_CODE >> {l}\"\n",
+        env.repo.display(),
+        src.display(),
+        l = log.display()
+    );
+    let config = profile_file(&env, &text);
+    let r = coffer(&env, &config, &["run", "a", "--json"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(&log).unwrap().trim(), "failure 1");
+}
+
+#[test]
+fn a_json_backup_stopped_by_a_signal_ends_with_the_error_document() {
+    let env = Env::new();
+    let mut c = env.cmd(&["backup", "--json", "--stdin-from-command", "--", "sleep", "60"]);
+    c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let child = c.spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let doc: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
+    assert_eq!(doc["exit_code"], 130);
+    assert_eq!(doc["error"], "interrupted");
 }
