@@ -367,7 +367,7 @@ pub fn run(
 ) -> Result<BackupResult, BackupError> {
     let started = crate::clock::now();
     let watch = crate::clock::stopwatch();
-    let roots = walk::normalize_roots(&opts.paths)?;
+    let (roots, missing) = walk::normalize_roots(&opts.paths)?;
     let prep = prepare(&repo, &opts, &roots, progress.as_ref())?;
     let index = prep.index.clone();
     // A parent whose trees cannot be read (a prune moved them while this backup started)
@@ -403,6 +403,9 @@ pub fn run(
             .collect(),
         opts: opts.clone(),
     });
+    for e in missing {
+        ctx.warn(format!("{e}: left out of the backup"));
+    }
 
     let (dir_tx, dir_rx) = bounded::<DirJob>(1024);
     let readers: Vec<_> = (0..threads)

@@ -23,41 +23,54 @@ use crate::source;
 
 /// Makes the roots absolute and lexically clean, resolves symlinks in their parent
 /// directories (not in the last component), checks they exist, and drops roots nested in
-/// other roots. Sorted.
-pub(super) fn normalize_roots(paths: &[PathBuf]) -> Result<Vec<Vec<u8>>, BackupError> {
+/// other roots. Sorted. A root that cannot be read is left out with its error in the second
+/// list (as restic, the backup goes on with the others and ends partial); when none can be,
+/// that is the error.
+pub(super) fn normalize_roots(paths: &[PathBuf]) -> Result<(Vec<Vec<u8>>, Vec<BackupError>), BackupError> {
     if paths.is_empty() {
         return Err(BackupError::Invalid("nothing to back up: give at least one path".into()));
     }
     let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut missing = Vec::new();
     for p in paths {
-        let abs =
-            std::path::absolute(p).map_err(|e| BackupError::Source { path: p.display().to_string(), source: e })?;
-        let mut clean = PathBuf::from("/");
-        for c in abs.components() {
-            match c {
-                Component::Normal(n) => clean.push(n),
-                Component::ParentDir => {
-                    clean.pop();
-                }
-                _ => {}
-            }
+        match normalize_root(p) {
+            Ok(r) => out.push(r),
+            Err(e) => missing.push(e),
         }
-        let resolved = match (clean.parent(), clean.file_name()) {
-            (Some(parent), Some(name)) => parent
-                .canonicalize()
-                .map_err(|e| BackupError::Source { path: clean.display().to_string(), source: e })?
-                .join(name),
-            _ => clean,
-        };
-        std::fs::symlink_metadata(&resolved)
-            .map_err(|e| BackupError::Source { path: resolved.display().to_string(), source: e })?;
-        out.push(resolved.as_os_str().as_bytes().to_vec());
+    }
+    if out.is_empty() {
+        return Err(missing.remove(0));
     }
     out.sort();
     out.dedup();
     let all = out.clone();
     out.retain(|p| !all.iter().any(|q| q != p && is_below(p, q)));
-    Ok(out)
+    Ok((out, missing))
+}
+
+/// One root, absolute and clean, its parent's symlinks resolved; it must exist.
+fn normalize_root(p: &std::path::Path) -> Result<Vec<u8>, BackupError> {
+    let abs = std::path::absolute(p).map_err(|e| BackupError::Source { path: p.display().to_string(), source: e })?;
+    let mut clean = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            Component::Normal(n) => clean.push(n),
+            Component::ParentDir => {
+                clean.pop();
+            }
+            _ => {}
+        }
+    }
+    let resolved = match (clean.parent(), clean.file_name()) {
+        (Some(parent), Some(name)) => parent
+            .canonicalize()
+            .map_err(|e| BackupError::Source { path: clean.display().to_string(), source: e })?
+            .join(name),
+        _ => clean,
+    };
+    std::fs::symlink_metadata(&resolved)
+        .map_err(|e| BackupError::Source { path: resolved.display().to_string(), source: e })?;
+    Ok(resolved.as_os_str().as_bytes().to_vec())
 }
 
 /// Whether path `p` is strictly below directory `q`.
@@ -532,7 +545,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let a = d.path().join("a");
         std::fs::create_dir_all(a.join("b")).unwrap();
-        let r = normalize_roots(&[a.join("b"), a.clone(), a.join("./b/../b")]).unwrap();
+        let (r, missing) = normalize_roots(&[a.join("b"), a.clone(), a.join("./b/../b"), a.join("nope")]).unwrap();
+        assert_eq!(missing.len(), 1);
+        assert!(normalize_roots(&[a.join("nope")]).is_err());
         assert_eq!(r.len(), 1);
         assert!(r[0].ends_with(b"/a"));
         assert!(is_below(b"/a/b", b"/a"));

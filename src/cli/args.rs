@@ -82,7 +82,7 @@ pub struct Global {
     /// Machine-readable JSON on stdout (NDJSON for long listings)
     #[arg(long, global = true)]
     pub json: bool,
-    /// No progress display
+    /// Print nothing but warnings and errors (no progress, no summary)
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
     /// List each file backed up with its status (new, modified); -vv unchanged ones too
@@ -179,6 +179,8 @@ pub enum Command {
         #[command(subcommand)]
         command: ScheduleCommand,
     },
+    /// Print the version, the repository format it writes and what this build can do
+    Version,
     /// Write man pages or print shell completions (from the same definitions as the command line)
     Generate {
         #[command(subcommand)]

@@ -88,9 +88,8 @@ fn options(g: &Global, a: &BackupArgs, repo: &Repository) -> Result<BackupOption
         ),
         None => None,
     };
-    let exact = Patterns::gather(&a.excludes, &a.exclude_files).map_err(|e| anyhow!("bad exclude pattern: {e}"))?;
-    let insensitive =
-        Patterns::gather(&a.iexcludes, &a.iexclude_files).map_err(|e| anyhow!("bad iexclude pattern: {e}"))?;
+    let exact = Patterns::gather(&a.excludes, &a.exclude_files).map_err(|e| anyhow!("--exclude-file {e}"))?;
+    let insensitive = Patterns::gather(&a.iexcludes, &a.iexclude_files).map_err(|e| anyhow!("--iexclude-file {e}"))?;
     let excludes = Patterns::with_insensitive(&exact, &insensitive).map_err(|e| anyhow!("bad exclude pattern: {e}"))?;
     let exclude_if_present: Vec<TagFile> = a.exclude_if_present.clone();
     let exclude_larger_than = a.exclude_larger_than;
@@ -153,7 +152,7 @@ pub fn backup(g: &Global, a: BackupArgs) -> Result<ExitCode> {
     // --metrics-file and --notify report failures too: those matter most.
     let (code, summary, error) = match &result {
         Ok((code, summary)) => (*code as i32, summary.clone(), None),
-        Err(e) => (super::exit_code_for(e) as i32, serde_json::Value::Null, Some(format!("{e:#}"))),
+        Err(e) => (super::exit_code_for(e) as i32, serde_json::Value::Null, Some(super::error_text(e))),
     };
     super::outputs::after_backup(g, repo_for_metrics.as_deref(), summary, code, error, started_ns)?;
     result.map(|(code, _)| code)
@@ -216,7 +215,7 @@ fn report(g: &Global, res: &BackupResult) -> Result<(ExitCode, serde_json::Value
     });
     if g.json {
         print_json(&doc)?;
-    } else {
+    } else if !g.quiet {
         eprintln!(
             "files: {} new, {} changed, {} unmodified; dirs: {} new, {} changed, {} unmodified",
             s.files_new, s.files_changed, s.files_unmodified, s.dirs_new, s.dirs_changed, s.dirs_unmodified
@@ -230,14 +229,14 @@ fn report(g: &Global, res: &BackupResult) -> Result<(ExitCode, serde_json::Value
             s.duration_ns as f64 / 1e9
         );
         match &id {
-            Some(id) => println!("{id}"),
+            Some(id) => outln!("{id}"),
             None => eprintln!("dry run: nothing was written"),
         }
     }
     if s.partial {
         eprintln!(
-            "warning: {} files could not be read or changed while reading; the snapshot is marked partial",
-            s.errors
+            "warning: {} (files or paths unreadable, or changed while read); the snapshot is marked partial",
+            super::counted(s.errors, "error")
         );
         return Ok((ExitCode::Partial, doc));
     }

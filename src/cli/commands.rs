@@ -58,11 +58,68 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Metrics => super::outputs::metrics_cmd(&g),
         Command::Schedule { command } => super::schedule::schedule(&g, command),
         Command::Generate { command } => super::schedule::generate(command),
+        Command::Version => version(&g),
     }
+}
+
+/// Why `loc` is another tool's spelling of a repository, with Coffer's. A location that
+/// looks like a URL never becomes a local directory (`s3:bkt/host1` would otherwise create
+/// `./s3:bkt`); a local path that really starts so is given as `./s3:...`.
+fn foreign_location(loc: &str) -> Option<String> {
+    let (scheme, rest) = loc.split_once(':')?;
+    if rest.starts_with("//") {
+        return None;
+    }
+    if scheme == "s3" {
+        let (endpoint, rest) = match rest.split_once("://") {
+            Some((proto, r)) => {
+                let (host, path) = r.split_once('/').unwrap_or((r, ""));
+                (Some(format!("{proto}://{host}")), path)
+            }
+            None => match rest.split_once('/') {
+                Some((host, path)) if host.contains('.') => (Some(format!("https://{host}")), path),
+                _ => (None, rest),
+            },
+        };
+        let endpoint = endpoint.map(|e| format!(" --s3-endpoint {e}")).unwrap_or_default();
+        return Some(format!(
+            "{loc:?} is restic's spelling of an S3 location: Coffer's is --repo s3://{}{endpoint}",
+            rest.trim_matches('/')
+        ));
+    }
+    ["b2", "azure", "gs", "sftp", "rest", "rclone", "swift"].contains(&scheme).then(|| {
+        format!("{loc:?}: Coffer has no {scheme} backend; repositories are local paths (or NAS mounts) and s3://bucket/prefix (a local path starting so: ./{loc})")
+    })
+}
+
+/// `coffer version [--json]`.
+fn version(g: &Global) -> Result<ExitCode> {
+    use crate::format::config::{OLDEST_VERSION, VERSION};
+    let target = format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS);
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let features = ["local", "s3", "object-lock", "catalog", "drill", "governance", "profiles", "schedules", "metrics"];
+    if g.json {
+        print_json(&json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "format_version": VERSION,
+            "oldest_format_version": OLDEST_VERSION,
+            "features": features,
+            "build": { "target": target, "profile": profile },
+        }))?;
+    } else {
+        outln!(
+            "coffer {} (repository format {VERSION}, reads {OLDEST_VERSION} to {VERSION}; {target}, {profile} build)",
+            env!("CARGO_PKG_VERSION")
+        );
+    }
+    Ok(ExitCode::Ok)
 }
 
 fn store(g: &Global, create: bool) -> Result<Store> {
     let loc = g.repo.as_deref().ok_or_else(|| anyhow!("no repository given: use --repo or set COFFER_REPO"))?;
+    if let Some(why) = foreign_location(loc) {
+        bail!("{why}");
+    }
     if loc.starts_with("s3://") {
         let opts = crate::storage::S3Options {
             endpoint: g.s3_endpoint.clone(),
@@ -340,28 +397,47 @@ fn snapshots(g: &Global, a: SnapshotsArgs) -> Result<ExitCode> {
         return Ok(ExitCode::Ok);
     }
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{:<8}  {:<25}  {:<16}  {:<16}  paths", "id", "time", "host", "tags")?;
-    for (id, s) in &all {
-        let paths: Vec<_> = s.paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
-        let t = time_of(s).strftime("%Y-%m-%d %H:%M:%S %:z").to_string();
-        let partial = if s.summary.partial { " (partial)" } else { "" };
+    // Columns as wide as their widest value (restic's table), so long host names and tag
+    // lists keep the columns straight.
+    let rows: Vec<[String; 5]> = all
+        .iter()
+        .map(|(id, s)| {
+            let paths: Vec<_> = s.paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+            let partial = if s.summary.partial { " (partial)" } else { "" };
+            [
+                id.short(),
+                time_of(s).strftime("%Y-%m-%d %H:%M:%S %:z").to_string(),
+                s.host.clone(),
+                s.tags.join(","),
+                format!("{}{partial}", paths.join(" ")),
+            ]
+        })
+        .collect();
+    let header = ["id", "time", "host", "tags", "paths"].map(String::from);
+    let width = |c: usize| rows.iter().chain([&header]).map(|r| r[c].chars().count()).max().unwrap_or(0);
+    let w = [width(0), width(1), width(2), width(3)];
+    for r in std::iter::once(&header).chain(&rows) {
         writeln!(
             out,
-            "{:<8}  {:<25}  {:<16}  {:<16}  {}{partial}",
-            id.short(),
-            t,
-            s.host,
-            s.tags.join(","),
-            paths.join(" ")
+            "{:<a$}  {:<b$}  {:<c$}  {:<d$}  {}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            a = w[0],
+            b = w[1],
+            c = w[2],
+            d = w[3]
         )?;
     }
     for d in &damaged {
         writeln!(out, "{:<8}  DAMAGED: {}", d.id.short(), d.reason)?;
     }
     if damaged.is_empty() {
-        writeln!(out, "{} snapshots", all.len())?;
+        writeln!(out, "{}", super::counted(all.len() as u64, "snapshot"))?;
     } else {
-        writeln!(out, "{} snapshots, {} damaged", all.len(), damaged.len())?;
+        writeln!(out, "{}, {} damaged", super::counted(all.len() as u64, "snapshot"), damaged.len())?;
     }
     Ok(ExitCode::Ok)
 }
@@ -411,9 +487,8 @@ fn ls(g: &Global, a: LsArgs) -> Result<ExitCode> {
                 .unwrap_or_default();
             writeln!(
                 out,
-                "{:<8} {:o} {:>8} {:>8} {:>12} {t} {}",
-                n.kind.as_str(),
-                n.mode,
+                "{} {:>8} {:>8} {:>12} {t} {}",
+                mode_string(n.kind, n.mode),
                 String::from_utf8_lossy(&n.user),
                 String::from_utf8_lossy(&n.group),
                 n.size,
@@ -428,28 +503,56 @@ fn ls(g: &Global, a: LsArgs) -> Result<ExitCode> {
     if start_path != b"/" {
         emit(&start_path, &start)?;
     }
-    if start.kind == NodeKind::Dir {
-        let mut stack = vec![(start_path.clone(), start.subtree, 0usize)];
-        while let Some((path, tree, depth)) = stack.pop() {
-            let Some(t) = tree else { continue };
-            let nodes = repo.load_tree(&index, &BlobId(t))?;
-            let mut subdirs = Vec::new();
-            for n in &nodes {
-                let mut p = path.clone();
-                if !p.ends_with(b"/") {
-                    p.push(b'/');
-                }
-                p.extend_from_slice(&n.name);
-                emit(&p, n)?;
-                if n.kind == NodeKind::Dir && !a.no_recursive {
-                    subdirs.push((p, n.subtree, depth + 1));
-                }
-            }
-            stack.extend(subdirs.into_iter().rev());
+    // Depth first, as `find` and restic's ls: a directory is followed by its contents before
+    // its next sibling. The stack holds the open directories' remaining entries.
+    let mut stack: Vec<(Vec<u8>, std::vec::IntoIter<Node>)> = Vec::new();
+    if let (NodeKind::Dir, Some(t)) = (start.kind, start.subtree) {
+        stack.push((start_path.clone(), repo.load_tree(&index, &BlobId(t))?.into_iter()));
+    }
+    while let Some((path, entries)) = stack.last_mut() {
+        let Some(n) = entries.next() else {
+            stack.pop();
+            continue;
+        };
+        let mut p = path.clone();
+        if !p.ends_with(b"/") {
+            p.push(b'/');
+        }
+        p.extend_from_slice(&n.name);
+        emit(&p, &n)?;
+        if let (NodeKind::Dir, Some(t), false) = (n.kind, n.subtree, a.no_recursive) {
+            stack.push((p, repo.load_tree(&index, &BlobId(t))?.into_iter()));
         }
     }
     out.flush()?;
     Ok(ExitCode::Ok)
+}
+
+/// `ls -l`'s mode column: the type and the permission bits as `ls` shows them
+/// (`drwxr-xr-x`, `-rwsr-xr-x`, `lrwxrwxrwx`), always ten characters.
+fn mode_string(kind: NodeKind, mode: u32) -> String {
+    let t = match kind {
+        NodeKind::File => '-',
+        NodeKind::Dir => 'd',
+        NodeKind::Symlink => 'l',
+        NodeKind::Fifo => 'p',
+        NodeKind::CharDevice => 'c',
+        NodeKind::BlockDevice => 'b',
+        NodeKind::Socket => 's',
+    };
+    let mut s = String::from(t);
+    for (i, special, set, unset) in [(6, 0o4000, 's', 'S'), (3, 0o2000, 's', 'S'), (0, 0o1000, 't', 'T')] {
+        let bits = (mode >> i) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(match (bits & 1 != 0, mode & special != 0) {
+            (true, true) => set,
+            (false, true) => unset,
+            (true, false) => 'x',
+            (false, false) => '-',
+        });
+    }
+    s
 }
 
 /// A reader's lock, so that a prune deletes no pack under a long read. Where it cannot be
@@ -530,7 +633,7 @@ fn restore(g: &Global, a: RestoreArgs) -> Result<ExitCode> {
             "errors": sum.errors,
             "damage_recorded": sum.damage_recorded,
         }))?;
-    } else {
+    } else if !g.quiet {
         eprintln!(
             "restored {} files, {} dirs, {} other, {} in {secs:.2}s to {}",
             sum.files_restored,
@@ -584,10 +687,12 @@ fn check(g: &Global, a: CheckArgs) -> Result<ExitCode> {
         for e in &r.errors {
             eprintln!("damaged: {e}");
         }
-        eprintln!(
-            "checked {} snapshots, {} trees, {} index files, {} packs ({} read, {} blobs verified)",
-            r.snapshots, r.trees, r.index_files, r.packs, r.packs_read, r.blobs_read
-        );
+        if !g.quiet {
+            eprintln!(
+                "checked {} snapshots, {} trees, {} index files, {} packs ({} read, {} blobs verified)",
+                r.snapshots, r.trees, r.index_files, r.packs, r.packs_read, r.blobs_read
+            );
+        }
         print_damage_recorded(r.damage_recorded, r.record_error.as_deref());
         for u in &r.unchecked {
             eprintln!("could not check: {u}");
@@ -625,7 +730,7 @@ fn check(g: &Global, a: CheckArgs) -> Result<ExitCode> {
         }
         if !r.unchecked.is_empty() {
             eprintln!("{} packs could not be checked (listed above): the check is incomplete", r.unchecked.len());
-        } else if r.errors.is_empty() {
+        } else if r.errors.is_empty() && !g.quiet {
             eprintln!("no errors were found");
         }
         if !r.errors.is_empty() {
@@ -669,7 +774,7 @@ fn copy(g: &Global, a: CopyArgs) -> Result<ExitCode> {
     let r = crate::copy::copy(&src, Arc::new(dst), &snaps, uploaders)?;
     if g.json {
         print_json(&r)?;
-    } else {
+    } else if !g.quiet {
         for (s, d) in &r.copied {
             eprintln!("copied snapshot {} as {}", &s[..8], &d[..8]);
         }
@@ -695,7 +800,7 @@ fn key(g: &Global, cmd: KeyCommand) -> Result<ExitCode> {
             } else {
                 for k in keys {
                     let cur = if k.current { "*" } else { " " };
-                    println!("{cur}{}  {}  {}@{}", &k.id[..8], k.created, k.username, k.host);
+                    outln!("{cur}{}  {}  {}@{}", &k.id[..8], k.created, k.username, k.host);
                 }
             }
         }
@@ -707,7 +812,7 @@ fn key(g: &Global, cmd: KeyCommand) -> Result<ExitCode> {
                 if g.json {
                     print_json(&json!({ "id": id.to_hex() }))?;
                 } else {
-                    println!("{id}");
+                    outln!("{id}");
                     eprintln!("added key {}", id.short());
                 }
                 Ok(ExitCode::Ok)

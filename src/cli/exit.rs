@@ -22,6 +22,8 @@ pub enum ExitCode {
     /// Refused: a snapshot it would remove is under a legal hold or the minimum retention.
     Protected = 13,
     Interrupted = 130,
+    /// Standard output was closed by its reader (`coffer ls | head`): quietly, as SIGPIPE.
+    BrokenPipe = 141,
 }
 
 fn repo_code(e: &RepoError) -> ExitCode {

@@ -37,7 +37,7 @@ pub fn audited(repo: &Repository, command: &str, f: impl FnOnce(&mut Note) -> Re
     let result = f(&mut note);
     let (exit_code, outcome) = match &result {
         Ok(code) => (*code as i32, note.outcome.take().unwrap_or(Value::Null)),
-        Err(e) => (exit_code_for(e) as i32, json!({ "error": format!("{e:#}") })),
+        Err(e) => (exit_code_for(e) as i32, json!({ "error": super::error_text(e) })),
     };
     let record = Record {
         command: command.to_string(),
@@ -281,10 +281,10 @@ fn show_policy(g: &Global, gov: &Governance) -> Result<()> {
         return print_json(&v.unwrap_or(Value::Null));
     }
     let Some(p) = cur else {
-        println!("no policy is stored (`coffer policy set` stores one)");
+        outln!("no policy is stored (`coffer policy set` stores one)");
         return Ok(());
     };
-    println!(
+    outln!(
         "policy {} (version {}, set {} by {}@{})",
         p.id.short(),
         gov.max_seq(),
@@ -307,10 +307,10 @@ fn show_policy(g: &Global, gov: &Governance) -> Result<()> {
         if let Some(s) = r.rpo_s {
             parts.push(format!("RPO {}", crate::drill::report::human_secs(s as f64)));
         }
-        println!("  {}: {}", governance::scope_name(r), parts.join("; "));
+        outln!("  {}: {}", governance::scope_name(r), parts.join("; "));
     }
     if p.value.rules.is_empty() {
-        println!("  (no rules)");
+        outln!("  (no rules)");
     }
     Ok(())
 }
@@ -347,7 +347,7 @@ pub fn hold(g: &Global, cmd: HoldCommand) -> Result<ExitCode> {
             if g.json {
                 print_json(&json!({ "id": id.to_hex(), "snapshots": snaps, "reason": a.reason }))?;
             } else {
-                println!("{id}");
+                outln!("{id}");
                 if !g.quiet {
                     eprintln!("hold {} placed on {} snapshot(s)", id.short(), snaps.len());
                 }
@@ -460,7 +460,7 @@ fn list_holds(g: &Global, gov: &Governance, all: bool) -> Result<()> {
         } else {
             format!("released ({})", r["released"]["reason"].as_str().unwrap_or(""))
         };
-        println!(
+        outln!(
             "{}  {}  {}@{}  {}  snapshots {}: {}",
             &r["id"].as_str().unwrap()[..8],
             &r["stored"].as_str().unwrap()[..19.min(r["stored"].as_str().unwrap().len())],
@@ -498,7 +498,7 @@ pub fn audit_cmd(g: &Global, a: AuditArgs) -> Result<ExitCode> {
     for r in &rows {
         let stored = r["stored"].as_str().unwrap_or("");
         let outcome = if r["exit_code"] == 0 { "ok".to_string() } else { format!("exit {}", r["exit_code"]) };
-        println!(
+        outln!(
             "{:>5}  {}  {}@{}  {:<14}  {:<6}  {}",
             r["seq"].as_u64().map_or("?".into(), |s| s.to_string()),
             &stored[..19.min(stored.len())],
@@ -591,10 +591,10 @@ fn verify(g: &Global, repo: &Repository) -> Result<ExitCode> {
             } else {
                 String::new()
             };
-            println!("audit trail verified: {} entries, the chain is whole{forks}", v.entries);
+            outln!("audit trail verified: {} entries, the chain is whole{forks}", v.entries);
         } else {
             let first = &v.problems[0];
-            println!(
+            outln!(
                 "audit trail BROKEN: {} problem(s); the first: entry {} was {}",
                 v.problems.len(),
                 if first.entry.is_empty() { "(all)" } else { &first.entry[..8.min(first.entry.len())] },

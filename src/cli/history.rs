@@ -238,7 +238,7 @@ pub fn find(g: &Global, a: FindArgs) -> Result<ExitCode> {
     }
     out.flush()?;
     if !g.json {
-        eprintln!("{} matches ({:.0} ms)", hits.len(), watch.elapsed().as_secs_f64() * 1e3);
+        eprintln!("{} ({:.0} ms)", super::counted(hits.len() as u64, "match"), watch.elapsed().as_secs_f64() * 1e3);
     }
     Ok(ExitCode::Ok)
 }
@@ -305,7 +305,7 @@ pub fn versions(g: &Global, a: VersionsArgs) -> Result<ExitCode> {
     }
     out.flush()?;
     if !g.json {
-        eprintln!("{} versions ({ms:.0} ms)", vs.len());
+        eprintln!("{} ({ms:.0} ms)", super::counted(vs.len() as u64, "version"));
     }
     Ok(ExitCode::Ok)
 }

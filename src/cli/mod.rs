@@ -14,6 +14,23 @@ macro_rules! warn {
     }};
 }
 
+/// A line on stdout; a write error (a closed pipe above all) is returned, never a panic as
+/// with `println!`.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($t)*)?
+    }};
+}
+
+/// As [`outln!`], without the newline.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout(), $($t)*)?
+    }};
+}
+
 mod args;
 mod backup;
 mod commands;
@@ -32,7 +49,7 @@ mod rewrite;
 mod run;
 mod schedule;
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{CommandFactory, FromArgMatches};
@@ -58,7 +75,7 @@ pub fn main() -> i32 {
     if let Some(file) = &cli.global.log_file {
         let g = &cli.global;
         if let Err(e) = log::init(file, &g.log_level, g.log_format == "json", g.log_max_size.as_deref()) {
-            eprintln!("coffer: error: {e:#}");
+            eprintln!("coffer: error: {}", error_text(&e));
             return ExitCode::Error as i32;
         }
     }
@@ -74,13 +91,20 @@ pub fn main() -> i32 {
             tracing::info!(command = %command, exit_code = code as i32, duration_seconds = secs, "end");
             code as i32
         }
+        Err(err) if stdout_closed(&err) => {
+            // As `yes | head -1`: a closed pipe ends the command quietly, with the status of
+            // a process killed by SIGPIPE (so `set -o pipefail` still sees it).
+            tracing::info!(command = %command, duration_seconds = secs, "standard output closed");
+            ExitCode::BrokenPipe as i32
+        }
         Err(err) => {
             let code = exit_code_for(&err);
-            tracing::error!(command = %command, exit_code = code as i32, duration_seconds = secs, error = %format!("{err:#}"), "failed");
-            eprintln!("coffer: error: {err:#}");
+            let text = error_text(&err);
+            tracing::error!(command = %command, exit_code = code as i32, duration_seconds = secs, error = %text, "failed");
+            eprintln!("coffer: error: {text}");
             if json {
-                let doc = serde_json::json!({ "error": format!("{err:#}"), "exit_code": code as i32 });
-                println!("{doc}");
+                let doc = serde_json::json!({ "error": text, "exit_code": code as i32 });
+                let _ = writeln!(std::io::stdout(), "{doc}");
             }
             code as i32
         }
@@ -116,7 +140,7 @@ fn install_signal_handler() {
                     // println! takes stdout's lock and every document is written as whole
                     // lines, so this one starts on a line of its own.
                     let doc = serde_json::json!({ "error": "interrupted", "exit_code": ExitCode::Interrupted as i32 });
-                    println!("{doc}");
+                    let _ = writeln!(std::io::stdout(), "{doc}");
                 }
                 std::process::exit(ExitCode::Interrupted as i32);
             }
@@ -124,7 +148,88 @@ fn install_signal_handler() {
     }
 }
 
+/// `n` and the noun, singular for one: `1 snapshot`, `2 matches`, `0 entries`.
+pub(crate) fn counted(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        return format!("1 {noun}");
+    }
+    let many = if noun.ends_with("ch") || noun.ends_with('s') || noun.ends_with('x') {
+        format!("{noun}es")
+    } else if let Some(stem) = noun.strip_suffix('y').filter(|s| !s.ends_with(['a', 'e', 'o', 'u'])) {
+        format!("{stem}ies")
+    } else {
+        format!("{noun}s")
+    };
+    format!("{n} {many}")
+}
+
+/// An error and its causes on one line, each said once: a context that already quotes its
+/// cause (`reading x: No such file or directory (os error 2)`) is not followed by it again,
+/// nor is a cause that repeats an earlier one.
+pub(crate) fn error_text(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let t = cause.to_string();
+        let t = t.trim();
+        if t.is_empty() || out.contains(t) {
+            continue;
+        }
+        if !out.is_empty() && t.starts_with(out.as_str()) {
+            out = t.to_string();
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(t);
+    }
+    out
+}
+
+/// Whether `err` is a write to standard output that found the reading end closed: a
+/// broken pipe in its causes, and stdout a pipe without readers (a broken pipe from a
+/// network connection is a real error).
+fn stdout_closed(err: &anyhow::Error) -> bool {
+    let broken = err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>()
+                .is_some_and(|e| e.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
+    });
+    if !broken {
+        return false;
+    }
+    use rustix::event::{poll, PollFd, PollFlags};
+    use std::os::fd::AsFd;
+    let out = std::io::stdout();
+    let fd = out.as_fd();
+    let mut fds = [PollFd::new(&fd, PollFlags::OUT)];
+    let zero = rustix::time::Timespec { tv_sec: 0, tv_nsec: 0 };
+    poll(&mut fds, Some(&zero)).is_ok() && fds[0].revents().contains(PollFlags::ERR)
+}
+
 /// Whether to draw progress bars.
 fn stderr_is_tty() -> bool {
     std::io::stderr().is_terminal()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counted_nouns() {
+        assert_eq!(super::counted(1u64, "snapshot"), "1 snapshot");
+        assert_eq!(super::counted(2u64, "match"), "2 matches");
+        assert_eq!(super::counted(0u64, "entry"), "0 entries");
+        assert_eq!(super::counted(3u64, "key"), "3 keys");
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let shown = io.to_string();
+        let e = anyhow::Error::new(io).context(format!("/nonexistent: {shown}")).context("backup");
+        assert_eq!(super::error_text(&e), format!("backup: /nonexistent: {shown}"));
+        let e = anyhow::anyhow!("Permission denied").context("Generic error: Permission denied").context("reading x");
+        assert_eq!(super::error_text(&e), "reading x: Generic error: Permission denied");
+    }
 }

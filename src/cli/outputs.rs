@@ -332,7 +332,7 @@ pub fn metrics_cmd(g: &Global) -> Result<ExitCode> {
     if g.json {
         super::commands::print_json(&m)?;
     } else {
-        print!("{}", metrics::render(&metrics::repository_samples(&m, &[])));
+        out!("{}", metrics::render(&metrics::repository_samples(&m, &[])));
     }
     Ok(ExitCode::Ok)
 }

@@ -98,7 +98,12 @@ fn read(
         return Ok(Zeroizing::new(v));
     }
     if !std::io::stdin().is_terminal() && !std::io::stderr().is_terminal() {
-        bail!("no password given: set {env}, or use --password-file or --password-command");
+        let options = match env {
+            "COFFER_NEW_PASSWORD" => "--new-password-file",
+            "COFFER_PASSWORD2" => "--password-file2 or --password-command2",
+            _ => "--password-file or --password-command",
+        };
+        bail!("no password given: set {env}, or use {options}");
     }
     let p = Zeroizing::new(rpassword::prompt_password(prompt).context("reading the password from the terminal")?);
     if confirm {

@@ -129,7 +129,7 @@ fn snapshots(
                 eprintln!("  {}: {}", p.path, p.reason);
             }
         }
-        eprintln!("{} snapshots need a repair, {} are whole", plan.repairs.len(), plan.whole);
+        eprintln!("{} need a repair, {} whole", super::counted(plan.repairs.len() as u64, "snapshot"), plan.whole);
     }
     let Some(session) = session else {
         if g.json {

@@ -19,6 +19,7 @@ mod inputs;
 mod keys;
 mod limits;
 mod objectlock;
+mod polish;
 mod repair;
 mod restore;
 mod retention;

@@ -246,9 +246,11 @@ fn a_failing_before_hook_stops_the_run_and_failures_are_reported() {
     let m = std::fs::read_to_string(env.path("coffer.prom")).unwrap();
     assert_eq!(metric(&m, "coffer_run_exit_code", "nightly"), 1.0);
     assert_eq!(metric(&m, "coffer_run_failures_total", "nightly"), 1.0);
-    // A backup that fails (a missing path) skips retention, and the exit code is the backup's.
-    let text =
-        text.replace("before = \"exit 7; ", "before = \"").replace("paths = [\"", "paths = [\"/nonexistent/x\", \"");
+    // A backup that fails (its only path is missing) skips retention, and the exit code is the
+    // backup's.
+    let src = format!("paths = [\"{}\"]", env.path("src").display());
+    assert!(text.contains(&src));
+    let text = text.replace("before = \"exit 7; ", "before = \"").replace(&src, "paths = [\"/nonexistent/x\"]");
     let config = profile_file(&env, &text);
     let r = coffer(&env, &config, &["run", "nightly", "--json"]);
     assert_ne!(r.code, 0);

@@ -1,0 +1,165 @@
+//! The rough edges a new user coming from restic hits (issue 14): closed pipes, other
+//! tools' spellings, errors said once, partial backups of missing paths, `-q`, `version`,
+//! listings that line up.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+use crate::support::*;
+
+/// A tree of `n` small files in one directory.
+fn many_files(root: &Path, n: usize) {
+    std::fs::create_dir_all(root).unwrap();
+    for i in 0..n {
+        std::fs::write(root.join(format!("file-{i:05}")), format!("{i}\n")).unwrap();
+    }
+}
+
+#[test]
+fn a_closed_pipe_ends_listings_quietly() {
+    let env = Env::new();
+    let src = env.path("src");
+    many_files(&src, 4000);
+    env.backup(&[&src], &[]);
+    for args in
+        [&["ls", "--json", "latest"][..], &["ls", "latest"], &["find", "--json", "file-*"], &["snapshots", "--json"]]
+    {
+        let mut c = env.cmd(args);
+        c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        out.read_line(&mut first).unwrap();
+        assert!(!first.is_empty(), "{args:?} printed nothing");
+        drop(out);
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!err.contains("panicked") && !err.contains("error") && !err.contains("Broken pipe"), "{args:?}: {err}");
+        // snapshots --json is one short line: it may be written whole before the pipe closes.
+        if args[0] != "snapshots" {
+            assert_eq!(o.status.code(), Some(141), "{args:?}: {err}");
+        } else {
+            assert!(matches!(o.status.code(), Some(0 | 141)), "{args:?}: {err}");
+        }
+    }
+}
+
+#[test]
+fn other_tools_spellings_of_a_repository_are_refused_with_coffers() {
+    let env = Env::uninit();
+    for (loc, hint) in [
+        ("s3:bkt/host1", "s3://bkt/host1"),
+        ("s3:https://minio.example:9000/bkt/host1", "--s3-endpoint https://minio.example:9000"),
+        ("s3:s3.amazonaws.com/bkt/host1", "s3://bkt/host1 --s3-endpoint https://s3.amazonaws.com"),
+        ("b2:bucket:path", "no b2 backend"),
+        ("sftp:user@host:/srv/restic", "no sftp backend"),
+    ] {
+        let mut c = env.cmd(&["-r", loc, "init"]);
+        c.current_dir(env.dir.path());
+        let r = Env::run_cmd(c);
+        assert_ne!(r.code, 0, "{loc}");
+        assert!(r.stderr.contains(hint), "{loc}: {}", r.stderr);
+        let mut c = env.cmd(&["-r", loc, "snapshots"]);
+        c.current_dir(env.dir.path());
+        assert_ne!(Env::run_cmd(c).code, 0);
+    }
+    let left: Vec<_> = std::fs::read_dir(env.dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.iter().all(|n| !n.to_string_lossy().contains(':')), "a directory was created: {left:?}");
+}
+
+#[test]
+fn errors_are_said_once_and_missing_paths_make_a_partial_backup() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_simple_tree(&src);
+    let missing = env.path("nonexistent");
+    let r = env.run(&["backup", missing.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(r.stderr.matches("os error 2").count(), 1, "{}", r.stderr);
+    // Some paths missing: the others are backed up, with a warning, and the exit code is 3.
+    let r = env.run(&["backup", "--json", missing.to_str().unwrap(), src.to_str().unwrap()]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("nonexistent") && r.stderr.contains("warning"), "{}", r.stderr);
+    let doc = r.json();
+    assert_eq!(doc["partial"], true);
+    assert_eq!(doc["paths"], serde_json::json!([src.to_str().unwrap()]));
+    assert!(doc["errors"][0].as_str().unwrap().contains("nonexistent"), "{doc}");
+    let snaps = env.ok(&["snapshots", "--json"]).json();
+    assert_eq!(snaps.as_array().unwrap().len(), 1);
+    // A missing --exclude-file is named as one, not as a bad pattern.
+    let r = env.run(&["backup", "--exclude-file", missing.to_str().unwrap(), src.to_str().unwrap()]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("--exclude-file") && !r.stderr.contains("pattern"), "{}", r.stderr);
+}
+
+#[test]
+fn key_add_without_a_terminal_names_the_new_password_option() {
+    let env = Env::new();
+    let mut c = env.cmd(&["key", "add"]);
+    c.env_remove("COFFER_NEW_PASSWORD");
+    let r = Env::run_cmd(c);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("--new-password-file") && !r.stderr.contains("--password-file or"), "{}", r.stderr);
+}
+
+#[test]
+fn tags_split_on_commas_and_quiet_prints_nothing() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_simple_tree(&src);
+    let r = env.run(&["backup", "-q", "--tag", "a,b", "--tag", "c", src.to_str().unwrap()]);
+    assert_eq!((r.code, r.stdout.as_str(), r.stderr.as_str()), (0, "", ""));
+    let snaps = env.ok(&["snapshots", "--json"]).json();
+    assert_eq!(snaps[0]["tags"], serde_json::json!(["a", "b", "c"]));
+    let r = env.run(&["check", "-q"]);
+    assert_eq!((r.code, r.stdout.as_str(), r.stderr.as_str()), (0, "", ""));
+    let out = env.path("out");
+    let r = env.run(&["restore", "-q", "latest", "--target", out.to_str().unwrap()]);
+    assert_eq!((r.code, r.stdout.as_str(), r.stderr.as_str()), (0, "", ""));
+}
+
+#[test]
+fn version_says_what_this_build_is() {
+    let env = Env::uninit();
+    let r = env.ok(&["version"]);
+    assert!(r.stdout.starts_with(&format!("coffer {} (repository format ", env!("CARGO_PKG_VERSION"))), "{}", r.stdout);
+    let j = env.ok(&["version", "--json"]).json();
+    assert_eq!(j["version"], env!("CARGO_PKG_VERSION"));
+    assert!(j["format_version"].as_u64().unwrap() >= 4);
+    assert!(j["features"].as_array().unwrap().iter().any(|f| f == "s3"));
+    assert!(j["build"]["target"].is_string());
+}
+
+#[test]
+fn listings_are_depth_first_counted_in_words_and_aligned() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("a/b")).unwrap();
+    std::fs::write(src.join("a/b/f"), "f").unwrap();
+    std::fs::write(src.join("a/c"), "c").unwrap();
+    std::fs::write(src.join("z"), "z").unwrap();
+    std::fs::set_permissions(src.join("z"), std::os::unix::fs::PermissionsExt::from_mode(0o4755)).unwrap();
+    env.backup(&[&src], &["--host", "a-rather-long-host-name.example.com", "--tag", "t1"]);
+    let s = src.to_str().unwrap();
+    let r = env.ok(&["ls", "latest", s]);
+    let want: Vec<String> = ["", "/a", "/a/b", "/a/b/f", "/a/c", "/z"].iter().map(|p| format!("{s}{p}")).collect();
+    assert_eq!(r.stdout.lines().collect::<Vec<_>>(), want);
+    let r = env.ok(&["ls", "-l", "latest", s]);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert!(lines.iter().any(|l| l.starts_with("-rwsr-xr-x ")), "{}", r.stdout);
+    assert!(lines.iter().any(|l| l.starts_with("drwx")), "{}", r.stdout);
+    // Every column starts where it starts on the other lines: the size column ends at one place.
+    let size_end = |l: &str| l.find(" 20").unwrap();
+    assert!(lines.iter().all(|l| size_end(l) == size_end(lines[0])), "{}", r.stdout);
+    let r = env.ok(&["snapshots"]);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.last(), Some(&"1 snapshot"));
+    for col in ["time", "host", "tags", "paths"] {
+        let at = lines[0].find(col).unwrap();
+        let value_at = lines[1].char_indices().nth(at).map(|(i, _)| i).unwrap();
+        assert!(lines[1][..value_at].ends_with("  "), "{col} column off:\n{}", r.stdout);
+        assert_ne!(&lines[1][value_at..value_at + 1], " ", "{col} column off:\n{}", r.stdout);
+    }
+    let r = env.ok(&["find", "f"]);
+    assert!(r.stderr.contains("1 match "), "{}", r.stderr);
+}
