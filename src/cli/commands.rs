@@ -155,10 +155,20 @@ pub(super) fn open(g: &Global) -> Result<Repository> {
 fn open_with_cache(g: &Global, use_cache: bool) -> Result<Repository> {
     let store = store(g, false).map_err(|e| {
         // A missing folder is "no repository here" (exit 10), like a missing config.
-        anyhow::Error::new(crate::repo::RepoError::NotFound(format!("{e}")))
+        anyhow::Error::new(crate::repo::RepoError::LocationMissing(format!("{e}")))
     })?;
     let pw = password(g, false)?;
-    let mut repo = Repository::open(store, &pw)?;
+    let mut repo = match Repository::open(store, &pw) {
+        Ok(r) => r,
+        Err(e @ crate::repo::RepoError::NotFound(_)) => {
+            // On S3, a missing bucket is worth naming (it is not an empty repository).
+            if let Err(b) = self::store(g, false).and_then(|s| Ok(s.check_bucket()?)) {
+                return Err(anyhow::Error::new(crate::repo::RepoError::LocationMissing(format!("{b}"))));
+            }
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     repo.warnings().set_sink(Box::new(|m| eprintln!("warning: {m}")));
     if let Some(dir) = state_dir() {
         // Every reading of the snapshots compares them with what this client saw before.
@@ -257,6 +267,7 @@ pub(super) fn json_line(out: &mut impl Write, v: &impl serde::Serialize) -> Resu
 
 fn init(g: &Global, a: InitArgs) -> Result<ExitCode> {
     let store = store(g, true)?;
+    store.check_bucket()?;
     let pw = password(g, true)?;
     let object_lock = match (&a.object_lock, &a.retention) {
         (Some(mode), Some(r)) => {
@@ -744,8 +755,8 @@ fn copy(g: &Global, a: CopyArgs) -> Result<ExitCode> {
     let src = open(g)?;
     let _reading = reader_session(&src, "copy (source)");
     let dst_global = Global { repo: Some(a.to.clone()), ..g.clone() };
-    let dst_store =
-        store(&dst_global, false).map_err(|e| anyhow::Error::new(crate::repo::RepoError::NotFound(format!("{e}"))))?;
+    let dst_store = store(&dst_global, false)
+        .map_err(|e| anyhow::Error::new(crate::repo::RepoError::LocationMissing(format!("{e}"))))?;
     let pw2 = password::get(
         "COFFER_PASSWORD2",
         a.password_file2.as_deref(),

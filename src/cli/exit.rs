@@ -28,7 +28,7 @@ pub enum ExitCode {
 
 fn repo_code(e: &RepoError) -> ExitCode {
     match e {
-        RepoError::NotFound(_) => ExitCode::RepoNotFound,
+        RepoError::NotFound(_) | RepoError::LocationMissing(_) => ExitCode::RepoNotFound,
         RepoError::WrongPassword => ExitCode::WrongPassword,
         RepoError::Locked(_) => ExitCode::LockFailed,
         RepoError::Protected(_) => ExitCode::Protected,

@@ -46,6 +46,10 @@ pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
 pub enum RepoError {
     #[error("no repository at {0} (it has no config object; run `coffer init` first)")]
     NotFound(String),
+    /// The location itself is not there (no such folder, no such bucket): the message says
+    /// which.
+    #[error("{0}")]
+    LocationMissing(String),
     #[error("a repository already exists at {0}")]
     AlreadyExists(String),
     #[error("wrong password: no key file of the repository matches it")]

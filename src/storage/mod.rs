@@ -41,13 +41,52 @@ pub enum StorageError {
     /// S3 Object Lock keeps the object until then: it is not deleted (nor would S3 delete it).
     #[error("{path}: locked by S3 Object Lock ({mode}) until {until}")]
     Locked { path: String, mode: &'static str, until: String },
-    #[error("{op} {path}: {source}")]
+    /// A failure of the storage itself; `hint` says what to do about the common causes.
+    #[error("{op} {path}: {}{source}", .hint.map(|h| format!("{h}; ")).unwrap_or_default())]
     Backend {
         op: &'static str,
         path: String,
+        hint: Option<&'static str>,
         #[source]
         source: object_store::Error,
     },
+}
+
+/// What an S3 failure usually means, from its text (object_store's errors carry no codes
+/// for these): the fix, in words an operator acts on.
+pub fn hint_for(text: &str) -> Option<&'static str> {
+    if text.contains("URL scheme is not allowed") {
+        return Some("the endpoint is plain http://: give --s3-allow-http (or set AWS_ALLOW_HTTP=true) to allow it");
+    }
+    // The instance metadata service's paths (IMDSv2 token, then the role's credentials):
+    // object_store asks it last, when no credentials were given.
+    if text.contains("/latest/api/token") || text.contains("/latest/meta-data") || text.contains("169.254.170.2") {
+        return Some(
+            "no AWS credentials found: Coffer reads AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (with \
+             AWS_SESSION_TOKEN), AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN, the ECS container credentials \
+             (AWS_CONTAINER_CREDENTIALS_*), then the EC2 instance metadata service, which did not answer \
+             (~/.aws/credentials is not read)",
+        );
+    }
+    if text.contains("NoSuchBucket") {
+        return Some("the bucket does not exist (Coffer does not create buckets)");
+    }
+    if text.contains("InvalidAccessKeyId") || text.contains("SignatureDoesNotMatch") {
+        return Some("the AWS credentials were refused: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY");
+    }
+    None
+}
+
+/// An error and all its causes as one text.
+fn chain_text(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 impl StorageError {
@@ -55,7 +94,9 @@ impl StorageError {
         match e {
             object_store::Error::NotFound { .. } => StorageError::NotFound { path: path.to_string() },
             object_store::Error::AlreadyExists { .. } => StorageError::AlreadyExists { path: path.to_string() },
-            source => StorageError::Backend { op, path: path.to_string(), source },
+            source => {
+                StorageError::Backend { op, path: path.to_string(), hint: hint_for(&chain_text(&source)), source }
+            }
         }
     }
 }
@@ -403,6 +444,22 @@ impl Store {
     /// The Object Lock settings in force, if any.
     pub fn object_lock(&self) -> Option<crate::format::config::ObjectLock> {
         self.object_lock.get().copied()
+    }
+
+    /// For S3: an error naming the bucket when it does not exist (a missing bucket otherwise
+    /// looks like a missing object, or an empty repository).
+    pub fn check_bucket(&self) -> Result<()> {
+        let Some(api) = &self.lock_api else { return Ok(()) };
+        if self.rt.block_on(api.bucket_exists())? {
+            return Ok(());
+        }
+        Err(StorageError::Location(
+            self.location.clone(),
+            format!(
+                "the bucket does not exist at {} (Coffer does not create buckets: create it first, e.g. with `aws s3 mb`)",
+                api.bucket_url()
+            ),
+        ))
     }
 
     /// Whether the bucket has Object Lock enabled (false for local stores).

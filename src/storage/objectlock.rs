@@ -62,7 +62,12 @@ fn encode_key(k: &str) -> String {
 }
 
 fn err(op: &'static str, path: &str, msg: impl std::fmt::Display) -> StorageError {
-    StorageError::Location(format!("{op} {path}"), msg.to_string())
+    let m = msg.to_string();
+    let m = match super::hint_for(&m) {
+        Some(h) => format!("{h}; {m}"),
+        None => m,
+    };
+    StorageError::Location(format!("{op} {path}"), m)
 }
 
 impl LockApi {
@@ -191,6 +196,23 @@ impl LockApi {
         let ts: jiff::Timestamp =
             until.parse().map_err(|e| err("head", path, format!("retain-until date {until:?}: {e}")))?;
         Ok(Some(Retention { mode, until_ns: crate::clock::to_unix_ns(ts) }))
+    }
+
+    /// Whether the bucket exists (HeadBucket: 404 means it does not; 403, that it exists
+    /// but these credentials may not look at it).
+    pub async fn bucket_exists(&self) -> Result<bool, StorageError> {
+        let req = http::Request::builder()
+            .method(http::Method::HEAD)
+            .uri(if self.base.matches('/').count() > 2 { self.base.clone() } else { format!("{}/", self.base) })
+            .body(Bytes::new().into())
+            .map_err(|e| err("head bucket", "", e))?;
+        let (status, _, _) = self.send("head bucket", "", req).await?;
+        Ok(status != http::StatusCode::NOT_FOUND)
+    }
+
+    /// The bucket's name and where it is looked for, for messages.
+    pub fn bucket_url(&self) -> &str {
+        &self.base
     }
 
     /// Whether the bucket has Object Lock enabled.

@@ -163,3 +163,45 @@ fn listings_are_depth_first_counted_in_words_and_aligned() {
     let r = env.ok(&["find", "f"]);
     assert!(r.stderr.contains("1 match "), "{}", r.stderr);
 }
+
+#[test]
+fn s3_mistakes_are_named() {
+    let s3 = s3_server();
+    let env = Env::uninit();
+    let bucket = s3.new_bucket();
+    let cmd = |repo: &str, args: &[&str]| {
+        let mut c = env.cmd(&["-r", repo, "--retries", "1"]);
+        c.args(args)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", &s3.endpoint)
+            .env("AWS_ALLOW_HTTP", "true");
+        c
+    };
+    let init = ["init", "--kdf-memory", "19", "--kdf-iterations", "2"];
+    // A bucket that does not exist is named, by init and by every other command (exit 10).
+    let r = Env::run_cmd(cmd("s3://no-such-bucket-here/host1", &init));
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("bucket does not exist") && r.stderr.contains("no-such-bucket-here"), "{}", r.stderr);
+    let r = Env::run_cmd(cmd("s3://no-such-bucket-here/host1", &["snapshots"]));
+    assert_eq!(r.code, 10);
+    assert!(r.stderr.contains("bucket does not exist"), "{}", r.stderr);
+    let repo = format!("s3://{bucket}/host1");
+    assert_eq!(Env::run_cmd(cmd(&repo, &init)).code, 0);
+    // A plain http:// endpoint without the option names the option.
+    let mut c = cmd(&repo, &["snapshots"]);
+    c.env_remove("AWS_ALLOW_HTTP");
+    let r = Env::run_cmd(c);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("--s3-allow-http"), "{}", r.stderr);
+    // No credentials at all: said so, and where they are looked for (the metadata service is
+    // one that refuses here).
+    let mut c = cmd(&repo, &["snapshots"]);
+    c.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_METADATA_ENDPOINT", "http://127.0.0.1:9");
+    let r = Env::run_cmd(c);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("no AWS credentials found") && r.stderr.contains("AWS_ACCESS_KEY_ID"), "{}", r.stderr);
+}
