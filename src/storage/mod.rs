@@ -47,8 +47,9 @@ pub enum StorageError {
         op: &'static str,
         path: String,
         hint: Option<&'static str>,
+        /// Boxed: object_store's error is large, and every Result of every layer carries it.
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
 }
 
@@ -94,9 +95,12 @@ impl StorageError {
         match e {
             object_store::Error::NotFound { .. } => StorageError::NotFound { path: path.to_string() },
             object_store::Error::AlreadyExists { .. } => StorageError::AlreadyExists { path: path.to_string() },
-            source => {
-                StorageError::Backend { op, path: path.to_string(), hint: hint_for(&chain_text(&source)), source }
-            }
+            source => StorageError::Backend {
+                op,
+                path: path.to_string(),
+                hint: hint_for(&chain_text(&source)),
+                source: Box::new(source),
+            },
         }
     }
 }
