@@ -13,13 +13,53 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// An environment variable's value; empty counts as unset.
+pub fn env_value(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Fills the password source from the environment when the command line gives none:
+/// `file` from `file_var`, else `command` from `command_var`.
+pub fn password_from_env(file: &mut Option<PathBuf>, command: &mut Option<String>, file_var: &str, command_var: &str) {
+    if file.is_some() || command.is_some() {
+        return;
+    }
+    *file = env_value(file_var).map(PathBuf::from);
+    if file.is_none() {
+        *command = env_value(command_var);
+    }
+}
+
+impl Global {
+    /// The options the environment can give, read after parsing, not by clap: an option clap
+    /// takes from the environment counts as given, and clap then shows it in every usage
+    /// line (`Usage: coffer restore --target <TARGET> --password-file <FILE>`), as if
+    /// required. A password source on the command line replaces the environment's, of
+    /// either kind.
+    pub fn apply_env(&mut self) {
+        self.repo = self.repo.take().or_else(|| env_value("COFFER_REPO"));
+        self.config = self.config.take().or_else(|| env_value("COFFER_CONFIG").map(PathBuf::from));
+        self.cache_dir = self.cache_dir.take().or_else(|| env_value("COFFER_CACHE_DIR").map(PathBuf::from));
+        self.log_file = self.log_file.take().or_else(|| env_value("COFFER_LOG_FILE").map(PathBuf::from));
+        password_from_env(
+            &mut self.password_file,
+            &mut self.password_command,
+            "COFFER_PASSWORD_FILE",
+            "COFFER_PASSWORD_COMMAND",
+        );
+    }
+}
+
+/// Shown after each command's own options, under their own heading (restic's "Global
+/// Flags").
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
-    /// Repository location: a local path (or a NAS mount), or s3://bucket/prefix
-    #[arg(long, short = 'r', visible_alias = "repository", env = "COFFER_REPO", global = true)]
+    /// Repository location: a local path (or a NAS mount), or s3://bucket/prefix [env: COFFER_REPO]
+    #[arg(long, short = 'r', visible_alias = "repository", global = true)]
     pub repo: Option<String>,
-    /// The profile file (default: $XDG_CONFIG_HOME/coffer/coffer.toml, else /etc/coffer/coffer.toml)
-    #[arg(long, value_name = "FILE", env = "COFFER_CONFIG", global = true)]
+    /// The profile file (default: $XDG_CONFIG_HOME/coffer/coffer.toml, else /etc/coffer/coffer.toml) [env: COFFER_CONFIG]
+    #[arg(long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
     /// After the run, write Prometheus metrics to FILE (atomically; for node_exporter's textfile collector)
     #[arg(long, value_name = "FILE", global = true)]
@@ -50,8 +90,8 @@ pub struct Global {
     #[arg(long, global = true)]
     pub no_hardlinks: bool,
     /// Where remote repositories' metadata is cached (default: $XDG_CACHE_HOME/coffer,
-    /// else ~/.cache/coffer)
-    #[arg(long, env = "COFFER_CACHE_DIR", global = true)]
+    /// else ~/.cache/coffer) [env: COFFER_CACHE_DIR]
+    #[arg(long, global = true)]
     pub cache_dir: Option<PathBuf>,
     /// Do not use or fill the local cache
     #[arg(long, global = true)]
@@ -73,11 +113,11 @@ pub struct Global {
     /// command fails; 0 = never
     #[arg(long, global = true, default_value_t = 10)]
     pub retries: usize,
-    /// Read the password from this file (its content, less one trailing newline)
-    #[arg(long, env = "COFFER_PASSWORD_FILE", global = true)]
+    /// Read the password from this file (its content, less one trailing newline) [env: COFFER_PASSWORD_FILE]
+    #[arg(long, global = true)]
     pub password_file: Option<PathBuf>,
-    /// Run this shell command and use its output as the password
-    #[arg(long, env = "COFFER_PASSWORD_COMMAND", global = true)]
+    /// Run this shell command and use its output as the password [env: COFFER_PASSWORD_COMMAND]
+    #[arg(long, global = true)]
     pub password_command: Option<String>,
     /// Machine-readable JSON on stdout (NDJSON for long listings)
     #[arg(long, global = true)]
@@ -88,8 +128,8 @@ pub struct Global {
     /// List each file backed up with its status (new, modified); -vv unchanged ones too
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Also write a log to FILE (appended; rotated at --log-max-size, or by logrotate)
-    #[arg(long, value_name = "FILE", env = "COFFER_LOG_FILE", global = true)]
+    /// Also write a log to FILE (appended; rotated at --log-max-size, or by logrotate) [env: COFFER_LOG_FILE]
+    #[arg(long, value_name = "FILE", global = true)]
     pub log_file: Option<PathBuf>,
     /// The least severe events logged: error, warn, info (default), debug or trace
     #[arg(long, value_name = "LEVEL", default_value = "info", global = true, value_parser = ["error", "warn", "info", "debug", "trace"])]
@@ -887,11 +927,11 @@ pub struct CopyArgs {
     /// The destination repository (a local path or s3://bucket/prefix)
     #[arg(long)]
     pub to: String,
-    /// The destination's password file (else --password-command2, COFFER_PASSWORD2, a prompt)
-    #[arg(long, env = "COFFER_PASSWORD_FILE2")]
+    /// The destination's password file (else --password-command2, COFFER_PASSWORD2, a prompt) [env: COFFER_PASSWORD_FILE2]
+    #[arg(long)]
     pub password_file2: Option<PathBuf>,
-    /// A command printing the destination's password
-    #[arg(long, env = "COFFER_PASSWORD_COMMAND2")]
+    /// A command printing the destination's password [env: COFFER_PASSWORD_COMMAND2]
+    #[arg(long)]
     pub password_command2: Option<String>,
     #[command(flatten)]
     pub filter: FilterArgs,

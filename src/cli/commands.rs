@@ -751,7 +751,13 @@ fn check(g: &Global, a: CheckArgs) -> Result<ExitCode> {
     Ok(if r.errors.is_empty() && r.unchecked.is_empty() { ExitCode::Ok } else { ExitCode::Error })
 }
 
-fn copy(g: &Global, a: CopyArgs) -> Result<ExitCode> {
+fn copy(g: &Global, mut a: CopyArgs) -> Result<ExitCode> {
+    super::args::password_from_env(
+        &mut a.password_file2,
+        &mut a.password_command2,
+        "COFFER_PASSWORD_FILE2",
+        "COFFER_PASSWORD_COMMAND2",
+    );
     let src = open(g)?;
     let _reading = reader_session(&src, "copy (source)");
     let dst_global = Global { repo: Some(a.to.clone()), ..g.clone() };

@@ -68,7 +68,8 @@ pub fn main() -> i32 {
     // then sets each file's recorded mode explicitly.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let matches = Cli::command().get_matches();
-    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    cli.global.apply_env();
     let _ = MATCHES.set(matches);
     let json = cli.global.json;
     JSON.store(json, Ordering::SeqCst);

@@ -1,6 +1,6 @@
-//! Where passwords come from, first match wins: `--password-file` (or
-//! `COFFER_PASSWORD_FILE`), `--password-command` (or `COFFER_PASSWORD_COMMAND`), the
-//! `COFFER_PASSWORD` variable, else a prompt on the terminal. Never from a command-line
+//! Where passwords come from, first match wins: `--password-file` or `--password-command`
+//! (on the command line, else `COFFER_PASSWORD_FILE` / `COFFER_PASSWORD_COMMAND`: see
+//! `Global::apply_env`), the `COFFER_PASSWORD` variable, else a prompt on the terminal. Never from a command-line
 //! argument (it would show in `ps`). New passwords must not be empty.
 
 use std::io::IsTerminal;

@@ -87,6 +87,21 @@ fn password_file_and_command() {
     let mut c = env.cmd(&["snapshots"]);
     c.env_remove("COFFER_PASSWORD").env("COFFER_PASSWORD_FILE", &pf);
     assert_eq!(Env::run_cmd(c).code, 0);
+    // A source on the command line replaces the environment's, whichever kind each is.
+    let mut c = env.cmd(&["snapshots", "--password-command", &format!("echo '{PASSWORD}'")]);
+    c.env_remove("COFFER_PASSWORD").env("COFFER_PASSWORD_FILE", env.path("no-such-file"));
+    let r = Env::run_cmd(c);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // An environment variable the usage line would show as if required: not shown.
+    let mut c = env.cmd(&["restore", "latest"]);
+    c.env("COFFER_PASSWORD_FILE", &pf);
+    let r = Env::run_cmd(c);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("Usage: coffer restore --target <TARGET>") && !r.stderr.contains("--password-file"),
+        "{}",
+        r.stderr
+    );
     let mut c = env.cmd(&["snapshots"]);
     c.env_remove("COFFER_PASSWORD");
     let r = Env::run_cmd(c);

@@ -44,7 +44,7 @@ fn init_needs_an_object_lock_bucket_and_every_object_is_written_locked() {
     missing.vars = plain.vars.clone();
     missing.repo = std::path::PathBuf::from("s3://no-such-bucket-here/r");
     let r = missing.run(&["init", "--object-lock", "compliance", "--retention", "30d"]);
-    assert!(r.stderr.contains("no such bucket"), "{}", r.stderr);
+    assert!(r.stderr.contains("bucket does not exist"), "{}", r.stderr);
     let local = Env::uninit();
     let r = local.run(&["init", "--object-lock", "governance", "--retention", "30d"]);
     assert!(r.stderr.contains("needs an S3 repository"), "{}", r.stderr);
