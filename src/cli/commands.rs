@@ -484,7 +484,8 @@ fn ls(g: &Global, a: LsArgs) -> Result<ExitCode> {
         _ => bail!("give a snapshot (`latest`, an id or a prefix) or --as-of TIME"),
     };
     let index = repo.load_index()?;
-    let start = restore::find_node(&repo, &index, &snap, &start_path)?;
+    let start = restore::find_node(&repo, &index, &snap, &start_path)
+        .map_err(|e| history::not_in_snapshot(g, &repo, &id, &snap, &start_path, e))?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if !g.json {
         eprintln!("snapshot {} of {} at {}:", id.short(), snap.host, time_of(&snap).strftime("%Y-%m-%d %H:%M:%S"));
@@ -593,7 +594,8 @@ fn restore(g: &Global, a: RestoreArgs) -> Result<ExitCode> {
         (None, None) => bail!("give SNAPSHOT[:SUBPATH] or --as-of TIME [PATH]"),
     };
     let index = Arc::new(repo.load_index()?);
-    let start = restore::find_node(&repo, &index, &snap, &sub_bytes)?;
+    let start = restore::find_node(&repo, &index, &snap, &sub_bytes)
+        .map_err(|e| history::not_in_snapshot(g, &repo, &id, &snap, &sub_bytes, e))?;
     let mut excludes = a.excludes.clone();
     let (erased_patterns, erased) =
         crate::retention::rewrite::erased_paths(&repo, &index, &id, crate::id::BlobId(snap.tree), snap.time_ns)?;

@@ -395,6 +395,40 @@ pub fn diff(g: &Global, a: DiffArgs) -> Result<ExitCode> {
 }
 
 /// The newest snapshot at or before `when` that `f` allows and that covers `path`.
+/// A path missing from the snapshot chosen, said with the snapshot's name and the newest
+/// snapshot that does hold the path (from the catalog), if any; other errors as they are.
+pub fn not_in_snapshot(
+    g: &Global,
+    repo: &Repository,
+    id: &SnapshotId,
+    snap: &Snapshot,
+    path: &[u8],
+    e: crate::restore::RestoreError,
+) -> anyhow::Error {
+    if !matches!(e, crate::restore::RestoreError::NotInSnapshot(_)) {
+        return e.into();
+    }
+    let when = |ns: i64| crate::clock::from_unix_ns(ns).strftime("%Y-%m-%d %H:%M:%S").to_string();
+    let mut msg =
+        format!("{} is not in snapshot {} of {} at {}", lossy(path), id.short(), snap.host, when(snap.time_ns));
+    match with_catalog(g, repo, true, |c| c.versions(path, &[])) {
+        Ok(vs) => match vs.iter().max_by_key(|v| v.last.snap.time_ns) {
+            Some(v) => msg.push_str(&format!(
+                "; the newest snapshot holding it is {} of {} at {} (`--as-of '{}'`, or `{}:{}` for restore)",
+                v.last.id.short(),
+                v.last.snap.host,
+                when(v.last.snap.time_ns),
+                rfc3339(v.last.snap.time_ns),
+                v.last.id.short(),
+                lossy(path)
+            )),
+            None => msg.push_str("; no snapshot holds it"),
+        },
+        Err(err) => msg.push_str(&format!(" (the catalog, which knows where it is, is unavailable: {err})")),
+    }
+    anyhow::Error::new(crate::repo::RepoError::Invalid(msg))
+}
+
 pub fn as_of(
     g: &Global,
     repo: &Repository,

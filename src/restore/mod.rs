@@ -84,6 +84,9 @@ pub enum RestoreError {
     Target { path: String, source: std::io::Error },
     #[error("{0}")]
     Invalid(String),
+    /// The path asked for is not in the snapshot (the caller can say where it is).
+    #[error("{0} is not in the snapshot")]
+    NotInSnapshot(String),
     #[error(transparent)]
     Repo(#[from] RepoError),
 }
@@ -157,16 +160,12 @@ pub fn find_node(
     for comp in subpath.split(|b| *b == b'/').filter(|c| !c.is_empty() && *c != b".") {
         let tree = match (node.kind, node.subtree) {
             (NodeKind::Dir, Some(t)) => repo.load_tree(index, &BlobId(t))?,
-            _ => {
-                return Err(RestoreError::Invalid(format!(
-                    "{} is not in the snapshot",
-                    String::from_utf8_lossy(subpath)
-                )))
-            }
+            _ => return Err(RestoreError::NotInSnapshot(String::from_utf8_lossy(subpath).into_owned())),
         };
-        node = tree.into_iter().find(|n| n.name == comp).ok_or_else(|| {
-            RestoreError::Invalid(format!("{} is not in the snapshot", String::from_utf8_lossy(subpath)))
-        })?;
+        node = tree
+            .into_iter()
+            .find(|n| n.name == comp)
+            .ok_or_else(|| RestoreError::NotInSnapshot(String::from_utf8_lossy(subpath).into_owned()))?;
     }
     Ok(node)
 }

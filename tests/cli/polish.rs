@@ -205,3 +205,22 @@ fn s3_mistakes_are_named() {
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("no AWS credentials found") && r.stderr.contains("AWS_ACCESS_KEY_ID"), "{}", r.stderr);
 }
+
+#[test]
+fn a_path_missing_from_the_snapshot_names_it_and_where_the_path_is() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::write(src.join("d/gone"), "soon deleted").unwrap();
+    let first = env.backup(&[&src], &[])["snapshot_id"].as_str().unwrap()[..8].to_string();
+    std::fs::remove_file(src.join("d/gone")).unwrap();
+    let second = env.backup(&[&src], &[])["snapshot_id"].as_str().unwrap()[..8].to_string();
+    let gone = src.join("d/gone");
+    let out = env.path("out");
+    let r = env.run(&["restore", "--as-of", "now", gone.to_str().unwrap(), "--target", out.to_str().unwrap()]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains(&format!("not in snapshot {second}")), "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("the newest snapshot holding it is {first}")), "{}", r.stderr);
+    let r = env.run(&["ls", "latest", src.join("never").to_str().unwrap()]);
+    assert!(r.stderr.contains("no snapshot holds it"), "{}", r.stderr);
+}
