@@ -820,6 +820,15 @@ pub struct SnapshotsArgs {
     pub filter: FilterArgs,
     #[command(flatten)]
     pub as_of: AsOfArgs,
+    /// Only the newest N snapshots of each host and set of paths
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub latest: Option<u32>,
+    /// List in groups of these fields (host, paths, tags), each under its own heading
+    #[arg(long, value_name = "FIELDS", value_parser = group_by)]
+    pub group_by: Option<String>,
+    /// Id, time, host and tags only, one line a snapshot
+    #[arg(long, short = 'c')]
+    pub compact: bool,
 }
 
 #[derive(Args, Debug)]

@@ -381,6 +381,64 @@ pub(super) fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> serde_json::Value 
     })
 }
 
+/// The newest `n` snapshots of each host and set of paths (restic's `--latest`), in the
+/// order given (oldest first).
+fn newest_per_host_and_paths(all: Vec<(SnapshotId, Snapshot)>, n: usize) -> Vec<(SnapshotId, Snapshot)> {
+    let key = |s: &Snapshot| {
+        let mut p = s.paths.clone();
+        p.sort();
+        (s.host.clone(), p)
+    };
+    let mut seen: std::collections::HashMap<(String, Vec<Vec<u8>>), usize> = Default::default();
+    let mut keep = vec![false; all.len()];
+    for (i, (_, s)) in all.iter().enumerate().rev() {
+        let c = seen.entry(key(s)).or_default();
+        if *c < n {
+            *c += 1;
+            keep[i] = true;
+        }
+    }
+    all.into_iter().zip(keep).filter(|(_, k)| *k).map(|(x, _)| x).collect()
+}
+
+/// One table of snapshots, its columns as wide as their widest value (restic's table), so
+/// long host names and tag lists keep the columns straight. `compact` leaves out the paths.
+fn snapshot_table(out: &mut impl Write, list: &[(SnapshotId, Snapshot)], compact: bool) -> Result<()> {
+    let rows: Vec<[String; 5]> = list
+        .iter()
+        .map(|(id, s)| {
+            let paths: Vec<_> = s.paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+            let partial = if s.summary.partial { " (partial)" } else { "" };
+            [
+                id.short(),
+                time_of(s).strftime("%Y-%m-%d %H:%M:%S %:z").to_string(),
+                s.host.clone(),
+                s.tags.join(","),
+                if compact { partial.trim().to_string() } else { format!("{}{partial}", paths.join(" ")) },
+            ]
+        })
+        .collect();
+    let header = ["id", "time", "host", "tags", if compact { "" } else { "paths" }].map(String::from);
+    let width = |c: usize| rows.iter().chain([&header]).map(|r| r[c].chars().count()).max().unwrap_or(0);
+    let w = [width(0), width(1), width(2), width(3)];
+    for r in std::iter::once(&header).chain(&rows) {
+        let line = format!(
+            "{:<a$}  {:<b$}  {:<c$}  {:<d$}  {}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            a = w[0],
+            b = w[1],
+            c = w[2],
+            d = w[3]
+        );
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
 fn snapshots(g: &Global, a: SnapshotsArgs) -> Result<ExitCode> {
     let repo = open(g)?;
     let f = filter(&a.filter);
@@ -401,54 +459,70 @@ fn snapshots(g: &Global, a: SnapshotsArgs) -> Result<ExitCode> {
             d.id.short()
         );
     }
+    use crate::retention::policy::{GroupBy, GroupKey};
+    let paths_of =
+        |s: &Snapshot| -> Vec<String> { s.paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect() };
+    let all = match a.latest {
+        Some(n) => newest_per_host_and_paths(all, n as usize),
+        None => all,
+    };
+    // Groups in the order of their oldest snapshot; one group of all without --group-by.
+    let by = a.group_by.as_deref().map(GroupBy::parse).transpose().map_err(|e| anyhow!("--group-by: {e}"))?;
+    let mut groups: Vec<(GroupKey, Vec<(SnapshotId, Snapshot)>)> = Vec::new();
+    for (id, s) in all {
+        let key = by.map(|b| GroupKey::new(b, &s.host, &paths_of(&s), &s.tags)).unwrap_or_default();
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push((id, s)),
+            None => groups.push((key, vec![(id, s)])),
+        }
+    }
     if g.json {
-        let mut v: Vec<_> = all.iter().map(|(id, s)| snapshot_json(id, s)).collect();
-        v.extend(damaged.iter().map(|d| json!({ "id": d.id.to_hex(), "short_id": d.id.short(), "damaged": d.reason })));
-        print_json(&v)?;
+        let damaged_json =
+            damaged.iter().map(|d| json!({ "id": d.id.to_hex(), "short_id": d.id.short(), "damaged": d.reason }));
+        if by.is_some() {
+            let mut v: Vec<_> = groups
+                .iter()
+                .map(|(k, list)| {
+                    json!({ "group_key": k, "snapshots": list.iter().map(|(id, s)| snapshot_json(id, s)).collect::<Vec<_>>() })
+                })
+                .collect();
+            if !damaged.is_empty() {
+                v.push(json!({ "group_key": null, "snapshots": damaged_json.collect::<Vec<_>>() }));
+            }
+            print_json(&v)?;
+        } else {
+            let mut v: Vec<_> = groups.iter().flat_map(|(_, l)| l).map(|(id, s)| snapshot_json(id, s)).collect();
+            v.extend(damaged_json);
+            print_json(&v)?;
+        }
         return Ok(ExitCode::Ok);
     }
     let mut out = std::io::stdout().lock();
-    // Columns as wide as their widest value (restic's table), so long host names and tag
-    // lists keep the columns straight.
-    let rows: Vec<[String; 5]> = all
-        .iter()
-        .map(|(id, s)| {
-            let paths: Vec<_> = s.paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
-            let partial = if s.summary.partial { " (partial)" } else { "" };
-            [
-                id.short(),
-                time_of(s).strftime("%Y-%m-%d %H:%M:%S %:z").to_string(),
-                s.host.clone(),
-                s.tags.join(","),
-                format!("{}{partial}", paths.join(" ")),
-            ]
-        })
-        .collect();
-    let header = ["id", "time", "host", "tags", "paths"].map(String::from);
-    let width = |c: usize| rows.iter().chain([&header]).map(|r| r[c].chars().count()).max().unwrap_or(0);
-    let w = [width(0), width(1), width(2), width(3)];
-    for r in std::iter::once(&header).chain(&rows) {
-        writeln!(
-            out,
-            "{:<a$}  {:<b$}  {:<c$}  {:<d$}  {}",
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            a = w[0],
-            b = w[1],
-            c = w[2],
-            d = w[3]
-        )?;
+    let total: usize = groups.iter().map(|(_, l)| l.len()).sum();
+    for (i, (key, list)) in groups.iter().enumerate() {
+        if by.is_some() {
+            if i > 0 {
+                writeln!(out)?;
+            }
+            writeln!(out, "snapshots for ({key}):")?;
+        }
+        snapshot_table(&mut out, list, a.compact)?;
+        if by.is_some() {
+            writeln!(out, "{}", super::counted(list.len() as u64, "snapshot"))?;
+        }
+    }
+    if groups.is_empty() {
+        snapshot_table(&mut out, &[], a.compact)?;
     }
     for d in &damaged {
         writeln!(out, "{:<8}  DAMAGED: {}", d.id.short(), d.reason)?;
     }
-    if damaged.is_empty() {
-        writeln!(out, "{}", super::counted(all.len() as u64, "snapshot"))?;
-    } else {
-        writeln!(out, "{}, {} damaged", super::counted(all.len() as u64, "snapshot"), damaged.len())?;
+    if by.is_none() {
+        if damaged.is_empty() {
+            writeln!(out, "{}", super::counted(total as u64, "snapshot"))?;
+        } else {
+            writeln!(out, "{}, {} damaged", super::counted(total as u64, "snapshot"), damaged.len())?;
+        }
     }
     Ok(ExitCode::Ok)
 }

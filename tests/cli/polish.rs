@@ -224,3 +224,39 @@ fn a_path_missing_from_the_snapshot_names_it_and_where_the_path_is() {
     let r = env.run(&["ls", "latest", src.join("never").to_str().unwrap()]);
     assert!(r.stderr.contains("no snapshot holds it"), "{}", r.stderr);
 }
+
+#[test]
+fn snapshots_latest_group_by_and_compact() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_simple_tree(&src);
+    for host in ["h1", "h1", "h1", "h2", "h2"] {
+        env.backup(&[&src], &["--host", host, "--tag", host]);
+    }
+    let ids = |v: &serde_json::Value| {
+        v.as_array().unwrap().iter().map(|s| s["host"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    let latest = env.ok(&["snapshots", "--json", "--latest", "2"]).json();
+    assert_eq!(ids(&latest), ["h1", "h1", "h2", "h2"]);
+    let all = env.ok(&["snapshots", "--json"]).json();
+    assert_eq!(latest[0]["id"], all[1]["id"], "the newest two of h1 are kept");
+    let grouped = env.ok(&["snapshots", "--json", "--group-by", "host", "--latest", "1"]).json();
+    assert_eq!(grouped.as_array().unwrap().len(), 2);
+    assert_eq!(grouped[0]["group_key"]["host"], "h1");
+    assert_eq!(grouped[1]["snapshots"].as_array().unwrap().len(), 1);
+    let r = env.ok(&["snapshots", "--group-by", "host,tags", "--compact"]);
+    assert!(
+        r.stdout.contains("snapshots for (host h1, tags [h1]):")
+            && r.stdout.contains("snapshots for (host h2, tags [h2]):"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        !r.stdout.contains(src.to_str().unwrap()) && !r.stdout.contains("paths"),
+        "compact leaves the paths out: {}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("3 snapshots") && r.stdout.contains("2 snapshots"), "{}", r.stdout);
+    assert_eq!(env.run(&["snapshots", "--group-by", "colour"]).code, 2);
+    assert_eq!(env.run(&["snapshots", "--latest", "0"]).code, 2);
+}
