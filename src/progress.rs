@@ -13,7 +13,8 @@ pub trait Progress: Send + Sync {
     /// One item (a file) was finished.
     fn add_item(&self) {}
     /// A file was backed up: read because it is new or changed, or reused unchanged from
-    /// the parent snapshot (`-v` lists the first two, `-vv` all three).
+    /// the parent snapshot (`-v` lists the first two, `-vv` all three); or restored: written
+    /// new, replaced, kept, or deleted (`--delete`).
     fn file(&self, _path: &[u8], _status: FileStatus) {}
     /// A non-fatal problem worth telling the user about right away.
     fn warn(&self, _message: &str) {}
@@ -31,6 +32,8 @@ pub enum FileStatus {
     New,
     Modified,
     Unchanged,
+    /// Removed (`restore --delete`).
+    Deleted,
 }
 
 impl FileStatus {
@@ -39,6 +42,7 @@ impl FileStatus {
             FileStatus::New => "new",
             FileStatus::Modified => "modified",
             FileStatus::Unchanged => "unchanged",
+            FileStatus::Deleted => "deleted",
         }
     }
 }

@@ -871,6 +871,16 @@ pub struct RestoreArgs {
     /// Leave out the paths erasures (`rewrite`) removed from newer snapshots (warned about otherwise)
     #[arg(long)]
     pub apply_erasures: bool,
+    /// When to replace a file already in the target: always, if-changed (its content differs;
+    /// default, so a restore resumes), if-newer (the snapshot's is newer), never
+    #[arg(long, value_name = "WHEN", default_value = "if-changed", value_parser = ["always", "if-changed", "if-newer", "never"])]
+    pub overwrite: String,
+    /// Remove what the target holds beyond the snapshot (within what --include/--exclude restore)
+    #[arg(long)]
+    pub delete: bool,
+    /// Say what would be written, replaced, kept and deleted; change nothing
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
     #[command(flatten)]
     pub filter: FilterArgs,
 }

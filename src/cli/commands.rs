@@ -699,11 +699,17 @@ fn restore(g: &Global, a: RestoreArgs) -> Result<ExitCode> {
         threads: g.threads.unwrap_or_else(|| (2 * threads(g)).max(connections(g, &repo))).max(1),
         only: None,
         timings: false,
+        overwrite: restore::Overwrite::parse(&a.overwrite).expect("clap checked it"),
+        delete: a.delete,
     };
     let prog = progress(g, "restore");
     let watch = crate::clock::stopwatch();
-    let sum = restore::run(repo, index, start, &sub_bytes, opts, prog.clone())
-        .with_context(|| format!("restoring snapshot {}", id.short()))?;
+    let sum = if a.dry_run {
+        restore::plan(&repo, &index, &start, &sub_bytes, &opts, prog.as_ref())
+    } else {
+        restore::run(repo, index, start, &sub_bytes, opts, prog.clone())
+    }
+    .with_context(|| format!("restoring snapshot {}", id.short()))?;
     prog.finish();
     let secs = watch.elapsed().as_secs_f64();
     if g.json {
@@ -716,18 +722,34 @@ fn restore(g: &Global, a: RestoreArgs) -> Result<ExitCode> {
             "other_restored": sum.other_restored,
             "bytes_restored": sum.bytes_restored,
             "files_verified": sum.files_verified,
+            "files_unchanged": sum.files_unchanged,
+            "files_deleted": sum.deleted,
+            "dry_run": a.dry_run,
             "total_duration": secs,
             "errors": sum.errors,
             "damage_recorded": sum.damage_recorded,
         }))?;
+    } else if a.dry_run && !g.quiet {
+        let n = |v: u64, noun: &str| super::counted(v, noun);
+        eprintln!(
+            "dry run: would write {} ({}), make {}, {} other; keep {} unchanged; delete {}; nothing was changed",
+            n(sum.files_restored, "file"),
+            indicatif::HumanBytes(sum.bytes_restored),
+            n(sum.dirs_restored, "dir"),
+            sum.other_restored,
+            sum.files_unchanged,
+            sum.deleted
+        );
     } else if !g.quiet {
         eprintln!(
-            "restored {} files, {} dirs, {} other, {} in {secs:.2}s to {}",
-            sum.files_restored,
-            sum.dirs_restored,
+            "restored {}, {}, {} other, {} in {secs:.2}s to {}{}{}",
+            super::counted(sum.files_restored, "file"),
+            super::counted(sum.dirs_restored, "dir"),
             sum.other_restored,
             indicatif::HumanBytes(sum.bytes_restored),
-            a.target.display()
+            a.target.display(),
+            if sum.files_unchanged > 0 { format!("; {} unchanged", sum.files_unchanged) } else { String::new() },
+            if sum.deleted > 0 { format!("; deleted {}", sum.deleted) } else { String::new() },
         );
         if a.verify {
             eprintln!("verified {} files", sum.files_verified);

@@ -287,6 +287,9 @@ pub fn run(
         threads: opts.threads,
         only: Some(Arc::new(only)),
         timings: true,
+        // A drill measures a real restore: everything is written, whatever is there.
+        overwrite: crate::restore::Overwrite::Always,
+        delete: false,
     };
     let root = Node { subtree: Some(snap.tree), ..Node::new(Vec::new(), NodeKind::Dir) };
     let restore_started = std::time::Instant::now();

@@ -110,10 +110,12 @@ impl DirState {
         }
         let fd = match *made {
             None => {
-                let fd = meta::make_dir(parent.as_fd(), &node.name)?;
+                let (fd, created) = meta::make_dir(parent.as_fd(), &node.name)?;
                 let st = rustix::fs::fstat(&fd)?;
                 *made = Some((st.st_dev as u64, st.st_ino as u64));
-                ctx.dirs.fetch_add(1, Ordering::Relaxed);
+                if created {
+                    ctx.dirs.fetch_add(1, Ordering::Relaxed);
+                }
                 fd
             }
             Some(ident) => {

@@ -49,12 +49,14 @@ pub(super) fn create_file(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<File> 
 }
 
 /// Creates a directory, or opens the existing one; a non-directory in the way is removed.
-pub(super) fn make_dir(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<OwnedFd> {
+/// Says whether it was created.
+pub(super) fn make_dir(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<(OwnedFd, bool)> {
     let name = OsStr::from_bytes(name);
-    match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700)) {
-        Ok(()) | Err(Errno::EXIST) => {}
+    let created = match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700)) {
+        Ok(()) => true,
+        Err(Errno::EXIST) => false,
         Err(e) => return Err(e.into()),
-    }
+    };
     let open = || {
         rustix::fs::openat(
             dir,
@@ -64,11 +66,11 @@ pub(super) fn make_dir(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<OwnedFd> 
         )
     };
     match open() {
-        Ok(fd) => Ok(fd),
+        Ok(fd) => Ok((fd, created)),
         Err(Errno::NOTDIR) | Err(Errno::LOOP) => {
             rustix::fs::unlinkat(dir, name, AtFlags::empty())?;
             rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700))?;
-            Ok(open()?)
+            Ok((open()?, true))
         }
         Err(e) => Err(e.into()),
     }

@@ -14,7 +14,12 @@
 //! restored sparse. Hard links within the restore are recreated with `linkat`.
 
 mod dirs;
+mod existing;
 mod meta;
+mod plan;
+
+pub use existing::Overwrite;
+pub use plan::plan;
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -29,11 +34,12 @@ use crossbeam_channel::{bounded, Receiver};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind};
 use crate::id::BlobId;
-use crate::progress::Progress;
+use crate::progress::{FileStatus, Progress};
 use crate::repo::damage::Damage;
 use crate::repo::{MasterIndex, RepoError, Repository};
 use crate::source::exclude::Patterns;
 use dirs::DirState;
+use existing::Decision;
 
 /// How to restore.
 #[derive(Clone)]
@@ -49,6 +55,10 @@ pub struct RestoreOptions {
     pub only: Option<Arc<Only>>,
     /// Keep each file's size and restore time in the summary (a drill's measurements).
     pub timings: bool,
+    /// When an existing file in the target is replaced.
+    pub overwrite: Overwrite,
+    /// Remove what the target holds beyond the snapshot (within what the filters restore).
+    pub delete: bool,
 }
 
 /// The files a partial restore restores, and the directories that lead to them.
@@ -99,6 +109,11 @@ pub struct RestoreSummary {
     pub other_restored: u64,
     pub bytes_restored: u64,
     pub files_verified: u64,
+    /// Files (and other entries) already in the target as the snapshot has them, or kept by
+    /// `--overwrite`: not written.
+    pub files_unchanged: u64,
+    /// Entries removed from the target (`--delete`; a directory counts once).
+    pub deleted: u64,
     pub errors: Vec<String>,
     /// Copies of blobs found damaged and recorded in the repository (repo::damage), so the
     /// next backup stores them afresh.
@@ -132,6 +147,8 @@ struct Ctx {
     other: AtomicU64,
     bytes: AtomicU64,
     verified: AtomicU64,
+    unchanged: AtomicU64,
+    deleted: AtomicU64,
     owners: meta::Owners,
     open_dirs: dirs::OpenDirs,
     /// Blobs (data and trees) that could not be read: recorded at the end.
@@ -196,6 +213,8 @@ pub fn run(
         other: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
         verified: AtomicU64::new(0),
+        unchanged: AtomicU64::new(0),
+        deleted: AtomicU64::new(0),
         owners: meta::Owners::new(rustix::process::geteuid().is_root()),
         open_dirs: Default::default(),
         damaged: Mutex::new(Vec::new()),
@@ -247,6 +266,8 @@ pub fn run(
         other_restored: ctx.other.into_inner(),
         bytes_restored: ctx.bytes.into_inner(),
         files_verified: ctx.verified.into_inner(),
+        files_unchanged: ctx.unchanged.into_inner(),
+        deleted: ctx.deleted.into_inner(),
         errors: ctx.errors.into_inner().expect("poisoned"),
     })
 }
@@ -262,6 +283,12 @@ fn record_damage(ctx: &Ctx) -> (u64, Option<String>) {
         Ok(n) => (n.map_or(0, |(_, n)| n as u64), None),
         Err(e) => (0, Some(e.to_string())),
     }
+}
+
+/// Whether `--delete` may remove the target's entry at snapshot path `path`: only what the
+/// filters would restore (an excluded path is not the restore's business).
+fn deletable(opts: &RestoreOptions, path: &[u8], name: &[u8]) -> bool {
+    !opts.exclude.matches(path, name) && (opts.include.is_empty() || opts.include.matches(path, name))
 }
 
 /// The parent directory of an absolute path (`/` for top-level names).
@@ -301,8 +328,37 @@ impl Walker<'_> {
                 return self.ctx.error(path, format!("directory contents lost: {e}"));
             }
         };
+        let names: std::collections::HashSet<Vec<u8>> = tree.iter().map(|n| n.name.clone()).collect();
         for child in tree {
             self.entry(dir, child, path, included);
+        }
+        if self.ctx.opts.delete && self.ctx.opts.only.is_none() && (included || self.ctx.opts.include.is_empty()) {
+            self.delete_extras(dir, path, &names);
+        }
+    }
+
+    /// `--delete`: removes the entries of `dir` the snapshot's directory does not hold.
+    fn delete_extras(&self, dir: &Arc<DirState>, path: &[u8], keep: &std::collections::HashSet<Vec<u8>>) {
+        let fd = match dir.ensure(self.ctx) {
+            Ok(fd) => fd,
+            Err(e) => return self.ctx.error(path, e),
+        };
+        let found = match existing::names(fd.as_fd()) {
+            Ok(n) => n,
+            Err(e) => return self.ctx.error(path, format!("listing for --delete: {e}")),
+        };
+        for n in found {
+            let p = join(path, &n);
+            if keep.contains(&n) || !deletable(&self.ctx.opts, &p, &n) {
+                continue;
+            }
+            match existing::remove(fd.as_fd(), &n) {
+                Ok(()) => {
+                    self.ctx.deleted.fetch_add(1, Ordering::Relaxed);
+                    self.ctx.progress.file(&p, FileStatus::Deleted);
+                }
+                Err(e) => self.ctx.error(&p, format!("not deleted: {e}")),
+            }
         }
     }
 
@@ -350,11 +406,25 @@ impl Walker<'_> {
         path: &[u8],
     ) -> std::io::Result<()> {
         let name = CString::new(node.name.clone()).map_err(std::io::Error::other)?;
+        // Hard links and special files are decided here; plain files by the workers, which
+        // may read them to compare content.
+        let decide = || existing::decide(&self.ctx.repo, &self.ctx.index, fd, &name, &node, self.ctx.opts.overwrite);
         match node.kind {
             NodeKind::File => {
                 let mut file = None;
                 if node.nlink > 1 {
                     let key = (node.dev, node.inode);
+                    if let Decision::Keep { same } = decide()? {
+                        if same {
+                            if let Some(f) = existing::open_file(fd, &name)? {
+                                meta::apply_fd(&f, &node, &self.ctx.owners)?;
+                            }
+                        }
+                        self.links.entry(key).or_insert_with(|| (dir.clone(), name.clone()));
+                        self.ctx.unchanged.fetch_add(1, Ordering::Relaxed);
+                        self.ctx.progress.file(path, FileStatus::Unchanged);
+                        return Ok(());
+                    }
                     if let Some((first_dir, first_name)) = self.links.get(&key) {
                         let first_fd = first_dir.ensure(self.ctx)?;
                         meta::replace_with(fd, &name, |fd, n| {
@@ -375,6 +445,16 @@ impl Walker<'_> {
             }
             NodeKind::Socket => Ok(()),
             _ => {
+                let d = decide()?;
+                if let Decision::Keep { same } = d {
+                    if same {
+                        meta::apply_at(fd, &name, &node, &self.ctx.owners)?;
+                    }
+                    self.ctx.unchanged.fetch_add(1, Ordering::Relaxed);
+                    self.ctx.progress.file(path, FileStatus::Unchanged);
+                    return Ok(());
+                }
+                self.ctx.progress.file(path, if d == Decision::New { FileStatus::New } else { FileStatus::Modified });
                 meta::create_special(fd, &name, &node, self.ctx.owners.is_root)?;
                 meta::apply_at(fd, &name, &node, &self.ctx.owners)?;
                 self.ctx.other.fetch_add(1, Ordering::Relaxed);
@@ -407,7 +487,24 @@ fn restore_file(ctx: &Ctx, job: &FileJob) -> std::io::Result<()> {
     let name = CString::new(job.node.name.clone()).map_err(std::io::Error::other)?;
     let file = match &job.file {
         Some(f) => f.try_clone()?,
-        None => meta::create_file(fd.as_fd(), &name)?,
+        None => {
+            let d = existing::decide(&ctx.repo, &ctx.index, fd.as_fd(), &name, &job.node, ctx.opts.overwrite)?;
+            if let Decision::Keep { same } = d {
+                // The content is there already; its metadata is made exact (a partly
+                // restored tree may lack it), unless --overwrite keeps the file as it is.
+                if same {
+                    if let Some(f) = existing::open_file(fd.as_fd(), &name)? {
+                        meta::apply_fd(&f, &job.node, &ctx.owners)?;
+                    }
+                }
+                ctx.unchanged.fetch_add(1, Ordering::Relaxed);
+                ctx.progress.add_bytes(job.node.size);
+                ctx.progress.file(&job.path, FileStatus::Unchanged);
+                return Ok(());
+            }
+            ctx.progress.file(&job.path, if d == Decision::New { FileStatus::New } else { FileStatus::Modified });
+            meta::create_file(fd.as_fd(), &name)?
+        }
     };
     let mut offset = 0u64;
     let mut damaged = Vec::new();

@@ -260,3 +260,72 @@ fn snapshots_latest_group_by_and_compact() {
     assert_eq!(env.run(&["snapshots", "--group-by", "colour"]).code, 2);
     assert_eq!(env.run(&["snapshots", "--latest", "0"]).code, 2);
 }
+
+#[test]
+fn restore_resumes_overwrites_as_asked_deletes_and_dry_runs() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_simple_tree(&src);
+    std::fs::create_dir_all(src.join("keep")).unwrap();
+    std::fs::write(src.join("keep/same-size"), "aaaa").unwrap();
+    std::fs::write(src.join("keep/edited"), "original").unwrap();
+    env.backup(&[&src], &[]);
+    let out = env.path("out");
+    let (o, snap) = (out.to_str().unwrap(), format!("latest:{}", src.display()));
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["restore", "--json", snap.as_str(), "--target", o];
+        args.extend_from_slice(extra);
+        let r = env.run(&args);
+        assert_eq!(r.code, 0, "{extra:?}: {}", r.stderr);
+        (r.json(), r.stderr)
+    };
+    let (first, _) = restore(&[]);
+    let files = first["files_restored"].as_u64().unwrap();
+    assert!(files >= 3);
+    // A second restore over the finished tree writes nothing: it resumes.
+    let (again, _) = restore(&[]);
+    assert_eq!(
+        (again["files_restored"].as_u64(), again["files_unchanged"].as_u64()),
+        (Some(0), Some(files)),
+        "{again}"
+    );
+    // Damage the target: one file edited, one of the same size changed, one's mode changed,
+    // and things the snapshot does not hold.
+    std::fs::write(out.join("keep/edited"), "edited by hand").unwrap();
+    std::fs::write(out.join("keep/same-size"), "bbbb").unwrap();
+    std::fs::set_permissions(out.join("keep"), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    std::fs::write(out.join("extra"), "not in the snapshot").unwrap();
+    std::fs::create_dir_all(out.join("keep/newdir/deeper")).unwrap();
+    std::fs::write(out.join("keep/newdir/deeper/f"), "x").unwrap();
+    let plan = |extra: &[&str]| {
+        let mut e = vec!["--dry-run"];
+        e.extend_from_slice(extra);
+        restore(&e)
+    };
+    let (p, _) = plan(&["--delete"]);
+    assert_eq!(p["dry_run"], true);
+    assert_eq!((p["files_restored"].as_u64(), p["files_deleted"].as_u64()), (Some(2), Some(2)), "{p}");
+    assert!(out.join("extra").exists(), "a dry run changes nothing");
+    assert_eq!(std::fs::read_to_string(out.join("keep/edited")).unwrap(), "edited by hand");
+    let (p, _) = plan(&["--overwrite", "never"]);
+    assert_eq!((p["files_restored"].as_u64(), p["files_deleted"].as_u64()), (Some(0), Some(0)), "{p}");
+    let (p, _) = plan(&["--overwrite", "always"]);
+    assert_eq!((p["files_restored"].as_u64(), p["files_unchanged"].as_u64()), (Some(files), Some(0)), "{p}");
+    // if-newer: the target's file is newer than the snapshot's, so it stays.
+    let (p, _) = plan(&["--overwrite", "if-newer"]);
+    assert_eq!(p["files_restored"].as_u64(), Some(0), "{p}");
+    // The real thing, listed with -v: afterwards the target is the snapshot, exactly.
+    let r = env.run(&["restore", "-v", &snap, "--target", o, "--delete"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("deleted") && r.stderr.contains("/extra") && r.stderr.contains("modified"),
+        "{}",
+        r.stderr
+    );
+    assert!(!out.join("extra").exists() && !out.join("keep/newdir").exists());
+    assert_same_tree(&src, &out);
+    // --overwrite never leaves an edited file alone.
+    std::fs::write(out.join("keep/edited"), "edited again").unwrap();
+    restore(&["--overwrite", "never"]);
+    assert_eq!(std::fs::read_to_string(out.join("keep/edited")).unwrap(), "edited again");
+}
