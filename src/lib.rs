@@ -25,6 +25,8 @@ pub mod crypto;
 #[cfg(feature = "app")]
 pub mod drill;
 #[cfg(feature = "app")]
+pub mod dump;
+#[cfg(feature = "app")]
 pub mod fdlimit;
 pub mod format;
 pub mod id;

@@ -221,6 +221,8 @@ pub enum Command {
     },
     /// Print the version, the repository format it writes and what this build can do
     Version,
+    /// Write a file of a snapshot to stdout, or a directory as a tar (or zip) archive
+    Dump(DumpArgs),
     /// Write man pages or print shell completions (from the same definitions as the command line)
     Generate {
         #[command(subcommand)]
@@ -881,6 +883,19 @@ pub struct RestoreArgs {
     /// Say what would be written, replaced, kept and deleted; change nothing
     #[arg(long, short = 'n')]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DumpArgs {
+    /// `latest`, a snapshot id or a unique prefix
+    pub snapshot: String,
+    /// The file or directory (absolute, as backed up); `/` for the whole snapshot
+    pub path: String,
+    /// The archive format for a directory: tar (exact metadata) or zip
+    #[arg(long, value_name = "FORMAT", default_value = "tar", value_parser = ["tar", "zip"])]
+    pub archive: String,
     #[command(flatten)]
     pub filter: FilterArgs,
 }

@@ -29,6 +29,10 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     if reports && !matches!(cli.command, Command::Backup(_) | Command::Run(_)) {
         bail!("--metrics-file, --notify and --notify-on apply to `backup` and `run` only");
     }
+    // Checked here, not by clap: clap's message would print the URL, credentials and all.
+    for url in &g.notify {
+        crate::storage::webhook::check_url(url).map_err(|e| anyhow!("--notify {e}"))?;
+    }
     match cli.command {
         Command::Init(a) => init(&g, a),
         Command::Backup(a) => super::backup::backup(&g, a),
@@ -59,37 +63,51 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Schedule { command } => super::schedule::schedule(&g, command),
         Command::Generate { command } => super::schedule::generate(command),
         Command::Version => version(&g),
+        Command::Dump(a) => dump(&g, a),
     }
 }
 
-/// Why `loc` is another tool's spelling of a repository, with Coffer's. A location that
-/// looks like a URL never becomes a local directory (`s3:bkt/host1` would otherwise create
-/// `./s3:bkt`); a local path that really starts so is given as `./s3:...`.
-fn foreign_location(loc: &str) -> Option<String> {
-    let (scheme, rest) = loc.split_once(':')?;
-    if rest.starts_with("//") {
-        return None;
+/// `coffer dump SNAPSHOT PATH [--archive tar|zip]`: streams to stdout.
+fn dump(g: &Global, a: DumpArgs) -> Result<ExitCode> {
+    use std::io::IsTerminal;
+    let repo = open(g)?;
+    let _reading = reader_session(&repo, "dump");
+    let (id, snap) = repo.find_snapshot(&a.snapshot, &filter(&a.filter))?;
+    let path = clean_path(Path::new(&a.path));
+    let index = repo.load_index()?;
+    let node = restore::find_node(&repo, &index, &snap, &path)
+        .map_err(|e| history::not_in_snapshot(g, &repo, &id, &snap, &path, e))?;
+    let archive = if a.archive == "zip" { crate::dump::Archive::Zip } else { crate::dump::Archive::Tar };
+    let stdout = std::io::stdout();
+    if node.kind == NodeKind::Dir && stdout.is_terminal() {
+        bail!(
+            "{} is a directory: its {} archive would go to the terminal; redirect stdout (`> out.{}`)",
+            a.path,
+            a.archive,
+            a.archive
+        );
     }
-    if scheme == "s3" {
-        let (endpoint, rest) = match rest.split_once("://") {
-            Some((proto, r)) => {
-                let (host, path) = r.split_once('/').unwrap_or((r, ""));
-                (Some(format!("{proto}://{host}")), path)
+    // Large writes straight to the pipe; the lock is held throughout.
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    let prog = progress(g, "dump");
+    match node.kind {
+        NodeKind::Dir => {
+            let d = crate::dump::tree(&repo, &index, &node, &path, archive, &mut out, prog.as_ref())?;
+            if d.skipped > 0 {
+                eprintln!(
+                    "warning: {} left out (the archive format cannot hold them)",
+                    super::counted(d.skipped, "entry")
+                );
             }
-            None => match rest.split_once('/') {
-                Some((host, path)) if host.contains('.') => (Some(format!("https://{host}")), path),
-                _ => (None, rest),
-            },
-        };
-        let endpoint = endpoint.map(|e| format!(" --s3-endpoint {e}")).unwrap_or_default();
-        return Some(format!(
-            "{loc:?} is restic's spelling of an S3 location: Coffer's is --repo s3://{}{endpoint}",
-            rest.trim_matches('/')
-        ));
+        }
+        NodeKind::File => {
+            crate::dump::file(&repo, &index, &node, &mut out).context("writing the file")?;
+        }
+        k => bail!("{} is a {}: dump writes files, and directories as archives", a.path, k.as_str()),
     }
-    ["b2", "azure", "gs", "sftp", "rest", "rclone", "swift"].contains(&scheme).then(|| {
-        format!("{loc:?}: Coffer has no {scheme} backend; repositories are local paths (or NAS mounts) and s3://bucket/prefix (a local path starting so: ./{loc})")
-    })
+    out.flush().context("writing the output")?;
+    prog.finish();
+    Ok(ExitCode::Ok)
 }
 
 /// `coffer version [--json]`.
@@ -97,7 +115,8 @@ fn version(g: &Global) -> Result<ExitCode> {
     use crate::format::config::{OLDEST_VERSION, VERSION};
     let target = format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS);
     let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
-    let features = ["local", "s3", "object-lock", "catalog", "drill", "governance", "profiles", "schedules", "metrics"];
+    let features =
+        ["local", "s3", "object-lock", "catalog", "drill", "governance", "profiles", "schedules", "metrics", "dump"];
     if g.json {
         print_json(&json!({
             "version": env!("CARGO_PKG_VERSION"),
@@ -113,6 +132,42 @@ fn version(g: &Global) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::Ok)
+}
+
+/// Why `loc` is another tool's spelling of a repository, with Coffer's. A location that
+/// looks like a URL never becomes a local directory (`s3:bkt/host1` would otherwise create
+/// `./s3:bkt`); a local path that really starts so is given as `./s3:...`.
+fn foreign_location(loc: &str) -> Option<String> {
+    let (scheme, rest) = loc.split_once(':')?;
+    if rest.starts_with("//") {
+        return None;
+    }
+    let scheme = scheme.to_ascii_lowercase();
+    let shown = crate::storage::webhook::redacted(loc);
+    if scheme == "s3" {
+        let (endpoint, rest) = match rest.split_once("://") {
+            Some((proto, r)) => {
+                let (host, path) = r.split_once('/').unwrap_or((r, ""));
+                let allow = if proto.eq_ignore_ascii_case("http") { " --s3-allow-http" } else { "" };
+                (Some(format!("{proto}://{host}{allow}")), path)
+            }
+            None => match rest.split_once('/') {
+                Some((host, path)) if host.contains('.') => (Some(format!("https://{host}")), path),
+                _ => (None, rest),
+            },
+        };
+        let bucket = rest.trim_matches('/');
+        if bucket.is_empty() {
+            return Some(format!("{shown:?} is restic's spelling of an S3 location, without a bucket: Coffer's is --repo s3://BUCKET/PREFIX"));
+        }
+        let endpoint = endpoint.map(|e| format!(" --s3-endpoint {e}")).unwrap_or_default();
+        return Some(format!(
+            "{shown:?} is restic's spelling of an S3 location: Coffer's is --repo s3://{bucket}{endpoint}"
+        ));
+    }
+    ["b2", "azure", "gs", "sftp", "rest", "rclone", "swift"].contains(&scheme.as_str()).then(|| {
+        format!("{shown:?}: Coffer has no {scheme} backend; repositories are local paths (or NAS mounts) and s3://bucket/prefix (a local path starting so: ./{shown})")
+    })
 }
 
 fn store(g: &Global, create: bool) -> Result<Store> {
@@ -302,7 +357,7 @@ fn init(g: &Global, a: InitArgs) -> Result<ExitCode> {
     })?;
     if g.json {
         print_json(&json!({ "repository_id": repo.id().to_hex(), "location": repo.store().location() }))?;
-    } else {
+    } else if !g.quiet {
         eprintln!("created repository {} at {}", repo.id().short(), repo.store().location());
     }
     Ok(ExitCode::Ok)
@@ -561,7 +616,7 @@ fn ls(g: &Global, a: LsArgs) -> Result<ExitCode> {
     let start = restore::find_node(&repo, &index, &snap, &start_path)
         .map_err(|e| history::not_in_snapshot(g, &repo, &id, &snap, &start_path, e))?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    if !g.json {
+    if !g.json && !g.quiet {
         eprintln!("snapshot {} of {} at {}:", id.short(), snap.host, time_of(&snap).strftime("%Y-%m-%d %H:%M:%S"));
     }
     let mut emit = |path: &[u8], n: &Node| -> Result<()> {
@@ -571,12 +626,25 @@ fn ls(g: &Global, a: LsArgs) -> Result<ExitCode> {
             let t = jiff::Timestamp::new(n.mtime.sec, n.mtime.nsec as i32)
                 .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
                 .unwrap_or_default();
+            // An owner without a name shows as its number, as `ls -l` shows it.
+            let owner = |name: &[u8], id: u32| {
+                if name.is_empty() {
+                    id.to_string()
+                } else {
+                    String::from_utf8_lossy(name).into_owned()
+                }
+            };
+            let link = if n.kind == NodeKind::Symlink {
+                format!(" -> {}", String::from_utf8_lossy(&n.link_target))
+            } else {
+                String::new()
+            };
             writeln!(
                 out,
-                "{} {:>8} {:>8} {:>12} {t} {}",
+                "{} {:>8} {:>8} {:>12} {t} {}{link}",
                 mode_string(n.kind, n.mode),
-                String::from_utf8_lossy(&n.user),
-                String::from_utf8_lossy(&n.group),
+                owner(&n.user, n.uid),
+                owner(&n.group, n.gid),
                 n.size,
                 String::from_utf8_lossy(path)
             )?;

@@ -237,7 +237,7 @@ pub fn find(g: &Global, a: FindArgs) -> Result<ExitCode> {
         }
     }
     out.flush()?;
-    if !g.json {
+    if !g.json && !g.quiet {
         eprintln!("{} ({:.0} ms)", super::counted(hits.len() as u64, "match"), watch.elapsed().as_secs_f64() * 1e3);
     }
     Ok(ExitCode::Ok)
@@ -304,7 +304,7 @@ pub fn versions(g: &Global, a: VersionsArgs) -> Result<ExitCode> {
         }
     }
     out.flush()?;
-    if !g.json {
+    if !g.json && !g.quiet {
         eprintln!("{} ({ms:.0} ms)", super::counted(vs.len() as u64, "version"));
     }
     Ok(ExitCode::Ok)
@@ -378,7 +378,7 @@ pub fn diff(g: &Global, a: DiffArgs) -> Result<ExitCode> {
             "metadata": n("metadata"), "type": n("type"),
         });
         json_line(&mut out, &doc)?;
-    } else {
+    } else if !g.quiet {
         eprintln!(
             "{} -> {}: {} added, {} removed, {} modified, {} metadata only, {} type changed",
             s1.id.short(),

@@ -132,7 +132,8 @@ pub(super) fn after_backup(
     // Plain backups keep their counters per repository (profile names cannot start with `_`),
     // and their series carry the repository as a label: two cron jobs into two repositories
     // are two series.
-    let location = g.repo.clone().unwrap_or_default();
+    // The repository's own location (a local path made absolute), not the spelling used.
+    let location = repo.map(|r| r.store().canonical_location()).or_else(|| g.repo.clone()).unwrap_or_default();
     let key = format!("_backup-{}", &blake3::hash(location.as_bytes()).to_hex()[..16]);
     let labels = [("profile", String::new()), ("repository", location.clone())];
     let state_dir = super::commands::state_dir();

@@ -438,7 +438,12 @@ fn profile(file: &Path, text: &str, name: &str, line: usize, table: BTreeMap<Str
             "paths" => p.paths = strings(file, kline, &key, &v)?,
             "password" => p.password = Some(string(file, kline, &key, &v)?),
             "metrics-file" => p.metrics_file = Some(PathBuf::from(string(file, kline, &key, &v)?)),
-            "notify" => p.notify = strings(file, kline, &key, &v)?,
+            "notify" => {
+                p.notify = strings(file, kline, &key, &v)?;
+                for url in &p.notify {
+                    crate::storage::webhook::check_url(url).map_err(|e| at(file, kline, format!("notify: {e}")))?;
+                }
+            }
             "notify-on" => p.notify_on = when(&v)?,
             "mail-to" => p.mail_to = strings(file, kline, &key, &v)?,
             "mail-command" => p.mail_command = string(file, kline, &key, &v)?,
@@ -494,14 +499,6 @@ fn profile(file: &Path, text: &str, name: &str, line: usize, table: BTreeMap<Str
     }
     if let Some(bad) = p.paths.iter().find(|x| x.is_empty()) {
         bail!(at(file, line, format!("profile {name}: paths: {bad:?} is not a path")));
-    }
-    for url in &p.notify {
-        let ok = url
-            .parse::<http::Uri>()
-            .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
-        if !ok {
-            bail!(at(file, line, format!("profile {name}: notify {url:?}: give an http:// or https:// URL")));
-        }
     }
     Ok(p)
 }
@@ -844,7 +841,7 @@ after = "logger coffer done $COFFER_SNAPSHOT_ID"
             "give one of parts and read-data",
         );
         bad("[profiles.a]\npaths = [\"/x\"]\n[profiles.a.prune]\nmax-unused = \"bogus\"\n", ":4: max-unused");
-        bad("[profiles.a]\npaths = [\"/x\"]\nnotify = \"not a url\"\n", "notify \"not a url\"");
+        bad("[profiles.a]\npaths = [\"/x\"]\nnotify = \"not a url\"\n", "notify: not a url: not a valid");
         bad("[profiles.a]\npaths = [\"\"]\n", "paths");
         bad("[profiles.a]\nstdin = true\n", ":2: stdin: a scheduled run has no standard input");
         bad("[profiles.a]\nfiles-from = \"-\"\n", ":2: files-from");

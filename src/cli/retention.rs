@@ -205,33 +205,39 @@ fn print_forget(opts: &ForgetOptions, plans: &[GroupPlan]) -> Result<()> {
 
 type Reasons = [(crate::id::SnapshotId, Vec<String>)];
 
+/// The snapshots of a forget group, columns as wide as their widest value.
 fn table(out: &mut impl Write, snaps: &[ListedSnapshot], reasons: Option<&Reasons>) -> Result<()> {
-    let reason_col = reasons.is_some();
-    if reason_col {
-        writeln!(out, "{:<8}  {:<25}  {:<16}  {:<16}  {:<24}  paths", "id", "time", "host", "tags", "reasons")?;
-    } else {
-        writeln!(out, "{:<8}  {:<25}  {:<16}  {:<16}  paths", "id", "time", "host", "tags")?;
-    }
-    for s in snaps {
-        let t = time_of(&s.snapshot).strftime("%Y-%m-%d %H:%M:%S %:z").to_string();
-        let paths: Vec<_> = s.snapshot.paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
-        let why: Vec<String> =
-            reasons.and_then(|r| r.iter().find(|(id, _)| *id == s.id)).map(|(_, m)| m.clone()).unwrap_or_default();
-        let tags = s.snapshot.tags.join(",");
-        if reason_col {
-            let first = why.first().map(String::as_str).unwrap_or("");
-            writeln!(
-                out,
-                "{:<8}  {t:<25}  {:<16}  {tags:<16}  {first:<24}  {}",
-                s.id.short(),
-                s.snapshot.host,
-                paths.join(" ")
-            )?;
-            for more in why.iter().skip(1) {
-                writeln!(out, "{:<8}  {:<25}  {:<16}  {:<16}  {more}", "", "", "", "")?;
-            }
+    let time = |s: &ListedSnapshot| time_of(&s.snapshot).strftime("%Y-%m-%d %H:%M:%S %:z").to_string();
+    let width = |f: &dyn Fn(&ListedSnapshot) -> String, head: &str| {
+        snaps.iter().map(|s| f(s).chars().count()).chain([head.len()]).max().unwrap_or(0)
+    };
+    let why = |s: &ListedSnapshot| -> Vec<String> {
+        reasons.and_then(|r| r.iter().find(|(id, _)| *id == s.id)).map(|(_, m)| m.clone()).unwrap_or_default()
+    };
+    let (wt, wh, wg) = (
+        width(&time, "time"),
+        width(&|s| s.snapshot.host.clone(), "host"),
+        width(&|s| s.snapshot.tags.join(","), "tags"),
+    );
+    let wr = width(&|s| why(s).first().cloned().unwrap_or_default(), "reasons");
+    let line = |out: &mut dyn Write, c: [&str; 6]| -> Result<()> {
+        let l = if reasons.is_some() {
+            format!("{:<8}  {:<wt$}  {:<wh$}  {:<wg$}  {:<wr$}  {}", c[0], c[1], c[2], c[3], c[4], c[5])
         } else {
-            writeln!(out, "{:<8}  {t:<25}  {:<16}  {tags:<16}  {}", s.id.short(), s.snapshot.host, paths.join(" "))?;
+            format!("{:<8}  {:<wt$}  {:<wh$}  {:<wg$}  {}", c[0], c[1], c[2], c[3], c[5])
+        };
+        writeln!(out, "{}", l.trim_end())?;
+        Ok(())
+    };
+    line(out, ["id", "time", "host", "tags", "reasons", "paths"])?;
+    for s in snaps {
+        let paths: Vec<_> = s.snapshot.paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+        let why = why(s);
+        let (t, tags, id) = (time(s), s.snapshot.tags.join(","), s.id.short());
+        let first = why.first().map(String::as_str).unwrap_or("");
+        line(out, [&id, &t, &s.snapshot.host, &tags, first, &paths.join(" ")])?;
+        for more in why.iter().skip(1) {
+            line(out, ["", "", "", "", more, ""])?;
         }
     }
     Ok(())

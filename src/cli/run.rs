@@ -276,7 +276,13 @@ pub(super) fn child(p: &Profile, name: &str, argv: &[String]) -> Step {
         }
     });
     let code = match ended {
-        Ok(e) => e.status.code().unwrap_or(ExitCode::Interrupted as i32),
+        Ok(e) => match (e.status.code(), std::os::unix::process::ExitStatusExt::signal(&e.status)) {
+            (Some(c), _) => c,
+            // Stopped by the run itself, after a signal to it: interrupted.
+            (None, _) if interrupted() => ExitCode::Interrupted as i32,
+            // Killed by someone else (the OOM killer, an operator): a failure.
+            (None, sig) => return fail(format!("coffer {name} was killed by signal {}", sig.unwrap_or(0))),
+        },
         Err(e) => return fail(format!("waiting for coffer {name}: {e}")),
     };
     let output = out
@@ -416,6 +422,9 @@ pub fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
     let started = crate::clock::stopwatch();
     super::RUNNING.store(true, std::sync::atomic::Ordering::SeqCst);
     let steps = steps(&p, &extra, &mut state, now_ns, started);
+    // From here on a signal ends the run at once (exit 130): nothing is left to stop but
+    // the notifications.
+    super::RUNNING.store(false, std::sync::atomic::Ordering::SeqCst);
     let mut code = steps.iter().filter_map(|s| s.exit_code).max_by_key(|c| severity(*c)).unwrap_or(0);
     if interrupted() {
         code = ExitCode::Interrupted as i32;
@@ -440,7 +449,7 @@ pub fn run(g: &Global, a: RunArgs) -> Result<ExitCode> {
     mail(&p, code, &doc, &steps);
     if g.json {
         super::commands::print_json(&doc)?;
-    } else {
+    } else if !g.quiet || status(code) == "failure" {
         print_summary(&p, code, &steps, started.elapsed().as_secs_f64());
     }
     Ok(exit_from(code))
@@ -457,7 +466,12 @@ fn steps(
     let plan = plan(p, extra, state, now_ns);
     let _ = plan.forget;
     let mut steps = Vec::new();
-    let worst = |steps: &[Step]| steps.iter().filter_map(|s| s.exit_code).max_by_key(|c| severity(*c)).unwrap_or(0);
+    let worst = |steps: &[Step]| {
+        if interrupted() {
+            return ExitCode::Interrupted as i32;
+        }
+        steps.iter().filter_map(|s| s.exit_code).max_by_key(|c| severity(*c)).unwrap_or(0)
+    };
     if let Some(failed) = run_hooks(p, "before", &p.hooks.before, &hook_env(p, "before", 0, &steps, started)) {
         let stop = p.hooks.stop_on_before_failure;
         steps.push(failed);
@@ -618,7 +632,10 @@ fn dry_run(g: &Global, p: &Profile, plan: &Plan) -> Result<ExitCode> {
         lines.push(("metrics".into(), m.display().to_string()));
     }
     for n in &p.notify {
-        lines.push(("notify".into(), format!("{n} ({:?})", p.notify_on).to_lowercase()));
+        lines.push((
+            "notify".into(),
+            format!("{} ({})", crate::storage::webhook::shown(n), format!("{:?}", p.notify_on).to_lowercase()),
+        ));
     }
     if g.json {
         let steps: Vec<Value> = lines.iter().map(|(s, c)| json!({ "step": s, "command": c })).collect();

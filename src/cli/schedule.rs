@@ -52,7 +52,7 @@ fn systemctl(args: &[&str]) -> Result<()> {
 
 /// Checks an OnCalendar expression with systemd's own parser, where it is installed.
 fn check_calendar(cal: &str) -> Result<()> {
-    if cal.contains('\n') || cal.trim().is_empty() || cal.trim_start().starts_with('-') {
+    if cal.chars().any(char::is_control) || cal.trim().is_empty() || cal.trim_start().starts_with('-') {
         bail!("--on {cal:?}: not a calendar expression");
     }
     match Process::new("systemd-analyze").args(["calendar", "--", cal]).output() {
@@ -90,6 +90,13 @@ fn install(g: &Global, a: ScheduleInstallArgs) -> Result<ExitCode> {
         crate::timespec::parse_span_secs(&a.randomized_delay).map_err(|e| anyhow!("--randomized-delay: {e}"))?;
     let exe = std::env::current_exe().and_then(|e| e.canonicalize()).context("finding the coffer binary")?;
     let config = path.canonicalize().with_context(|| format!("{}", path.display()))?;
+    // A unit file and a crontab are line-based: a control character in a path would end the
+    // line and start another.
+    for p in [&exe, &config] {
+        if p.to_string_lossy().chars().any(char::is_control) {
+            bail!("{:?}: a path with control characters cannot go into a schedule; move or rename it", p);
+        }
+    }
     let job = Job {
         profile: p.name.clone(),
         exe: exe.display().to_string(),
@@ -104,7 +111,7 @@ fn install(g: &Global, a: ScheduleInstallArgs) -> Result<ExitCode> {
         super::commands::print_json(
             &json!({ "profile": job.profile, "kind": if cron { "cron" } else { "systemd" }, "schedule": job.calendar, "files": written }),
         )?;
-    } else {
+    } else if !g.quiet {
         for w in &written {
             eprintln!("wrote {w}");
         }

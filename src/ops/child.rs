@@ -5,10 +5,13 @@
 //! started (a hook's `sh -c` and the programs under it), not only the shell. The groups alive
 //! are kept in one registry, so the signal handler can stop them all ([`terminate_all`]).
 //!
-//! Output is read on threads and handed over line by line (invalid UTF-8 shown lossily).
-//! Once the direct child has exited, its output is read for [`GRACE`] more and then left
-//! behind: a background process a hook started (`daemon &`) may hold the pipes open for
-//! hours, and a run must not wait for it.
+//! Output is read on threads and handed over line by line (invalid UTF-8 shown lossily, a
+//! line cut at [`MAX_LINE`] bytes, so a child printing without newlines cannot fill memory).
+//! Once the direct child has exited, its output is read until the pipes close, or until
+//! none came for [`GRACE`] (at most [`MAX_DRAIN`] in all): a background process a hook
+//! started (`daemon &`) may hold the pipes open for hours, and a run must not wait for it.
+//! The reading threads then go on draining the pipes and drop what they read, so such a
+//! process is not killed by SIGPIPE on its next write.
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
@@ -17,8 +20,12 @@ use std::sync::mpsc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// How long output is still read after the child exited.
+/// After the child exited: how long without output ends the reading.
 pub const GRACE: Duration = Duration::from_millis(500);
+/// After the child exited: how long its output is read at most.
+pub const MAX_DRAIN: Duration = Duration::from_secs(10);
+/// The longest line handed over; the rest of a longer one is dropped.
+pub const MAX_LINE: usize = 64 * 1024;
 /// How long a group gets between SIGTERM and SIGKILL when a timeout stops it.
 const KILL_AFTER: Duration = Duration::from_secs(2);
 
@@ -69,24 +76,38 @@ pub fn terminate_all() {
     }
 }
 
-/// Reads one pipe line by line into `tx`, then reports its end (`None`).
+/// Reads one pipe line by line into `tx`, then reports its end (`None`). When nobody
+/// listens any more it keeps reading to the end and drops the lines.
 fn reader<R: Read + Send + 'static>(r: R, tx: mpsc::Sender<Option<Line>>, out: bool) {
     std::thread::spawn(move || {
         let mut r = BufReader::new(r);
         let mut buf = Vec::new();
+        let mut listening = true;
         loop {
             buf.clear();
-            match r.read_until(b'\n', &mut buf) {
+            match (&mut r).take(MAX_LINE as u64).read_until(b'\n', &mut buf) {
                 Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                        buf.pop();
-                    }
-                    let s = String::from_utf8_lossy(&buf).into_owned();
-                    if tx.send(Some(if out { Line::Out(s) } else { Line::Err(s) })).is_err() {
-                        break;
+                Ok(_) => {}
+            }
+            if buf.len() == MAX_LINE && buf.last() != Some(&b'\n') {
+                // Cut: the rest of the line is skipped.
+                let mut rest = Vec::new();
+                loop {
+                    rest.clear();
+                    match (&mut r).take(MAX_LINE as u64).read_until(b'\n', &mut rest) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) if rest.last() == Some(&b'\n') => break,
+                        Ok(_) => {}
                     }
                 }
+                buf.extend_from_slice(" [line cut]".as_bytes());
+            }
+            while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                buf.pop();
+            }
+            if listening {
+                let s = String::from_utf8_lossy(&buf).into_owned();
+                listening = tx.send(Some(if out { Line::Out(s) } else { Line::Err(s) })).is_ok();
             }
         }
         let _ = tx.send(None);
@@ -112,23 +133,31 @@ pub fn supervise(mut child: Child, timeout: Option<Duration>, line: &mut dyn FnM
     let started = Instant::now();
     let mut timed_out = false;
     let mut termed_at: Option<Instant> = None;
-    let mut exited: Option<(ExitStatus, Instant)> = None;
+    // (status, when it exited, when output last came)
+    let mut exited: Option<(ExitStatus, Instant, Instant)> = None;
     let result = loop {
         match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(Some(l)) => line(l),
+            Ok(Some(l)) => {
+                line(l);
+                if let Some(e) = exited.as_mut() {
+                    e.2 = Instant::now();
+                }
+            }
             Ok(None) => open -= 1,
             Err(mpsc::RecvTimeoutError::Disconnected) => open = 0,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
         if exited.is_none() {
             match child.try_wait() {
-                Ok(Some(s)) => exited = Some((s, Instant::now())),
+                Ok(Some(s)) => exited = Some((s, Instant::now(), Instant::now())),
                 Ok(None) => {}
                 Err(e) => break Err(e),
             }
         }
         match exited {
-            Some((status, at)) if open == 0 || at.elapsed() > GRACE => break Ok(Ended { status, timed_out }),
+            Some((status, at, last)) if open == 0 || last.elapsed() > GRACE || at.elapsed() > MAX_DRAIN => {
+                break Ok(Ended { status, timed_out })
+            }
             Some(_) => continue,
             None => {}
         }
@@ -190,6 +219,30 @@ mod tests {
         assert_eq!(got, ["out started"]);
         assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
         // The background sleep is still running in the group; stop it.
+        signal_group(pid, rustix::process::Signal::KILL);
+    }
+
+    #[test]
+    fn every_line_of_an_exited_child_arrives_and_long_lines_are_cut() {
+        let (e, got, _) = lines("seq 1 200000; echo LAST; head -c 200000 /dev/zero | tr '\\0' x; echo", None);
+        assert!(e.status.success());
+        assert_eq!(got.len(), 200002);
+        assert!(got.contains(&"out LAST".to_string()));
+        let long = got.iter().find(|l| l.starts_with("out xxx")).unwrap();
+        assert!(long.len() < MAX_LINE + 32 && long.ends_with("[line cut]"), "{}", long.len());
+    }
+
+    #[test]
+    fn a_background_process_keeps_running_after_the_reading_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let mark = dir.path().join("alive");
+        // It prints after the wait is over: that write must not kill it.
+        let script = format!("(sleep 2; echo late; touch {}) & echo started", mark.display());
+        let (e, got, pid) = lines(&script, None);
+        assert!(e.status.success());
+        assert_eq!(got, ["out started"]);
+        std::thread::sleep(Duration::from_secs(4));
+        assert!(mark.exists(), "the background process died on its write");
         signal_group(pid, rustix::process::Signal::KILL);
     }
 

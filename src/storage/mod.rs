@@ -553,6 +553,15 @@ impl Store {
         &self.location
     }
 
+    /// The location as one name for one repository however it was spelled: a local
+    /// repository's absolute path with symlinks resolved; an S3 location as given.
+    pub fn canonical_location(&self) -> String {
+        match &self.local {
+            Some(l) => l.root.display().to_string(),
+            None => self.location.trim_end_matches('/').to_string(),
+        }
+    }
+
     /// Writes a new object; fails with `AlreadyExists` rather than replace one.
     pub fn put_new(&self, path: &str, data: Vec<u8>) -> Result<()> {
         self.put_new_reclaim(path, data).map(drop)

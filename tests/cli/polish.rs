@@ -329,3 +329,48 @@ fn restore_resumes_overwrites_as_asked_deletes_and_dry_runs() {
     restore(&["--overwrite", "never"]);
     assert_eq!(std::fs::read_to_string(out.join("keep/edited")).unwrap(), "edited again");
 }
+
+#[test]
+fn dump_writes_a_file_or_a_directory_as_tar_or_zip() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_simple_tree(&src);
+    std::fs::create_dir_all(src.join("sub/deeper")).unwrap();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(src.join("sub/big.bin"), &big).unwrap();
+    std::fs::write(src.join("sub/deeper/x"), "x").unwrap();
+    std::fs::hard_link(src.join("sub/deeper/x"), src.join("sub/x-link")).unwrap();
+    std::os::unix::fs::symlink("deeper/x", src.join("sub/sym")).unwrap();
+    std::fs::set_permissions(src.join("sub/deeper/x"), std::os::unix::fs::PermissionsExt::from_mode(0o4750)).unwrap();
+    env.backup(&[&src], &[]);
+    // One file: its bytes on stdout.
+    let mut c = env.cmd(&["dump", "latest", src.join("sub/big.bin").to_str().unwrap()]);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.stdout == big, "the file's bytes, exactly");
+    // A directory: a tar that GNU tar extracts to the same tree.
+    let tar = env.path("sub.tar");
+    let mut c = env.cmd(&["dump", "latest", src.join("sub").to_str().unwrap()]);
+    c.stdout(std::fs::File::create(&tar).unwrap());
+    assert!(c.status().unwrap().success());
+    let out = env.path("x");
+    std::fs::create_dir_all(&out).unwrap();
+    let st =
+        std::process::Command::new("tar").args(["--xattrs", "-xpf"]).arg(&tar).arg("-C").arg(&out).status().unwrap();
+    assert!(st.success());
+    let inside = out.join(src.strip_prefix("/").unwrap()).join("sub");
+    assert_same_tree(&src.join("sub"), &inside);
+    // zip: the files and their contents (Python's zipfile reads it).
+    let zip = env.path("sub.zip");
+    let mut c = env.cmd(&["dump", "--archive", "zip", "latest", src.join("sub").to_str().unwrap()]);
+    c.stdout(std::fs::File::create(&zip).unwrap());
+    assert!(c.status().unwrap().success());
+    let name = format!("{}/sub/big.bin", src.strip_prefix("/").unwrap().display());
+    let py = format!("import zipfile,sys; z=zipfile.ZipFile(sys.argv[1]); sys.stdout.buffer.write(z.read('{name}'))");
+    let o = std::process::Command::new("python3").args(["-c", &py]).arg(&zip).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.stdout == big);
+    // What is not in the snapshot is named.
+    let r = env.run(&["dump", "latest", src.join("nope").to_str().unwrap()]);
+    assert!(r.code == 1 && r.stderr.contains("not in snapshot"), "{}", r.stderr);
+}
