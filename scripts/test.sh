@@ -10,12 +10,14 @@ cd "$(dirname "$0")/.."
 
 need() { command -v "$1" >/dev/null 2>&1; }
 # systemd-analyze checks the units `schedule install` writes and the packaged ones; man and
-# dpkg check the installed package (scripts/test-deb).
-if ! need setpriv || ! need mount || ! need faketime || ! need systemd-analyze || ! need man || ! need dpkg; then
+# dpkg check the installed package (scripts/test-deb); fusermount3 (fuse3) mounts `coffer
+# mount` in its test (/dev/fuse must exist); tmux gives the progress display a terminal.
+if ! need setpriv || ! need mount || ! need faketime || ! need systemd-analyze || ! need man || ! need dpkg \
+  || ! need fusermount3 || ! need tmux; then
   if [ "$(id -u)" = 0 ] && need apt-get; then
-    apt-get update -qq && apt-get install -y -qq util-linux mount faketime systemd man-db dpkg >/dev/null
+    apt-get update -qq && apt-get install -y -qq util-linux mount faketime systemd man-db dpkg fuse3 tmux >/dev/null
   else
-    echo "scripts/test.sh: setpriv and mount (util-linux), faketime, systemd-analyze, man and dpkg are needed" >&2
+    echo "scripts/test.sh: setpriv and mount (util-linux), faketime, systemd-analyze, man, dpkg, fusermount3 (fuse3) and tmux are needed" >&2
     exit 1
   fi
 fi

@@ -31,6 +31,8 @@ pub mod fdlimit;
 pub mod format;
 pub mod id;
 #[cfg(feature = "app")]
+pub mod mount;
+#[cfg(feature = "app")]
 pub mod ops;
 #[cfg(feature = "app")]
 pub mod progress;

@@ -16,6 +16,13 @@ pub trait Progress: Send + Sync {
     /// the parent snapshot (`-v` lists the first two, `-vv` all three); or restored: written
     /// new, replaced, kept, or deleted (`--delete`).
     fn file(&self, _path: &[u8], _status: FileStatus) {}
+    /// Whether totals are worth computing ahead (a display that shows percent and ETA):
+    /// a backup then scans its paths in the background to count them.
+    fn wants_totals(&self) -> bool {
+        false
+    }
+    /// A file started (`started`) or finished being read or written.
+    fn reading(&self, _path: &[u8], _started: bool) {}
     /// A non-fatal problem worth telling the user about right away.
     fn warn(&self, _message: &str) {}
     /// A line for the user (stderr), printed without disturbing a live display.

@@ -16,6 +16,7 @@
 //! while readers are still busy elsewhere. The snapshot is written only after the sink
 //! has made every pack and index durable.
 
+mod scan;
 mod stream;
 mod walk;
 
@@ -24,6 +25,8 @@ pub use walk::{TagFile, IGNORE_FILE};
 
 use std::collections::HashSet;
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -368,6 +371,13 @@ pub fn run(
     let started = crate::clock::now();
     let watch = crate::clock::stopwatch();
     let (roots, missing) = walk::normalize_roots(&opts.paths)?;
+    // Totals for a display that shows percent and ETA; the scan stops with the backup.
+    let scanning = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _stop_scan = StopOnDrop(scanning.clone());
+    if progress.wants_totals() {
+        let paths = roots.iter().map(|r| PathBuf::from(std::ffi::OsStr::from_bytes(r))).collect();
+        scan::start(paths, &opts, progress.clone(), scanning.clone());
+    }
     let prep = prepare(&repo, &opts, &roots, progress.as_ref())?;
     let index = prep.index.clone();
     // A parent whose trees cannot be read (a prune moved them while this backup started)
@@ -506,13 +516,24 @@ fn parent_and_seq(
     Ok((parent, seq))
 }
 
+/// Sets its flag when dropped (however the function holding it returns).
+struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Reader thread: reads and chunks files.
 fn reader(ctx: Arc<Ctx>, rx: Receiver<Vec<FileJob>>, mut out: Option<Out>) {
     let keys = ctx.repo.keys().clone();
     let mut chunker = Chunker::new(ctx.repo.config().chunker, keys.gear_table());
     for job in rx.iter().flatten() {
         ctx.active.fetch_add(1, Ordering::Relaxed);
+        ctx.progress.reading(&job.path, true);
         let node = read_file(&ctx, &mut chunker, &mut out, job.dir.as_ref(), &job.path, job.node);
+        ctx.progress.reading(&job.path, false);
         if node.is_some() {
             let status = if job.changed { FileStatus::Modified } else { FileStatus::New };
             ctx.progress.file(&job.path, status);

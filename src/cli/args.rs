@@ -223,6 +223,8 @@ pub enum Command {
     Version,
     /// Write a file of a snapshot to stdout, or a directory as a tar (or zip) archive
     Dump(DumpArgs),
+    /// Browse the snapshots as a read-only file system (FUSE) until Ctrl-C
+    Mount(MountArgs),
     /// Write man pages or print shell completions (from the same definitions as the command line)
     Generate {
         #[command(subcommand)]
@@ -883,6 +885,14 @@ pub struct RestoreArgs {
     /// Say what would be written, replaced, kept and deleted; change nothing
     #[arg(long, short = 'n')]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    /// An existing directory to mount on
+    pub mountpoint: PathBuf,
     #[command(flatten)]
     pub filter: FilterArgs,
 }

@@ -64,6 +64,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Generate { command } => super::schedule::generate(command),
         Command::Version => version(&g),
         Command::Dump(a) => dump(&g, a),
+        Command::Mount(a) => mount(&g, a),
     }
 }
 
@@ -110,13 +111,102 @@ fn dump(g: &Global, a: DumpArgs) -> Result<ExitCode> {
     Ok(ExitCode::Ok)
 }
 
+/// `coffer mount MOUNTPOINT`: serves until SIGINT/SIGTERM (or an unmount), then unmounts.
+fn mount(g: &Global, a: MountArgs) -> Result<ExitCode> {
+    use std::sync::atomic::Ordering;
+    let repo = Arc::new(open(g)?);
+    match std::fs::metadata(&a.mountpoint) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => bail!("{}: not a directory", a.mountpoint.display()),
+        Err(e) => bail!("{}: {e} (give an existing directory)", a.mountpoint.display()),
+    }
+    let _reading = reader_session(&repo, "mount");
+    let f = filter(&a.filter);
+    let mut snaps: Vec<_> = repo.load_snapshots()?.into_iter().filter(|(_, s)| f.matches(s)).collect();
+    snaps.sort_by_key(|(_, s)| s.time_ns);
+    let index = Arc::new(repo.load_index()?);
+    let fs = crate::mount::RepoFs::new(repo.clone(), index, &snaps);
+    let mut cfg = fuser::Config::default();
+    cfg.mount_options = vec![
+        fuser::MountOption::RO,
+        fuser::MountOption::FSName("coffer".into()),
+        fuser::MountOption::Subtype("coffer".into()),
+    ];
+    cfg.n_threads = Some(4);
+    super::MOUNTED.store(true, Ordering::SeqCst);
+    let session = fuser::spawn_mount(fs, &a.mountpoint, &cfg).with_context(|| {
+        format!("mounting on {} (FUSE needs /dev/fuse and fusermount3, from the fuse3 package)", a.mountpoint.display())
+    })?;
+    if !g.quiet {
+        eprintln!(
+            "mounted {} ({}) on {}; Ctrl-C or `fusermount3 -u {}` unmounts",
+            repo.store().location(),
+            super::counted(snaps.len() as u64, "snapshot"),
+            a.mountpoint.display(),
+            a.mountpoint.display()
+        );
+    }
+    while !super::UNMOUNT.load(Ordering::SeqCst) && !session.guard.is_finished() {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if !session.guard.is_finished() && !unmount(&a.mountpoint)? {
+        // Lazily unmounted: the kernel keeps the connection while a file in it is open, and
+        // serving would go on until then. Exiting ends it (readers still inside get errors).
+        std::mem::forget(session);
+        return Ok(ExitCode::Ok);
+    }
+    let ended = session.join();
+    super::MOUNTED.store(false, Ordering::SeqCst);
+    ended.with_context(|| format!("serving {}", a.mountpoint.display()))?;
+    if !g.quiet {
+        eprintln!("unmounted {}", a.mountpoint.display());
+    }
+    Ok(ExitCode::Ok)
+}
+
+/// Unmounts a FUSE mount with `fusermount3 -u`, trying again for two seconds while it is
+/// busy (a file open in it, a shell inside); then lazily (`-z`: it is detached now, and
+/// whoever still uses it gets errors once this process is gone). `false` when lazily.
+fn unmount(dir: &Path) -> Result<bool> {
+    let run = |lazy: bool| {
+        let mut c = std::process::Command::new("fusermount3");
+        c.arg("-u").arg("-q");
+        if lazy {
+            c.arg("-z");
+        }
+        c.arg("--").arg(dir).stderr(std::process::Stdio::null()).status()
+    };
+    for _ in 0..10 {
+        if run(false).context("running fusermount3")?.success() {
+            return Ok(true);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    if run(true).context("running fusermount3")?.success() {
+        eprintln!("warning: {} was busy (a file open in it?): unmounted lazily", dir.display());
+        return Ok(false);
+    }
+    bail!("{}: could not unmount (fusermount3 -u failed)", dir.display())
+}
+
 /// `coffer version [--json]`.
 fn version(g: &Global) -> Result<ExitCode> {
     use crate::format::config::{OLDEST_VERSION, VERSION};
     let target = format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS);
     let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
-    let features =
-        ["local", "s3", "object-lock", "catalog", "drill", "governance", "profiles", "schedules", "metrics", "dump"];
+    let features = [
+        "local",
+        "s3",
+        "object-lock",
+        "catalog",
+        "drill",
+        "governance",
+        "profiles",
+        "schedules",
+        "metrics",
+        "dump",
+        "mount",
+    ];
     if g.json {
         print_json(&json!({
             "version": env!("CARGO_PKG_VERSION"),
@@ -771,6 +861,10 @@ fn restore(g: &Global, a: RestoreArgs) -> Result<ExitCode> {
         delete: a.delete,
     };
     let prog = progress(g, "restore");
+    if sub_bytes == b"/" && a.includes.is_empty() {
+        // The whole snapshot: its summary says how much there is.
+        prog.set_total(snap.summary.total_bytes_processed, snap.summary.total_files_processed);
+    }
     let watch = crate::clock::stopwatch();
     let sum = if a.dry_run {
         restore::plan(&repo, &index, &start, &sub_bytes, &opts, prog.as_ref())

@@ -115,6 +115,10 @@ pub fn main() -> i32 {
 /// Set while `coffer run` runs its steps: a signal then stops the running step (its child
 /// process gets SIGTERM) and the run goes on to its failure and `finally` hooks.
 static RUNNING: AtomicBool = AtomicBool::new(false);
+/// `coffer mount` is serving: a signal then asks it to unmount (a second one ends it).
+static MOUNTED: AtomicBool = AtomicBool::new(false);
+/// A signal asked the mount to end.
+static UNMOUNT: AtomicBool = AtomicBool::new(false);
 /// `--json` was given: a signal then ends the output with the error document too.
 static JSON: AtomicBool = AtomicBool::new(false);
 /// A signal arrived during a run.
@@ -129,6 +133,10 @@ fn install_signal_handler() {
     if let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
         std::thread::spawn(move || {
             for _ in signals.forever() {
+                if MOUNTED.load(Ordering::SeqCst) && !UNMOUNT.swap(true, Ordering::SeqCst) {
+                    eprintln!("coffer: unmounting");
+                    continue;
+                }
                 if RUNNING.load(Ordering::SeqCst) && !INTERRUPTED.swap(true, Ordering::SeqCst) {
                     eprintln!("coffer: interrupted: stopping the running step; the failure hooks run next");
                     crate::ops::child::terminate_all();

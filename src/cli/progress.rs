@@ -77,33 +77,118 @@ impl Progress for Verbose {
     fn println(&self, line: &str) {
         self.inner.println(line)
     }
+    fn wants_totals(&self) -> bool {
+        self.inner.wants_totals()
+    }
+    fn reading(&self, path: &[u8], started: bool) {
+        self.inner.reading(path, started)
+    }
 }
 
-/// A live line on stderr: bytes, files, elapsed time.
+/// What the display shows, updated by the workers with atomic adds only (a lock just for
+/// the files being read): the drawing happens on a ticker thread four times a second.
+#[derive(Default)]
+struct Counts {
+    bytes: AtomicU64,
+    items: AtomicU64,
+    total_bytes: AtomicU64,
+    total_items: AtomicU64,
+    errors: AtomicU64,
+    reading: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+/// The live display on a terminal (stderr): elapsed time, bytes and files done of the total
+/// (when the total is known: a backup's scan running ahead, a restore's snapshot, a check's
+/// packs), percent, rate, ETA, errors so far, and the files being read now.
 pub struct Bar {
     bar: ProgressBar,
-    bytes: AtomicU64,
+    counts: std::sync::Arc<Counts>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Bar {
     pub fn new(verb: &str) -> Self {
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
-        let style = ProgressStyle::with_template(&format!("{verb} {{spinner}} {{msg}}, {{pos}} files, {{elapsed}}"))
+        let style = ProgressStyle::with_template(&format!("{verb} [{{elapsed_precise}}] {{msg}}"))
             .unwrap_or_else(|_| ProgressStyle::default_spinner());
         bar.set_style(style);
-        Bar { bar, bytes: AtomicU64::new(0) }
+        let counts = std::sync::Arc::new(Counts::default());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (b, c, st) = (bar.clone(), counts.clone(), stop.clone());
+        let started = std::time::Instant::now();
+        let _ = std::thread::Builder::new().name("coffer-progress".into()).spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                b.set_message(status_line(&c, started.elapsed().as_secs_f64()));
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+        });
+        Bar { bar, counts, stop }
     }
 }
 
+/// `45.2%  2.1 GiB / 4.6 GiB  1,234 / 5,000 files  85.3 MiB/s  ETA 0:00:31  2 errors`, then
+/// the files being read on a line of their own.
+fn status_line(c: &Counts, secs: f64) -> String {
+    let (bytes, items) = (c.bytes.load(Ordering::Relaxed), c.items.load(Ordering::Relaxed));
+    let (tb, ti) = (c.total_bytes.load(Ordering::Relaxed), c.total_items.load(Ordering::Relaxed));
+    let rate = if secs > 0.0 { bytes as f64 / secs } else { 0.0 };
+    let mut line = String::new();
+    if tb > 0 {
+        let pct = (bytes as f64 / tb as f64 * 100.0).min(100.0);
+        line.push_str(&format!("{pct:5.1}%  {} / {}", HumanBytes(bytes), HumanBytes(tb)));
+    } else {
+        line.push_str(&HumanBytes(bytes).to_string());
+    }
+    if ti > 0 {
+        line.push_str(&format!("  {items} / {ti} files"));
+    } else {
+        line.push_str(&format!("  {items} files"));
+    }
+    line.push_str(&format!("  {}/s", HumanBytes(rate as u64)));
+    if tb > bytes && rate > 0.0 {
+        let left = ((tb - bytes) as f64 / rate) as u64;
+        line.push_str(&format!("  ETA {}:{:02}:{:02}", left / 3600, left / 60 % 60, left % 60));
+    }
+    let errors = c.errors.load(Ordering::Relaxed);
+    if errors > 0 {
+        line.push_str(&format!("  {}", super::counted(errors, "error")));
+    }
+    let reading = c.reading.lock().map(|r| r.clone()).unwrap_or_default();
+    for p in reading.iter().take(4) {
+        let p = shown(p);
+        // Long paths keep their end, the part that tells files apart.
+        let n = p.chars().count();
+        let p = if n > 100 { format!("...{}", p.chars().skip(n - 97).collect::<String>()) } else { p };
+        line.push_str(&format!("\n  {p}"));
+    }
+    line
+}
+
 impl Progress for Bar {
+    fn wants_totals(&self) -> bool {
+        true
+    }
+    fn set_total(&self, bytes: u64, items: u64) {
+        self.counts.total_bytes.store(bytes, Ordering::Relaxed);
+        self.counts.total_items.store(items, Ordering::Relaxed);
+    }
     fn add_bytes(&self, bytes: u64) {
-        let total = self.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        self.bar.set_message(HumanBytes(total).to_string());
+        self.counts.bytes.fetch_add(bytes, Ordering::Relaxed);
     }
     fn add_item(&self) {
-        self.bar.inc(1);
+        self.counts.items.fetch_add(1, Ordering::Relaxed);
+    }
+    fn reading(&self, path: &[u8], started: bool) {
+        if let Ok(mut r) = self.counts.reading.lock() {
+            if started {
+                r.push(path.to_vec());
+            } else if let Some(i) = r.iter().position(|p| p == path) {
+                r.swap_remove(i);
+            }
+        }
     }
     fn warn(&self, message: &str) {
+        self.counts.errors.fetch_add(1, Ordering::Relaxed);
         let message = shown(message.as_bytes());
         self.bar.suspend(|| eprintln!("warning: {message}"));
         tracing::warn!("{message}");
@@ -112,7 +197,14 @@ impl Progress for Bar {
         self.bar.suspend(|| eprintln!("{line}"));
     }
     fn finish(&self) {
+        self.stop.store(true, Ordering::Relaxed);
         self.bar.finish_and_clear();
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 

@@ -467,7 +467,9 @@ impl Walker<'_> {
 fn worker(ctx: Arc<Ctx>, rx: Receiver<FileJob>) {
     for job in rx {
         let started = std::time::Instant::now();
+        ctx.progress.reading(&job.path, true);
         let r = restore_file(&ctx, &job);
+        ctx.progress.reading(&job.path, false);
         if ctx.opts.timings {
             ctx.timings.lock().expect("poisoned").push((job.node.size, started.elapsed().as_nanos() as u64));
         }

@@ -374,3 +374,146 @@ fn dump_writes_a_file_or_a_directory_as_tar_or_zip() {
     let r = env.run(&["dump", "latest", src.join("nope").to_str().unwrap()]);
     assert!(r.code == 1 && r.stderr.contains("not in snapshot"), "{}", r.stderr);
 }
+
+/// Whether `dir` is a mount point now (in /proc/self/mounts).
+fn mounted(dir: &Path) -> bool {
+    let m = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let d = dir.to_str().unwrap();
+    m.lines().any(|l| l.split_whitespace().nth(1) == Some(d))
+}
+
+#[test]
+fn mount_serves_snapshots_hosts_tags_and_ids_and_unmounts_on_sigint() {
+    assert!(Path::new("/dev/fuse").exists(), "FUSE tests need /dev/fuse");
+    assert!(
+        std::process::Command::new("sh").args(["-c", "command -v fusermount3"]).status().unwrap().success(),
+        "FUSE tests need fusermount3 (apt-get install fuse3; scripts/test.sh installs it)"
+    );
+    let env = Env::new();
+    let src = env.path("src");
+    make_simple_tree(&src);
+    let big: Vec<u8> = (0..5_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    std::fs::write(src.join("big.bin"), &big).unwrap();
+    std::os::unix::fs::symlink("big.bin", src.join("link")).unwrap();
+    std::fs::set_permissions(src.join("big.bin"), std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    let first =
+        env.backup(&[&src], &["--host", "web1", "--tag", "nightly"])["snapshot_id"].as_str().unwrap()[..8].to_string();
+    std::fs::write(src.join("later.txt"), "later").unwrap();
+    env.backup(&[&src], &["--host", "db1"]);
+    let mnt = env.path("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mut c = env.cmd(&["mount", mnt.to_str().unwrap()]);
+    c.stderr(std::process::Stdio::piped());
+    let child = c.spawn().unwrap();
+    let t = std::time::Instant::now();
+    while !mnt.join("snapshots").exists() {
+        assert!(t.elapsed().as_secs() < 30, "the mount never appeared");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let rel = src.strip_prefix("/").unwrap();
+    let latest = mnt.join("snapshots/latest").join(rel);
+    // Whole files read back exactly, through the kernel, in the kernel's read sizes.
+    assert!(std::fs::read(latest.join("big.bin")).unwrap() == big);
+    assert_eq!(std::fs::read_to_string(latest.join("later.txt")).unwrap(), "later");
+    assert_eq!(std::fs::read_link(latest.join("link")).unwrap(), Path::new("big.bin"));
+    let meta = std::fs::metadata(latest.join("big.bin")).unwrap();
+    let orig = std::fs::metadata(src.join("big.bin")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((meta.mode() & 0o7777, meta.size(), meta.mtime()), (0o640, orig.size(), orig.mtime()));
+    // A read in the middle of a chunk, across chunk boundaries.
+    use std::io::{Read, Seek};
+    let mut f = std::fs::File::open(latest.join("big.bin")).unwrap();
+    f.seek(std::io::SeekFrom::Start(3_000_001)).unwrap();
+    let mut buf = vec![0u8; 1_500_000];
+    f.read_exact(&mut buf).unwrap();
+    assert!(buf == big[3_000_001..4_500_001]);
+    // The other views.
+    assert!(mnt.join("hosts/web1/latest").join(rel).join("big.bin").exists());
+    assert!(!mnt.join("hosts/web1/latest").join(rel).join("later.txt").exists(), "web1's latest is the first backup");
+    assert!(mnt.join("hosts/db1/latest").join(rel).join("later.txt").exists());
+    assert!(mnt.join("tags/nightly/latest").join(rel).join("big.bin").exists());
+    assert!(mnt.join("ids").join(&first).join(rel).join("big.bin").exists());
+    let listed: Vec<String> = std::fs::read_dir(mnt.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(listed.len(), 3, "two snapshots and latest: {listed:?}");
+    assert!(std::fs::write(latest.join("new"), "x").is_err(), "read-only");
+    // Ctrl-C unmounts cleanly, even with a file still open in it (lazily, then).
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!mounted(&mnt), "still mounted after SIGINT");
+    drop(f);
+    assert_eq!(std::fs::read_dir(&mnt).unwrap().count(), 0);
+    // Again, nothing open: a plain unmount.
+    let mut c = env.cmd(&["mount", mnt.to_str().unwrap(), "--host", "db1"]);
+    c.stderr(std::process::Stdio::piped());
+    let child = c.spawn().unwrap();
+    let t = std::time::Instant::now();
+    while !mnt.join("hosts").exists() {
+        assert!(t.elapsed().as_secs() < 30, "the mount never appeared");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!mnt.join("hosts/web1").exists(), "--host chose the snapshots");
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("unmounted") && !err.contains("lazily"), "{err}");
+    assert!(!mounted(&mnt));
+}
+
+#[test]
+fn progress_in_a_terminal_shows_percent_rate_eta_and_the_file_being_read() {
+    let tmux = |socket: &str, args: &[&str]| {
+        std::process::Command::new("tmux")
+            .arg("-L")
+            .arg(socket)
+            .args(args)
+            .output()
+            .expect("tmux is installed (scripts/test.sh installs it)")
+    };
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // Big enough to take a few seconds to read, even in a release build.
+    std::fs::write(src.join("the-big-one.bin"), noise(7, 400 << 20)).unwrap();
+    for i in 0..20 {
+        std::fs::write(src.join(format!("small-{i}")), noise(i, 10_000)).unwrap();
+    }
+    let socket = format!("coffer-test-{}", std::process::id());
+    let q = |p: &Path| format!("'{}'", p.display());
+    let script = format!(
+        "env COFFER_REPO={} COFFER_PASSWORD='{PASSWORD}' COFFER_CACHE_DIR={} COFFER_STATE_DIR={} {BIN} backup {}; sleep 60",
+        q(&env.repo),
+        q(&env.path("cache")),
+        q(&env.path("state")),
+        q(&src)
+    );
+    let o = tmux(&socket, &["new-session", "-d", "-s", "p", "-x", "200", "-y", "20", &script]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = std::time::Instant::now();
+    let mut seen = String::new();
+    let found = loop {
+        let screen = String::from_utf8_lossy(&tmux(&socket, &["capture-pane", "-p", "-t", "p"]).stdout).into_owned();
+        let live =
+            screen.lines().any(|l| l.contains("backup [") && l.contains('%') && l.contains("ETA") && l.contains("/s"))
+                && screen.contains("the-big-one.bin");
+        if live || t.elapsed().as_secs() > 60 {
+            break live;
+        }
+        if !screen.trim().is_empty() {
+            seen = screen;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let _ = tmux(&socket, &["kill-server"]);
+    assert!(found, "no live progress line seen; last screen:\n{seen}");
+    // Not a terminal: no progress at all.
+    let r = env.run(&["backup", src.join("small-0").to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stderr.contains('%') && !r.stderr.contains("ETA"), "{}", r.stderr);
+}
