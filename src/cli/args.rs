@@ -512,6 +512,15 @@ fn size_text(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// A host name or tag to record: no control characters (they would forge lines in every
+/// listing and log).
+fn label(s: &str) -> Result<String, String> {
+    if s.chars().any(char::is_control) {
+        return Err("control characters (tabs, newlines, escapes) are not allowed".into());
+    }
+    Ok(s.to_string())
+}
+
 /// A length of time (`4h`, `1d12h`), checked when parsed and kept as given.
 fn span_text(s: &str) -> Result<String, String> {
     crate::timespec::parse_span_secs(s)?;
@@ -742,10 +751,10 @@ pub struct BackupArgs {
     #[arg(long, value_name = "NAME", default_value = "stdin", value_parser = stdin_filename)]
     pub stdin_filename: String,
     /// Tag the snapshot (comma-separated, repeatable)
-    #[arg(long = "tag")]
+    #[arg(long = "tag", value_parser = label)]
     pub tags: Vec<String>,
     /// Host name to record (default: this machine's)
-    #[arg(long)]
+    #[arg(long, value_parser = label)]
     pub host: Option<String>,
     /// Exclude paths matching this glob (repeatable)
     #[arg(long = "exclude", short = 'e')]

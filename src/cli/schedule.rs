@@ -105,6 +105,13 @@ fn install(g: &Global, a: ScheduleInstallArgs) -> Result<ExitCode> {
         delay_s,
     };
     let cron = a.cron || (a.dir.is_none() && !has_systemd());
+    if cron {
+        // Named by where the calendar came from: --on, or the profile's schedule.
+        schedule::cron_time(&job.calendar).map_err(|e| match &a.on {
+            Some(_) => anyhow!("--on {e}"),
+            None => anyhow!("{}: profile {}: schedule {e}", path.display(), job.profile),
+        })?;
+    }
     let written =
         if cron { install_cron(&job, a.dir.as_deref())? } else { install_units(&job, a.dir.as_deref(), a.no_enable)? };
     if g.json {

@@ -117,9 +117,8 @@ pub fn cron_time(calendar: &str) -> Result<String, String> {
     if let Some(n) = named {
         return Ok(n.into());
     }
-    let bad = || {
-        format!("--on {c:?}: cron cannot express this; give hourly, daily, weekly, monthly or [Mon,Tue...] *-*-* HH:MM")
-    };
+    let bad =
+        || format!("{c:?}: cron cannot express this; give hourly, daily, weekly, monthly or [Mon,Tue...] *-*-* HH:MM");
     let parts: Vec<&str> = c.split_whitespace().collect();
     let (dow, time) = match parts.as_slice() {
         [t] => (None, *t),

@@ -480,7 +480,7 @@ fn progress_in_a_terminal_shows_percent_rate_eta_and_the_file_being_read() {
     let src = env.path("src");
     std::fs::create_dir_all(&src).unwrap();
     // Big enough to take a few seconds to read, even in a release build.
-    std::fs::write(src.join("the-big-one.bin"), noise(7, 400 << 20)).unwrap();
+    std::fs::write(src.join("the-big-one.bin"), noise(7, 200 << 20)).unwrap();
     for i in 0..20 {
         std::fs::write(src.join(format!("small-{i}")), noise(i, 10_000)).unwrap();
     }
