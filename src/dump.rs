@@ -32,11 +32,18 @@ pub struct Content<'a> {
     chunks: std::slice::Iter<'a, [u8; 32]>,
     buf: Vec<u8>,
     at: usize,
+    progress: Option<&'a dyn Progress>,
 }
 
 impl<'a> Content<'a> {
     pub fn new(repo: &'a Repository, index: &'a MasterIndex, node: &'a Node) -> Self {
-        Content { repo, index, chunks: node.content.iter(), buf: Vec::new(), at: 0 }
+        Content { repo, index, chunks: node.content.iter(), buf: Vec::new(), at: 0, progress: None }
+    }
+
+    /// Reports each chunk's bytes as it is fetched.
+    pub fn reporting(mut self, progress: &'a dyn Progress) -> Self {
+        self.progress = Some(progress);
+        self
     }
 }
 
@@ -46,6 +53,9 @@ impl Read for Content<'_> {
             let Some(id) = self.chunks.next() else { return Ok(0) };
             self.buf = self.repo.read_data_blob(self.index, &BlobId(*id)).map_err(io::Error::other)?;
             self.at = 0;
+            if let Some(p) = self.progress {
+                p.add_bytes(self.buf.len() as u64);
+            }
         }
         let n = out.len().min(self.buf.len() - self.at);
         out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
@@ -56,8 +66,15 @@ impl Read for Content<'_> {
 
 /// Writes one file's content; returns the bytes written. A content that does not add up to
 /// the recorded size is an error (a damaged snapshot must not pass for a whole file).
-pub fn file(repo: &Repository, index: &MasterIndex, node: &Node, out: &mut dyn Write) -> io::Result<u64> {
-    let n = io::copy(&mut Content::new(repo, index, node), out)?;
+pub fn file(
+    repo: &Repository,
+    index: &MasterIndex,
+    node: &Node,
+    out: &mut dyn Write,
+    progress: &dyn Progress,
+) -> io::Result<u64> {
+    progress.set_total(node.size, 1);
+    let n = io::copy(&mut Content::new(repo, index, node).reporting(progress), out)?;
     if n != node.size {
         return Err(io::Error::other(format!("content is {n} bytes, the snapshot records {}", node.size)));
     }
@@ -117,7 +134,11 @@ pub fn tree(
             p.push(b'/');
         }
         p.extend_from_slice(&n.name);
-        if sink.entry(repo, index, &name_of(&p), &n, progress).map_err(io_err)? {
+        progress.reading(&p, true);
+        let written = sink.entry(repo, index, &name_of(&p), &n, progress).map_err(io_err)?;
+        progress.reading(&p, false);
+        progress.add_item();
+        if written {
             done.entries += 1;
             done.bytes += if n.kind == NodeKind::File { n.size } else { 0 };
         } else {
@@ -129,6 +150,15 @@ pub fn tree(
     }
     sink.finish().map_err(io_err)?;
     Ok(done)
+}
+
+/// A PAX time: seconds and a decimal fraction; before 1970, `-1.75` for 1.75 s before.
+fn pax_time(sec: i64, nsec: u32) -> String {
+    if sec < 0 && nsec > 0 {
+        format!("-{}.{:09}", -(sec + 1), 1_000_000_000 - nsec)
+    } else {
+        format!("{sec}.{nsec:09}")
+    }
 }
 
 /// A snapshot path as an archive member name: no leading `/`.
@@ -162,13 +192,13 @@ impl<W: Write> Sink for TarSink<W> {
         index: &MasterIndex,
         name: &[u8],
         node: &Node,
-        _progress: &dyn Progress,
+        progress: &dyn Progress,
     ) -> io::Result<bool> {
         use std::os::unix::ffi::OsStrExt;
         let path = std::path::Path::new(std::ffi::OsStr::from_bytes(name));
         // Nanosecond mtime and extended attributes ride in PAX records before the entry.
         let mut pax: Vec<(String, Vec<u8>)> =
-            vec![("mtime".into(), format!("{}.{:09}", node.mtime.sec, node.mtime.nsec).into_bytes())];
+            vec![("mtime".into(), pax_time(node.mtime.sec, node.mtime.nsec).into_bytes())];
         for (k, v) in &node.xattrs {
             pax.push((format!("SCHILY.xattr.{}", String::from_utf8_lossy(k)), v.clone()));
         }
@@ -209,7 +239,7 @@ impl<W: Write> Sink for TarSink<W> {
                 }
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_size(node.size);
-                let mut content = Content::new(repo, index, node).take(node.size);
+                let mut content = Content::new(repo, index, node).reporting(progress).take(node.size);
                 self.b.append_data(&mut h, path, &mut content)?;
                 if content.limit() > 0 {
                     return Err(io::Error::other(format!(
@@ -267,7 +297,7 @@ impl<W: Write> Sink for ZipSink<W> {
                 let opts =
                     opts.compression_method(zip::CompressionMethod::Deflated).large_file(node.size >= u32::MAX as u64);
                 z.start_file(shown, opts).map_err(zerr)?;
-                let n = io::copy(&mut Content::new(repo, index, node), z)?;
+                let n = io::copy(&mut Content::new(repo, index, node).reporting(progress), z)?;
                 if n != node.size {
                     return Err(io::Error::other(format!("content is {n} bytes, the snapshot records {}", node.size)));
                 }
@@ -300,4 +330,14 @@ fn zip_time(sec: i64) -> Option<zip::DateTime> {
         t.second() as u8,
     )
     .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pax_times_before_1970() {
+        assert_eq!(super::pax_time(-2, 250_000_000), "-1.750000000");
+        assert_eq!(super::pax_time(-2, 0), "-2.000000000");
+        assert_eq!(super::pax_time(5, 7), "5.000000007");
+    }
 }

@@ -77,6 +77,17 @@ fn time_name(s: &Snapshot) -> String {
     crate::clock::from_unix_ns(s.time_ns).strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
+/// A host or tag as a directory name: `%` and `/` percent-escaped, `.` and `..` (and the
+/// empty name) spelled so they are names, not the directory itself or its parent.
+fn entry_name(k: &str) -> String {
+    match k {
+        "" => "%00".into(),
+        "." => "%2E".into(),
+        ".." => "%2E%2E".into(),
+        _ => k.replace('%', "%25").replace('/', "%2F"),
+    }
+}
+
 fn system_time(sec: i64, nsec: u32) -> SystemTime {
     if sec >= 0 {
         UNIX_EPOCH + Duration::new(sec as u64, nsec)
@@ -125,10 +136,9 @@ impl RepoFs {
             keys.sort();
             keys.dedup();
             keys.into_iter()
-                .filter(|k| !k.is_empty() && !k.contains('/') && k != "." && k != "..")
                 .map(|k| {
                     let members = (0..snaps.len()).filter(|&i| key(&snaps[i].1).contains(&k)).collect();
-                    (k.into_bytes(), group(members))
+                    (entry_name(&k).into_bytes(), group(members))
                 })
                 .collect()
         };
@@ -418,5 +428,16 @@ impl Filesystem for RepoFs {
             Ok(_) => reply.error(Errno::ERANGE),
             Err(e) => reply.error(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn odd_hosts_and_tags_become_names() {
+        assert_eq!(super::entry_name("h/2"), "h%2F2");
+        assert_eq!(super::entry_name(".."), "%2E%2E");
+        assert_eq!(super::entry_name("50%"), "50%25");
+        assert_eq!(super::entry_name("ünï"), "ünï");
     }
 }

@@ -865,8 +865,9 @@ pub struct LsArgs {
 
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
-    /// SNAPSHOT or SNAPSHOT:SUBPATH; with --as-of, the path to restore (default: everything)
-    pub snapshot: Option<String>,
+    /// SNAPSHOT or SNAPSHOT:SUBPATH; with --as-of, the path to restore (default: everything).
+    /// Any bytes: a path need not be UTF-8
+    pub snapshot: Option<std::ffi::OsString>,
     #[command(flatten)]
     pub as_of: AsOfArgs,
     /// Directory to restore into (created if missing)
@@ -911,7 +912,7 @@ pub struct DumpArgs {
     /// `latest`, a snapshot id or a unique prefix
     pub snapshot: String,
     /// The file or directory (absolute, as backed up); `/` for the whole snapshot
-    pub path: String,
+    pub path: PathBuf,
     /// The archive format for a directory: tar (exact metadata) or zip
     #[arg(long, value_name = "FORMAT", default_value = "tar", value_parser = ["tar", "zip"])]
     pub archive: String,

@@ -74,7 +74,7 @@ fn dump(g: &Global, a: DumpArgs) -> Result<ExitCode> {
     let repo = open(g)?;
     let _reading = reader_session(&repo, "dump");
     let (id, snap) = repo.find_snapshot(&a.snapshot, &filter(&a.filter))?;
-    let path = clean_path(Path::new(&a.path));
+    let path = clean_path(&a.path);
     let index = repo.load_index()?;
     let node = restore::find_node(&repo, &index, &snap, &path)
         .map_err(|e| history::not_in_snapshot(g, &repo, &id, &snap, &path, e))?;
@@ -83,7 +83,7 @@ fn dump(g: &Global, a: DumpArgs) -> Result<ExitCode> {
     if node.kind == NodeKind::Dir && stdout.is_terminal() {
         bail!(
             "{} is a directory: its {} archive would go to the terminal; redirect stdout (`> out.{}`)",
-            a.path,
+            a.path.display(),
             a.archive,
             a.archive
         );
@@ -91,6 +91,9 @@ fn dump(g: &Global, a: DumpArgs) -> Result<ExitCode> {
     // Large writes straight to the pipe; the lock is held throughout.
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
     let prog = progress(g, "dump");
+    if path == b"/" {
+        prog.set_total(snap.summary.total_bytes_processed, snap.summary.total_files_processed);
+    }
     match node.kind {
         NodeKind::Dir => {
             let d = crate::dump::tree(&repo, &index, &node, &path, archive, &mut out, prog.as_ref())?;
@@ -102,9 +105,9 @@ fn dump(g: &Global, a: DumpArgs) -> Result<ExitCode> {
             }
         }
         NodeKind::File => {
-            crate::dump::file(&repo, &index, &node, &mut out).context("writing the file")?;
+            crate::dump::file(&repo, &index, &node, &mut out, prog.as_ref()).context("writing the file")?;
         }
-        k => bail!("{} is a {}: dump writes files, and directories as archives", a.path, k.as_str()),
+        k => bail!("{} is a {}: dump writes files, and directories as archives", a.path.display(), k.as_str()),
     }
     out.flush().context("writing the output")?;
     prog.finish();
@@ -815,13 +818,17 @@ fn restore(g: &Global, a: RestoreArgs) -> Result<ExitCode> {
             let (id, snap) = history::as_of(g, &repo, t, &filter(&a.filter), &p)?;
             (id, snap, p)
         }
-        (None, Some(spec)) => {
-            let (spec, sub) = match spec.split_once(':') {
-                Some((s, p)) => (s.to_string(), Some(p.to_string())),
-                None => (spec.clone(), None),
+        (None, Some(arg)) => {
+            // SNAPSHOT:SUBPATH split at the first `:`; the snapshot part is text, the path
+            // any bytes.
+            let b = arg.as_encoded_bytes();
+            let (spec, sub) = match b.iter().position(|c| *c == b':') {
+                Some(i) => (&b[..i], b[i + 1..].to_vec()),
+                None => (b, b"/".to_vec()),
             };
-            let (id, snap) = repo.find_snapshot(&spec, &filter(&a.filter))?;
-            (id, snap, sub.as_deref().unwrap_or("/").as_bytes().to_vec())
+            let spec = std::str::from_utf8(spec).map_err(|_| anyhow!("{:?}: not a snapshot id", arg))?;
+            let (id, snap) = repo.find_snapshot(spec, &filter(&a.filter))?;
+            (id, snap, sub)
         }
         (None, None) => bail!("give SNAPSHOT[:SUBPATH] or --as-of TIME [PATH]"),
     };

@@ -116,14 +116,31 @@ impl Bar {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (b, c, st) = (bar.clone(), counts.clone(), stop.clone());
         let started = std::time::Instant::now();
+        // What the template puts before the message: "VERB [hh:mm:ss] ".
+        let prefix = verb.chars().count() + 12;
         let _ = std::thread::Builder::new().name("coffer-progress".into()).spawn(move || {
             while !st.load(Ordering::Relaxed) {
-                b.set_message(status_line(&c, started.elapsed().as_secs_f64()));
+                let width =
+                    rustix::termios::tcgetwinsize(std::io::stderr()).map_or(80, |w| usize::from(w.ws_col).max(20));
+                b.set_message(fit(&status_line(&c, started.elapsed().as_secs_f64()), width, prefix));
                 std::thread::sleep(std::time::Duration::from_millis(250));
             }
         });
         Bar { bar, counts, stop }
     }
+}
+
+/// Each line cut to the terminal's width (the first one shares it with the prefix), so
+/// nothing wraps and the display redraws in place.
+fn fit(text: &str, width: usize, prefix: usize) -> String {
+    text.split('\n')
+        .enumerate()
+        .map(|(i, l)| {
+            let room = if i == 0 { width.saturating_sub(prefix + 1) } else { width - 1 };
+            l.chars().take(room).collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// `45.2%  2.1 GiB / 4.6 GiB  1,234 / 5,000 files  85.3 MiB/s  ETA 0:00:31  2 errors`, then
@@ -156,9 +173,9 @@ fn status_line(c: &Counts, secs: f64) -> String {
     let reading = c.reading.lock().map(|r| r.clone()).unwrap_or_default();
     for p in reading.iter().take(4) {
         let p = shown(p);
-        // Long paths keep their end, the part that tells files apart.
+        // Long paths keep their end, the part that tells files apart (`fit` cuts the rest).
         let n = p.chars().count();
-        let p = if n > 100 { format!("...{}", p.chars().skip(n - 97).collect::<String>()) } else { p };
+        let p = if n > 70 { format!("...{}", p.chars().skip(n - 67).collect::<String>()) } else { p };
         line.push_str(&format!("\n  {p}"));
     }
     line

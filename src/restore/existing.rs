@@ -10,7 +10,7 @@
 use std::ffi::{CStr, OsStr};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 
@@ -163,42 +163,97 @@ pub fn names(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
 }
 
 /// Removes `name` from `dir`, a directory with everything in it (a loop over an explicit
-/// stack: trees may be deep), never following a symlink.
+/// stack: trees may be deep), never following a symlink. At most [`OPEN_DIRS`] descriptors
+/// are held: deeper, the directories above are closed and opened again by name from the
+/// nearest one still open, so a tree thousands of levels deep stays within `ulimit -n`.
 pub fn remove(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
-    let name = OsStr::from_bytes(name);
-    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+    match rustix::fs::unlinkat(dir, OsStr::from_bytes(name), AtFlags::empty()) {
         Ok(()) => return Ok(()),
         Err(Errno::ISDIR) | Err(Errno::PERM) => {}
         Err(e) => return Err(e.into()),
     }
-    let open = |d: BorrowedFd<'_>, n: &OsStr| {
-        rustix::fs::openat(d, n, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+    let open = |d: BorrowedFd<'_>, n: &[u8]| {
+        rustix::fs::openat(
+            d,
+            OsStr::from_bytes(n),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
     };
-    // (directory descriptor, its name in the parent); the bottom is `name` in `dir`.
-    let mut stack = vec![(open(dir, name)?, name.as_bytes().to_vec())];
-    while let Some((fd, _)) = stack.last() {
+    // The directories from `name` down: each one's name, and its descriptor if held.
+    let mut stack: Vec<(Vec<u8>, Option<OwnedFd>)> = vec![(name.to_vec(), Some(open(dir, name)?))];
+    // Opens the entries up to `upto` that were closed, from the nearest one still open.
+    let reopen = |stack: &mut Vec<(Vec<u8>, Option<OwnedFd>)>, upto: usize| -> io::Result<()> {
+        let from = stack[..=upto].iter().rposition(|(_, fd)| fd.is_some()).map_or(0, |f| f + 1);
+        for i in from..=upto {
+            let fd = match i.checked_sub(1) {
+                Some(p) => open(stack[p].1.as_ref().expect("opened").as_fd(), &stack[i].0)?,
+                None => open(dir, &stack[0].0)?,
+            };
+            stack[i].1 = Some(fd);
+        }
+        Ok(())
+    };
+    while let Some(top) = stack.len().checked_sub(1) {
+        reopen(&mut stack, top)?;
+        let fd = stack[top].1.as_ref().expect("opened");
         let mut sub = None;
         for n in names(fd.as_fd())? {
             match rustix::fs::unlinkat(fd, OsStr::from_bytes(&n), AtFlags::empty()) {
                 Ok(()) => {}
                 Err(Errno::ISDIR) | Err(Errno::PERM) => {
-                    sub = Some((open(fd.as_fd(), OsStr::from_bytes(&n))?, n));
+                    sub = Some((open(fd.as_fd(), &n)?, n));
                     break;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
         match sub {
-            Some(s) => stack.push(s),
+            Some((fd, n)) => {
+                if stack.iter().filter(|(_, fd)| fd.is_some()).count() >= OPEN_DIRS {
+                    // Close the oldest held descriptor: it is opened again when needed.
+                    if let Some(held) = stack.iter_mut().find(|(_, fd)| fd.is_some()) {
+                        held.1 = None;
+                    }
+                }
+                stack.push((n, Some(fd)));
+            }
             None => {
-                let (_, n) = stack.pop().expect("not empty");
-                let parent = match stack.last() {
-                    Some((p, _)) => p.as_fd(),
-                    None => dir,
-                };
-                rustix::fs::unlinkat(parent, OsStr::from_bytes(&n), AtFlags::REMOVEDIR)?;
+                let (n, _) = stack.pop().expect("not empty");
+                match stack.len().checked_sub(1) {
+                    Some(parent) => {
+                        reopen(&mut stack, parent)?;
+                        let p = stack[parent].1.as_ref().expect("opened");
+                        rustix::fs::unlinkat(p, OsStr::from_bytes(&n), AtFlags::REMOVEDIR)?;
+                    }
+                    None => rustix::fs::unlinkat(dir, OsStr::from_bytes(&n), AtFlags::REMOVEDIR)?,
+                }
             }
         }
     }
     Ok(())
+}
+
+/// Descriptors [`remove`] holds at most.
+const OPEN_DIRS: usize = 64;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn removes_trees_deeper_than_the_descriptors_it_may_hold() {
+        use std::os::fd::AsFd;
+        let d = tempfile::tempdir().unwrap();
+        let mut p = d.path().join("top");
+        for _ in 0..(super::OPEN_DIRS * 3 + 7) {
+            std::fs::create_dir_all(&p).unwrap();
+            std::fs::write(p.join("f"), "x").unwrap();
+            p = p.join("d");
+        }
+        let root = std::fs::File::open(d.path()).unwrap();
+        super::remove(root.as_fd(), b"top").unwrap();
+        assert!(!d.path().join("top").exists());
+        std::fs::write(d.path().join("plain"), "x").unwrap();
+        super::remove(root.as_fd(), b"plain").unwrap();
+        assert!(!d.path().join("plain").exists());
+    }
 }

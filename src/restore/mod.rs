@@ -285,10 +285,11 @@ fn record_damage(ctx: &Ctx) -> (u64, Option<String>) {
     }
 }
 
-/// Whether `--delete` may remove the target's entry at snapshot path `path`: only what the
-/// filters would restore (an excluded path is not the restore's business).
+/// Whether `--delete` may remove the target's entry at snapshot path `path`, in a directory
+/// the restore covers whole (no `--include`, or one matching the directory or above it):
+/// anything but what `--exclude` leaves out (not the restore's business).
 fn deletable(opts: &RestoreOptions, path: &[u8], name: &[u8]) -> bool {
-    !opts.exclude.matches(path, name) && (opts.include.is_empty() || opts.include.matches(path, name))
+    !opts.exclude.matches(path, name)
 }
 
 /// The parent directory of an absolute path (`/` for top-level names).
@@ -409,31 +410,51 @@ impl Walker<'_> {
         // Hard links and special files are decided here; plain files by the workers, which
         // may read them to compare content.
         let decide = || existing::decide(&self.ctx.repo, &self.ctx.index, fd, &name, &node, self.ctx.opts.overwrite);
+        let status = |d: Decision| if d == Decision::New { FileStatus::New } else { FileStatus::Modified };
         match node.kind {
             NodeKind::File => {
                 let mut file = None;
                 if node.nlink > 1 {
                     let key = (node.dev, node.inode);
-                    if let Decision::Keep { same } = decide()? {
+                    if let Some((first_dir, first_name)) = self.links.get(&key) {
+                        // A later link: the same inode as the first one, or made so.
+                        let first_fd = first_dir.ensure(self.ctx)?;
+                        let first = rustix::fs::statat(&first_fd, first_name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
+                        let here = rustix::fs::statat(fd, &name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).ok();
+                        let linked = here.is_some_and(|h| (h.st_dev, h.st_ino) == (first.st_dev, first.st_ino));
+                        let keep = linked || (here.is_some() && self.ctx.opts.overwrite == Overwrite::Never);
+                        if keep {
+                            self.ctx.unchanged.fetch_add(1, Ordering::Relaxed);
+                            self.ctx.progress.file(path, FileStatus::Unchanged);
+                            return Ok(());
+                        }
+                        if here.is_some() {
+                            existing::remove(fd, &node.name)?;
+                        }
+                        rustix::fs::linkat(first_fd.as_fd(), first_name, fd, &name, rustix::fs::AtFlags::empty())?;
+                        self.ctx.other.fetch_add(1, Ordering::Relaxed);
+                        self.ctx
+                            .progress
+                            .file(path, if here.is_some() { FileStatus::Modified } else { FileStatus::New });
+                        return Ok(());
+                    }
+                    let d = decide()?;
+                    if let Decision::Keep { same } = d {
                         if same {
                             if let Some(f) = existing::open_file(fd, &name)? {
                                 meta::apply_fd(&f, &node, &self.ctx.owners)?;
                             }
                         }
-                        self.links.entry(key).or_insert_with(|| (dir.clone(), name.clone()));
+                        self.links.insert(key, (dir.clone(), name.clone()));
                         self.ctx.unchanged.fetch_add(1, Ordering::Relaxed);
                         self.ctx.progress.file(path, FileStatus::Unchanged);
                         return Ok(());
                     }
-                    if let Some((first_dir, first_name)) = self.links.get(&key) {
-                        let first_fd = first_dir.ensure(self.ctx)?;
-                        meta::replace_with(fd, &name, |fd, n| {
-                            rustix::fs::linkat(first_fd.as_fd(), first_name, fd, n, rustix::fs::AtFlags::empty())
-                        })?;
-                        self.ctx.other.fetch_add(1, Ordering::Relaxed);
-                        return Ok(());
+                    if d == Decision::Replace {
+                        existing::remove(fd, &node.name)?;
                     }
                     file = Some(meta::create_file(fd, &name)?);
+                    self.ctx.progress.file(path, status(d));
                     self.links.insert(key, (dir.clone(), name.clone()));
                 }
                 dir.acquire();
@@ -454,10 +475,14 @@ impl Walker<'_> {
                     self.ctx.progress.file(path, FileStatus::Unchanged);
                     return Ok(());
                 }
-                self.ctx.progress.file(path, if d == Decision::New { FileStatus::New } else { FileStatus::Modified });
+                if d == Decision::Replace {
+                    // Whatever is there, a directory included: the snapshot has this instead.
+                    existing::remove(fd, &node.name)?;
+                }
                 meta::create_special(fd, &name, &node, self.ctx.owners.is_root)?;
                 meta::apply_at(fd, &name, &node, &self.ctx.owners)?;
                 self.ctx.other.fetch_add(1, Ordering::Relaxed);
+                self.ctx.progress.file(path, status(d));
                 Ok(())
             }
         }
@@ -504,8 +529,13 @@ fn restore_file(ctx: &Ctx, job: &FileJob) -> std::io::Result<()> {
                 ctx.progress.file(&job.path, FileStatus::Unchanged);
                 return Ok(());
             }
+            if d == Decision::Replace {
+                // Whatever is there, a directory included: the snapshot has a file instead.
+                existing::remove(fd.as_fd(), &job.node.name)?;
+            }
+            let f = meta::create_file(fd.as_fd(), &name)?;
             ctx.progress.file(&job.path, if d == Decision::New { FileStatus::New } else { FileStatus::Modified });
-            meta::create_file(fd.as_fd(), &name)?
+            f
         }
     };
     let mut offset = 0u64;

@@ -22,6 +22,8 @@ struct Planner<'a> {
     opts: &'a RestoreOptions,
     progress: &'a dyn Progress,
     sum: RestoreSummary,
+    /// Hard-linked files seen: a restore writes the first and links the others.
+    links: HashSet<(u64, u64)>,
 }
 
 /// Plans restoring `start` (at snapshot path `start_path`) into the target.
@@ -38,7 +40,7 @@ pub fn plan(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(RestoreError::Target { path: opts.target.display().to_string(), source: e }),
     };
-    let mut p = Planner { repo, index, opts, progress, sum: RestoreSummary::default() };
+    let mut p = Planner { repo, index, opts, progress, sum: RestoreSummary::default(), links: HashSet::new() };
     if start.kind == NodeKind::Dir {
         p.dir_entries(target.as_ref(), start, start_path, false)?;
     } else {
@@ -111,8 +113,10 @@ impl Planner<'_> {
             Decision::Keep { .. } => FileStatus::Unchanged,
         };
         self.progress.file(&path, status);
+        let later_link = node.kind == NodeKind::File && node.nlink > 1 && !self.links.insert((node.dev, node.inode));
         match (decision, node.kind) {
             (Decision::Keep { .. }, _) => self.sum.files_unchanged += 1,
+            (_, NodeKind::File) if later_link => self.sum.other_restored += 1,
             (_, NodeKind::File) => {
                 self.sum.files_restored += 1;
                 self.sum.bytes_restored += node.size;

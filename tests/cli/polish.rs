@@ -328,6 +328,36 @@ fn restore_resumes_overwrites_as_asked_deletes_and_dry_runs() {
     std::fs::write(out.join("keep/edited"), "edited again").unwrap();
     restore(&["--overwrite", "never"]);
     assert_eq!(std::fs::read_to_string(out.join("keep/edited")).unwrap(), "edited again");
+    // A directory where the snapshot has a file is replaced by the file.
+    std::fs::remove_file(out.join("keep/edited")).unwrap();
+    std::fs::create_dir_all(out.join("keep/edited/inside")).unwrap();
+    restore(&[]);
+    assert_eq!(std::fs::read_to_string(out.join("keep/edited")).unwrap(), "original");
+    // With --include DIR, --delete removes what is extra inside it, and only there.
+    std::fs::write(out.join("keep/extra-inside"), "x").unwrap();
+    std::fs::write(out.join("extra-outside"), "x").unwrap();
+    let inc = format!("{}/keep", src.display());
+    restore(&["--delete", "--include", &inc]);
+    assert!(!out.join("keep/extra-inside").exists() && out.join("extra-outside").exists());
+}
+
+#[test]
+fn a_resumed_restore_links_hard_links_again() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), "linked").unwrap();
+    std::fs::hard_link(src.join("a"), src.join("b")).unwrap();
+    env.backup(&[&src], &[]);
+    let out = env.path("out");
+    let (o, snap) = (out.to_str().unwrap(), format!("latest:{}", src.display()));
+    env.ok(&["restore", &snap, "--target", o]);
+    std::fs::remove_file(out.join("a")).unwrap();
+    let r = env.ok(&["restore", "-v", &snap, "--target", o]);
+    assert!(r.stderr.contains("new") && r.stderr.contains("/a"), "hard links are listed: {}", r.stderr);
+    use std::os::unix::fs::MetadataExt;
+    let (a, b) = (std::fs::metadata(out.join("a")).unwrap(), std::fs::metadata(out.join("b")).unwrap());
+    assert_eq!((a.ino(), a.nlink()), (b.ino(), 2), "linked again");
 }
 
 #[test]
@@ -370,6 +400,14 @@ fn dump_writes_a_file_or_a_directory_as_tar_or_zip() {
     let o = std::process::Command::new("python3").args(["-c", &py]).arg(&zip).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(o.stdout == big);
+    // A name that is not UTF-8, given as it is.
+    use std::os::unix::ffi::OsStrExt;
+    let odd = src.join(std::ffi::OsStr::from_bytes(b"odd\xff\xfe"));
+    std::fs::write(&odd, "odd bytes").unwrap();
+    env.backup(&[&src], &[]);
+    let o = env.cmd(&["dump", "latest"]).arg(&odd).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.stdout, b"odd bytes");
     // What is not in the snapshot is named.
     let r = env.run(&["dump", "latest", src.join("nope").to_str().unwrap()]);
     assert!(r.code == 1 && r.stderr.contains("not in snapshot"), "{}", r.stderr);
