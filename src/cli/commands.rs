@@ -871,6 +871,13 @@ fn restore(g: &Global, a: RestoreArgs) -> Result<ExitCode> {
     if sub_bytes == b"/" && a.includes.is_empty() {
         // The whole snapshot: its summary says how much there is.
         prog.set_total(snap.summary.total_bytes_processed, snap.summary.total_files_processed);
+    } else if prog.wants_totals() {
+        // A part: its trees are counted on the side, for the display only.
+        let (r, i, n, p) = (repo.clone(), index.clone(), start.clone(), prog.clone());
+        std::thread::spawn(move || {
+            let (bytes, files) = restore::count(&r, &i, &n);
+            p.set_total(bytes, files);
+        });
     }
     let watch = crate::clock::stopwatch();
     let sum = if a.dry_run {

@@ -165,6 +165,30 @@ impl Ctx {
     }
 }
 
+/// The files below `start` and their bytes, for a display's total (the trees are read; a
+/// tree that cannot be is left out: the restore itself reports it).
+pub fn count(repo: &Repository, index: &MasterIndex, start: &Node) -> (u64, u64) {
+    let (mut bytes, mut files) = (0u64, 0u64);
+    let mut todo: Vec<[u8; 32]> = start.subtree.into_iter().collect();
+    if start.kind == NodeKind::File {
+        return (start.size, 1);
+    }
+    while let Some(t) = todo.pop() {
+        let Ok(nodes) = repo.load_tree(index, &BlobId(t)) else { continue };
+        for n in nodes {
+            match (n.kind, n.subtree) {
+                (NodeKind::File, _) => {
+                    bytes += n.size;
+                    files += 1;
+                }
+                (NodeKind::Dir, Some(sub)) => todo.push(sub),
+                _ => {}
+            }
+        }
+    }
+    (bytes, files)
+}
+
 /// Finds the node at `subpath` (absolute, as backed up) in a snapshot.
 pub fn find_node(
     repo: &Repository,
